@@ -1,0 +1,429 @@
+//! The worker's operations, shared by the gRPC and HTTP front ends. Requests and responses
+//! are the protocol's messages; errors that the protocol carries in-band (invoke, register,
+//! prewarm) are answered in-band, the rest as `ApiError`.
+
+use crate::config::WorkerConfig;
+use crate::env::HostStats;
+use crate::invoker::{InvokeError, Invoker, InvokerSettings, Outcome};
+use crate::isolation::{BackendContext, Backends};
+use crate::metrics::{Gauges, Metrics};
+use crate::pool::{Acquire, ContainerPool, PoolPolicies};
+use crate::registry::{Registered, Registry};
+use iluvatar_core::{ContainerState, Env, Fqdn, FunctionSpec, Language, SpecError};
+use iluvatar_rpc as rpc;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::NotFound(m) => tonic::Status::not_found(m),
+            ApiError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
+            ApiError::Unavailable(m) => tonic::Status::unavailable(m),
+            ApiError::ResourceExhausted(m) => tonic::Status::resource_exhausted(m),
+        }
+    }
+}
+
+enum AsyncSlot {
+    Pending,
+    Done(rpc::InvokeResponse),
+}
+
+pub struct WorkerApi {
+    config: WorkerConfig,
+    env: Env,
+    registry: Registry,
+    backends: Backends,
+    pool: Arc<ContainerPool>,
+    invoker: Arc<Invoker>,
+    metrics: Arc<Metrics>,
+    host: Arc<dyn HostStats>,
+    async_results: Mutex<HashMap<String, AsyncSlot>>,
+    shutting_down: AtomicBool,
+}
+
+impl WorkerApi {
+    /// Builds a worker from its config: opens the registry, builds the backends (which
+    /// remove what an earlier run left behind is up to `clean`), the pool and the invoker.
+    pub fn build(config: WorkerConfig, env: Env, host: Arc<dyn HostStats>) -> anyhow::Result<Arc<Self>> {
+        use anyhow::Context;
+        let registry = Registry::open(&config.state_dir)?;
+        let ctx = BackendContext { env: env.clone(), state_dir: config.state_dir.clone() };
+        let backends = Backends::build(&config.isolation.backends, &ctx).context("building isolation backends")?;
+        let metrics = Arc::new(Metrics::default());
+        let p = &config.container_pool;
+        let policies = PoolPolicies {
+            eviction: p.eviction.build(),
+            keep_alive: p.keep_alive.build(),
+            memory_wait: Duration::from_millis(config.invoker.memory_wait_ms),
+        };
+        let pool = Arc::new(ContainerPool::new(p.memory_mb, backends.clone(), policies, env.clone(), metrics.clone()));
+        let settings = InvokerSettings {
+            concurrency: config.concurrency(),
+            queue: config.invoker.queue.clone(),
+            timeout: Duration::from_millis(config.invoker.invocation_timeout_ms),
+        };
+        let invoker = Invoker::new(settings, pool.clone(), env.clone(), metrics.clone());
+        Ok(Arc::new(WorkerApi {
+            config,
+            env,
+            registry,
+            backends,
+            pool,
+            invoker,
+            metrics,
+            host,
+            async_results: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    /// Removes idle containers past their keep-alive, every `reap_interval_ms`, until
+    /// shutdown.
+    pub fn spawn_reaper(self: &Arc<Self>) {
+        let api = self.clone();
+        let every = Duration::from_millis(self.config.container_pool.reap_interval_ms);
+        tokio::spawn(async move {
+            while !api.shutting_down.load(Ordering::Relaxed) {
+                tokio::time::sleep(every).await;
+                api.pool.reap_expired().await;
+            }
+        });
+    }
+
+    /// Stops taking work, lets in-flight invocations finish within the grace, fails the
+    /// rest, and removes every container.
+    pub async fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.invoker.shutdown(Duration::from_millis(self.config.shutdown.grace_ms)).await;
+        let removed = self.pool.close().await;
+        tracing::info!(removed, "containers removed");
+    }
+
+    pub fn ping(&self, _req: rpc::PingRequest) -> rpc::PingResponse {
+        rpc::PingResponse { message: "Pong".into() }
+    }
+
+    pub async fn register(&self, req: rpc::RegisterRequest) -> rpc::RegisterResponse {
+        let fail = |error: String| rpc::RegisterResponse { success: false, fqdn: String::new(), error };
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return fail("the worker is shutting down".into());
+        }
+        let tid = req.transaction_id.clone();
+        let spec = match self.spec_from(req) {
+            Ok(spec) => spec,
+            Err(e) => return fail(e),
+        };
+        let fqdn = spec.fqdn().0;
+        match self.registry.register(spec).await {
+            Ok(outcome) => {
+                if outcome == Registered::New {
+                    self.metrics.registrations.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::info!(tid, fqdn, ?outcome, "registered");
+                rpc::RegisterResponse { success: true, fqdn, error: String::new() }
+            }
+            Err(e) => fail(e.to_string()),
+        }
+    }
+
+    /// Turns a registration into a checked spec, or says what is wrong with it.
+    fn spec_from(&self, r: rpc::RegisterRequest) -> Result<FunctionSpec, String> {
+        let limits = self.config.spec_limits();
+        let memory_mb = u64::try_from(r.memory).ok().filter(|m| *m > 0).ok_or_else(|| {
+            SpecError::Memory { got: r.memory, min: limits.min_memory_mb, max: limits.max_memory_mb }.to_string()
+        })?;
+        let language = match r.language {
+            0 => Language::NoLang,
+            1 => Language::Python3,
+            x => return Err(SpecError::Language(x).to_string()),
+        };
+        let backend = self.backends.choose(r.isolate)?.clone();
+        let spec = FunctionSpec {
+            name: r.function_name,
+            version: r.function_version,
+            image: r.image_name,
+            memory_mb,
+            cpus: r.cpus,
+            parallel_invokes: r.parallel_invokes.max(1),
+            language,
+            compute: if r.compute == 0 { rpc::compute::CPU } else { r.compute },
+            isolation: backend.flag(),
+            container_server: r.container_server,
+            resource_timings_json: r.resource_timings_json,
+            system_function: r.system_function,
+        };
+        spec.validate(&limits).map_err(|e| e.to_string())?;
+        backend.check_reference(&spec).map_err(|e| e.to_string())?;
+        Ok(spec)
+    }
+
+    /// Finds a registered function, or says which one is missing.
+    fn lookup(&self, name: &str, version: &str) -> Result<Arc<FunctionSpec>, ApiError> {
+        let fqdn = Fqdn::new(name, version);
+        self.registry.get(fqdn.as_str()).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "function {name:?} version {version:?} is not registered (fqdn {fqdn}); register it first"
+            ))
+        })
+    }
+
+    pub async fn invoke(&self, req: rpc::InvokeRequest) -> rpc::InvokeResponse {
+        match self.admit(&req.function_name, &req.function_version, req.json_args) {
+            Ok((spec, args)) => respond(self.invoker.invoke(spec, args, req.transaction_id).await),
+            Err((kind, e)) => error_response(kind, &e.to_string(), ContainerState::Error, None),
+        }
+    }
+
+    /// Checks an invocation before it is queued: the worker is serving, the function
+    /// exists, the arguments are a JSON object.
+    fn admit(
+        &self,
+        name: &str,
+        version: &str,
+        json_args: String,
+    ) -> Result<(Arc<FunctionSpec>, String), (&'static str, ApiError)> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(("shutting_down", ApiError::Unavailable("the worker is shutting down".into())));
+        }
+        let spec = self.lookup(name, version).map_err(|e| ("not_registered", e))?;
+        let args = check_args(json_args).map_err(|e| ("bad_arguments", e))?;
+        Ok((spec, args))
+    }
+
+    pub async fn invoke_async(
+        self: &Arc<Self>,
+        req: rpc::InvokeAsyncRequest,
+    ) -> Result<rpc::InvokeAsyncResponse, ApiError> {
+        let (spec, args) = self.admit(&req.function_name, &req.function_version, req.json_args).map_err(|(_, e)| e)?;
+        let cookie = self.env.random_id();
+        {
+            let mut results = self.async_results.lock().unwrap();
+            if results.len() >= self.config.invoker.max_pending_async {
+                return Err(ApiError::ResourceExhausted(format!(
+                    "{} async results are waiting to be collected (the limit); collect some with invoke_async_check",
+                    results.len()
+                )));
+            }
+            results.insert(cookie.clone(), AsyncSlot::Pending);
+        }
+        let api = self.clone();
+        let key = cookie.clone();
+        tokio::spawn(async move {
+            let response = respond(api.invoker.invoke(spec, args, req.transaction_id).await);
+            api.async_results.lock().unwrap().insert(key, AsyncSlot::Done(response));
+        });
+        Ok(rpc::InvokeAsyncResponse { lookup_cookie: cookie, success: true })
+    }
+
+    /// The result of an async invocation, once: a pending one says so, a collected or
+    /// unknown cookie is an error.
+    pub fn invoke_async_check(&self, req: rpc::InvokeAsyncLookupRequest) -> rpc::InvokeResponse {
+        let mut results = self.async_results.lock().unwrap();
+        match results.get(&req.lookup_cookie) {
+            Some(AsyncSlot::Done(_)) => match results.remove(&req.lookup_cookie) {
+                Some(AsyncSlot::Done(r)) => r,
+                _ => unreachable!("checked under the same lock"),
+            },
+            Some(AsyncSlot::Pending) => rpc::InvokeResponse {
+                json_result: json!({"Pending": format!("invocation {} is still running", req.lookup_cookie)})
+                    .to_string(),
+                success: false,
+                duration_us: 0,
+                compute: 0,
+                container_state: rpc::ContainerState::Error as i32,
+            },
+            None => error_response(
+                "unknown_cookie",
+                &format!(
+                    "no async invocation has cookie {:?}: it is unknown or its result was already collected",
+                    req.lookup_cookie
+                ),
+                ContainerState::Error,
+                None,
+            ),
+        }
+    }
+
+    pub async fn prewarm(&self, req: rpc::PrewarmRequest) -> rpc::PrewarmResponse {
+        let fail = |message: String| rpc::PrewarmResponse { success: false, message };
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return fail("the worker is shutting down".into());
+        }
+        let spec = match self.lookup(&req.function_name, &req.function_version) {
+            Ok(s) => s,
+            Err(e) => return fail(e.to_string()),
+        };
+        match self.pool.acquire(&spec, &req.transaction_id, Acquire::Prewarm).await {
+            Ok(lease) => {
+                let took = lease.cold_start.unwrap_or_default();
+                let message = format!("prewarmed a container for {} in {} us", spec.fqdn(), took.as_micros());
+                self.pool.release_prewarmed(lease);
+                rpc::PrewarmResponse { success: true, message }
+            }
+            Err(e) => fail(e.to_string()),
+        }
+    }
+
+    pub fn status(&self, _req: rpc::StatusRequest) -> rpc::StatusResponse {
+        let (queued, running) = self.invoker.load();
+        let pool = self.pool.snapshot();
+        rpc::StatusResponse {
+            cpu_queue_len: queued as u64,
+            gpu_queue_len: 0,
+            used_mem_pct: pool.used_mb as f64 * 100.0 / pool.total_mb as f64,
+            cpu_util: self.host.cpu_util(),
+            cpu_load_avg: self.host.load_avg(),
+            gpu_load_avg: 0.0,
+            num_running_funcs: running as u32,
+            worker_name: self.config.name.clone(),
+            timestamp: self.env.clock.unix_time_us() / 1000,
+        }
+    }
+
+    pub fn health(&self, _req: rpc::HealthRequest) -> rpc::HealthResponse {
+        let status = if self.shutting_down.load(Ordering::Relaxed) {
+            rpc::RpcHealthStatus::Unhealthy
+        } else {
+            rpc::RpcHealthStatus::Healthy
+        };
+        rpc::HealthResponse { status: status as i32 }
+    }
+
+    /// Removes every idle container.
+    pub async fn clean(&self, req: rpc::CleanRequest) -> rpc::CleanResponse {
+        let removed = self.pool.remove_idle().await;
+        tracing::info!(tid = req.transaction_id, removed, "clean");
+        rpc::CleanResponse {}
+    }
+
+    pub fn list_registered_funcs(&self, _req: rpc::ListFunctionRequest) -> rpc::ListFunctionResponse {
+        let functions = self
+            .registry
+            .list()
+            .iter()
+            .map(|s| rpc::RegisteredFunction {
+                function_name: s.name.clone(),
+                function_version: s.version.clone(),
+                image_name: s.image.clone(),
+            })
+            .collect();
+        rpc::ListFunctionResponse { functions }
+    }
+
+    /// Estimated seconds per fqdn; 0.0 for a function that is not registered.
+    pub fn est_invoke_time(&self, req: rpc::EstInvokeRequest) -> rpc::EstInvokeResponse {
+        let est_time = req
+            .fqdns
+            .iter()
+            .map(|f| self.registry.get(f).map(|s| self.invoker.estimate(&s).as_secs_f64()).unwrap_or(0.0))
+            .collect();
+        rpc::EstInvokeResponse { est_time }
+    }
+
+    pub fn metrics_text(&self) -> String {
+        let (queue_len, running) = self.invoker.load();
+        let pool = self.pool.snapshot();
+        self.metrics.render(&Gauges {
+            queue_len,
+            running,
+            containers_idle: pool.idle,
+            containers_busy: pool.busy,
+            memory_used_mb: pool.used_mb,
+            memory_total_mb: pool.total_mb,
+            registered_functions: self.registry.len(),
+        })
+    }
+}
+
+/// Arguments must be a JSON object; empty means `{}`.
+fn check_args(json_args: String) -> Result<String, ApiError> {
+    if json_args.trim().is_empty() {
+        return Ok("{}".into());
+    }
+    match serde_json::from_str::<serde_json::Value>(&json_args) {
+        Ok(v) if v.is_object() => Ok(json_args),
+        Ok(_) => Err(ApiError::InvalidArgument(format!("json_args must be a JSON object, got {json_args:?}"))),
+        Err(e) => Err(ApiError::InvalidArgument(format!("json_args is not valid JSON ({e}): {json_args:?}"))),
+    }
+}
+
+fn proto_state(s: ContainerState) -> i32 {
+    let state = match s {
+        ContainerState::Error => rpc::ContainerState::Error,
+        ContainerState::Unhealthy => rpc::ContainerState::Unhealthy,
+        ContainerState::Cold => rpc::ContainerState::Cold,
+        ContainerState::Prewarm => rpc::ContainerState::Prewarm,
+        ContainerState::Warm => rpc::ContainerState::Warm,
+    };
+    state as i32
+}
+
+fn error_response(kind: &str, message: &str, state: ContainerState, outcome: Option<&Outcome>) -> rpc::InvokeResponse {
+    let mut body = json!({"Error": message, "kind": kind});
+    if let Some(o) = outcome {
+        body["timings"] = json!(o.timings);
+        if let Err(fe) = &o.output {
+            body["function_error"] = json!(fe);
+        }
+    }
+    rpc::InvokeResponse {
+        json_result: body.to_string(),
+        success: false,
+        duration_us: outcome.map(|o| o.timings.container_us).unwrap_or(0),
+        compute: rpc::compute::CPU,
+        container_state: proto_state(state),
+    }
+}
+
+/// The protocol's answer for an invocation. A result's JSON is the function's value under
+/// `body`, with the in-function start and end (Unix seconds), whether the container was
+/// cold, and the worker's timing breakdown.
+fn respond(result: Result<Outcome, InvokeError>) -> rpc::InvokeResponse {
+    match result {
+        Ok(o) => match &o.output {
+            Ok(body) => rpc::InvokeResponse {
+                json_result: format!(
+                    r#"{{"body":{body},"start":{:.6},"end":{:.6},"was_cold":{},"timings":{}}}"#,
+                    o.start_unix_us as f64 / 1e6,
+                    o.end_unix_us as f64 / 1e6,
+                    o.first_call,
+                    serde_json::to_string(&o.timings).unwrap_or_default(),
+                ),
+                success: true,
+                duration_us: o.timings.container_us,
+                compute: rpc::compute::CPU,
+                container_state: proto_state(o.state),
+            },
+            Err(fe) => {
+                let msg = format!("the function raised {}: {}", fe.kind, fe.message);
+                error_response("function_error", &msg, o.state, Some(&o))
+            }
+        },
+        Err(e) => error_response(e.kind(), &e.to_string(), ContainerState::Error, None),
+    }
+}

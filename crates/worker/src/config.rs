@@ -1,0 +1,342 @@
+//! Worker configuration: a JSON or TOML file where every field has a default and unknown
+//! fields are rejected, then environment overrides `ILUVATAR_WORKER__section__key=value`.
+
+use iluvatar_core::policy::{EvictionConfig, KeepAliveConfig, QueueConfig};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+pub const ENV_PREFIX: &str = "ILUVATAR_WORKER__";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// The worker's name, reported by `status`.
+    pub name: String,
+    /// Where the registry and every container's files live.
+    pub state_dir: PathBuf,
+    pub grpc: ListenConfig,
+    pub http: HttpConfig,
+    pub limits: LimitsConfig,
+    pub invoker: InvokerConfig,
+    pub container_pool: PoolConfig,
+    pub isolation: IsolationConfig,
+    pub shutdown: ShutdownConfig,
+    /// Log filter in `tracing` syntax (`info`, `iluvatar_worker=debug`, ...).
+    pub log_level: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            name: "worker".into(),
+            state_dir: PathBuf::from("/var/lib/iluvatar/worker"),
+            grpc: ListenConfig { address: "127.0.0.1".into(), port: 8079 },
+            http: HttpConfig { enabled: true, address: "127.0.0.1".into(), port: 8080 },
+            limits: LimitsConfig::default(),
+            invoker: InvokerConfig::default(),
+            container_pool: PoolConfig::default(),
+            isolation: IsolationConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    pub address: String,
+    /// 0 picks a free port; the worker prints the one it bound.
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    pub address: String,
+    pub port: u16,
+}
+
+/// Bounds on what a registration may ask for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub min_memory_mb: u64,
+    /// 0 means the container pool's size.
+    pub max_memory_mb: u64,
+    /// 0 means the number of cores.
+    pub max_cpus: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { min_memory_mb: 5, max_memory_mb: 0, max_cpus: 0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InvokerConfig {
+    /// Invocations running at once; 0 means the number of cores.
+    pub concurrency: usize,
+    pub queue: QueueConfig,
+    /// How long an invocation waits for memory to become free before it fails.
+    pub memory_wait_ms: u64,
+    /// An invocation running longer is failed and its container replaced.
+    pub invocation_timeout_ms: u64,
+    /// Results of async invocations kept until collected; more are refused.
+    pub max_pending_async: usize,
+}
+
+impl Default for InvokerConfig {
+    fn default() -> Self {
+        InvokerConfig {
+            concurrency: 0,
+            queue: QueueConfig::Fcfs,
+            memory_wait_ms: 5_000,
+            invocation_timeout_ms: 300_000,
+            max_pending_async: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Memory all containers together may use.
+    pub memory_mb: u64,
+    pub keep_alive: KeepAliveConfig,
+    pub eviction: EvictionConfig,
+    /// How often expired idle containers are looked for.
+    pub reap_interval_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            memory_mb: 4096,
+            keep_alive: KeepAliveConfig::default(),
+            eviction: EvictionConfig::Lru,
+            reap_interval_ms: 1_000,
+        }
+    }
+}
+
+/// The isolation backends this worker offers; the first is the default for registrations
+/// that do not name one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IsolationConfig {
+    pub backends: Vec<crate::isolation::BackendConfig>,
+}
+
+impl Default for IsolationConfig {
+    fn default() -> Self {
+        IsolationConfig { backends: vec![crate::isolation::BackendConfig::Sim(Default::default())] }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long in-flight invocations may finish after SIGINT/SIGTERM before they fail.
+    pub grace_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { grace_ms: 10_000 }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid {format}: {message}")]
+    Parse { path: PathBuf, format: &'static str, message: String },
+    #[error("config is invalid: {0}")]
+    Invalid(String),
+    #[error("environment override {var} is invalid: {why}")]
+    Override { var: String, why: String },
+}
+
+impl WorkerConfig {
+    /// Loads the file (if any), applies the overrides, and checks the result.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut merged = serde_json::to_value(WorkerConfig::default()).expect("defaults serialise");
+        if let Some(path) = path {
+            merge(&mut merged, read_file(path)?);
+        }
+        for (var, value) in env {
+            if let Some(rest) = var.strip_prefix(ENV_PREFIX) {
+                apply_override(&mut merged, &var, rest, &value)?;
+            }
+        }
+        let config: WorkerConfig = serde_json::from_value(merged).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.isolation.backends.is_empty() {
+            return Err(ConfigError::Invalid("isolation.backends must name at least one backend".into()));
+        }
+        if self.container_pool.memory_mb == 0 {
+            return Err(ConfigError::Invalid("container_pool.memory_mb must be above 0".into()));
+        }
+        if self.container_pool.reap_interval_ms == 0 {
+            return Err(ConfigError::Invalid("container_pool.reap_interval_ms must be above 0".into()));
+        }
+        Ok(())
+    }
+
+    pub fn cores() -> usize {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+
+    pub fn concurrency(&self) -> usize {
+        match self.invoker.concurrency {
+            0 => Self::cores(),
+            n => n,
+        }
+    }
+
+    pub fn spec_limits(&self) -> iluvatar_core::SpecLimits {
+        let max_memory_mb = match self.limits.max_memory_mb {
+            0 => self.container_pool.memory_mb,
+            n => n.min(self.container_pool.memory_mb),
+        };
+        let max_cpus = match self.limits.max_cpus {
+            0 => Self::cores() as u32,
+            n => n,
+        };
+        iluvatar_core::SpecLimits { min_memory_mb: self.limits.min_memory_mb, max_memory_mb, max_cpus }
+    }
+}
+
+fn read_file(path: &Path) -> Result<Value, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let is_toml = path.extension().is_some_and(|e| e == "toml");
+    if is_toml {
+        toml::from_str::<Value>(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            format: "TOML",
+            message: e.to_string(),
+        })
+    } else {
+        serde_json::from_str::<Value>(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            format: "JSON",
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Overlays `top` on `base`. A tagged object (one with a "type") replaces the default
+/// whole, so that one variant's default fields do not leak into another.
+fn merge(base: &mut Value, top: Value) {
+    match (base, top) {
+        (Value::Object(b), Value::Object(t)) => {
+            for (k, v) in t {
+                match b.get_mut(&k) {
+                    Some(slot) if v.is_object() && v.get("type").is_none() => merge(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, top) => *slot = top,
+    }
+}
+
+/// `section__key` sets `{"section": {"key": value}}`. The value keeps the type of the
+/// field it replaces: text for strings, JSON for everything else.
+fn apply_override(root: &mut Value, var: &str, path: &str, value: &str) -> Result<(), ConfigError> {
+    let bad = |why: String| ConfigError::Override { var: var.to_string(), why };
+    let keys: Vec<&str> = path.split("__").collect();
+    if keys.iter().any(|k| k.is_empty()) {
+        return Err(bad("empty key between '__' separators".into()));
+    }
+    let mut node = root;
+    for key in &keys[..keys.len() - 1] {
+        node = node
+            .as_object_mut()
+            .ok_or_else(|| bad(format!("{key} is inside a value that is not a section")))?
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    let obj = node.as_object_mut().ok_or_else(|| bad("parent is not a section".into()))?;
+    let last = keys[keys.len() - 1];
+    let new = match obj.get(last) {
+        Some(Value::String(_)) => Value::String(value.to_string()),
+        _ => serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string())),
+    };
+    obj.insert(last.to_string(), new);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("iluvatar-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn defaults_when_no_file() {
+        let c = WorkerConfig::load(None, vec![]).unwrap();
+        assert_eq!(c, WorkerConfig::default());
+        assert_eq!(c.grpc.port, 8079);
+    }
+
+    #[test]
+    fn toml_and_json_files_are_read() {
+        let t = write(
+            "w.toml",
+            "name = \"t\"\n[grpc]\naddress = \"127.0.0.1\"\nport = 9000\n[container_pool]\nmemory_mb = 512\n",
+        );
+        let c = WorkerConfig::load(Some(&t), vec![]).unwrap();
+        assert_eq!((c.name.as_str(), c.grpc.port, c.container_pool.memory_mb), ("t", 9000, 512));
+        assert_eq!(c.container_pool.reap_interval_ms, 1_000, "unset fields keep defaults");
+        let j = write("w.json", r#"{"invoker": {"queue": {"type": "fcfs"}, "concurrency": 3}}"#);
+        assert_eq!(WorkerConfig::load(Some(&j), vec![]).unwrap().concurrency(), 3);
+    }
+
+    #[test]
+    fn unknown_fields_and_policies_are_refused_by_name() {
+        let j = write("bad.json", r#"{"invoker": {"concurrensy": 3}}"#);
+        let e = WorkerConfig::load(Some(&j), vec![]).unwrap_err().to_string();
+        assert!(e.contains("concurrensy"), "{e}");
+        let j = write("bad2.json", r#"{"container_pool": {"eviction": {"type": "lfu"}}}"#);
+        let e = WorkerConfig::load(Some(&j), vec![]).unwrap_err().to_string();
+        assert!(e.contains("lfu") && e.contains("lru"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_keep_field_types() {
+        let env = vec![
+            ("ILUVATAR_WORKER__name".to_string(), "123".to_string()),
+            ("ILUVATAR_WORKER__grpc__port".to_string(), "9100".to_string()),
+            ("ILUVATAR_WORKER__container_pool__keep_alive__ttl_ms".to_string(), "50".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let c = WorkerConfig::load(None, env).unwrap();
+        assert_eq!(c.name, "123");
+        assert_eq!(c.grpc.port, 9100);
+        assert_eq!(c.container_pool.keep_alive, KeepAliveConfig::Fixed { ttl_ms: 50 });
+        let e =
+            WorkerConfig::load(None, vec![("ILUVATAR_WORKER__grpc__prt".into(), "1".into())]).unwrap_err().to_string();
+        assert!(e.contains("prt"), "{e}");
+    }
+}

@@ -1,0 +1,314 @@
+//! The invoker: a queue (policy behind a trait) in front of a dispatcher bounded by a
+//! concurrency limit. Each invocation runs in its own task, detached from the request that
+//! asked for it, so a client that goes away cannot leave a container or a slot behind.
+
+use crate::isolation::{CallRequest, FunctionError, IsolationError};
+use crate::metrics::Metrics;
+use crate::pool::{Acquire, ContainerPool, PoolError};
+use iluvatar_core::policy::{QueueConfig, QueueItem, QueuePolicy};
+use iluvatar_core::{ContainerState, Env, FunctionSpec, Timings};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot, watch};
+
+/// A finished invocation.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The function's JSON result, or the error it raised.
+    pub output: Result<String, FunctionError>,
+    pub state: ContainerState,
+    pub timings: Timings,
+    pub start_unix_us: u64,
+    pub end_unix_us: u64,
+    pub first_call: bool,
+}
+
+/// Why an invocation produced no result.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("{fqdn} ran past the invocation timeout of {timeout_ms} ms; its container was removed")]
+    Timeout { fqdn: String, timeout_ms: u64 },
+    #[error("{fqdn}: {source}")]
+    Container { fqdn: String, source: IsolationError },
+    #[error("the worker is shutting down; invocation of {fqdn} was not completed")]
+    ShuttingDown { fqdn: String },
+}
+
+impl InvokeError {
+    /// A short machine-readable name for the error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InvokeError::Pool(PoolError::NoMemory { .. }) => "no_memory",
+            InvokeError::Pool(PoolError::Start { .. }) => "cold_start_failed",
+            InvokeError::Pool(PoolError::NoBackend { .. }) => "no_backend",
+            InvokeError::Pool(PoolError::Closed) | InvokeError::ShuttingDown { .. } => "shutting_down",
+            InvokeError::Timeout { .. } => "timeout",
+            InvokeError::Container { source: IsolationError::OutOfMemory { .. }, .. } => "out_of_memory",
+            InvokeError::Container { .. } => "container_failed",
+        }
+    }
+}
+
+struct Job {
+    spec: Arc<FunctionSpec>,
+    args: String,
+    tid: String,
+    arrival: Duration,
+    reply: oneshot::Sender<Result<Outcome, InvokeError>>,
+}
+
+struct QueueState {
+    queue: Box<dyn QueuePolicy<Job>>,
+    running: usize,
+    closed: bool,
+}
+
+/// Smoothed per-function durations, for estimates.
+#[derive(Default, Clone, Copy)]
+struct FnStats {
+    warm_us: f64,
+    cold_us: f64,
+}
+
+pub struct InvokerSettings {
+    pub concurrency: usize,
+    pub queue: QueueConfig,
+    pub timeout: Duration,
+}
+
+pub struct Invoker {
+    pool: Arc<ContainerPool>,
+    env: Env,
+    metrics: Arc<Metrics>,
+    concurrency: usize,
+    timeout: Duration,
+    state: Mutex<QueueState>,
+    stats: Mutex<HashMap<Arc<str>, FnStats>>,
+    /// Set after the shutdown grace: running invocations fail at once.
+    abort: watch::Sender<bool>,
+    /// Signalled when the last running invocation finishes.
+    drained: Notify,
+}
+
+const EWMA: f64 = 0.2;
+
+impl Invoker {
+    pub fn new(settings: InvokerSettings, pool: Arc<ContainerPool>, env: Env, metrics: Arc<Metrics>) -> Arc<Self> {
+        let state = QueueState { queue: settings.queue.build(), running: 0, closed: false };
+        Arc::new(Invoker {
+            pool,
+            env,
+            metrics,
+            concurrency: settings.concurrency.max(1),
+            timeout: settings.timeout,
+            state: Mutex::new(state),
+            stats: Mutex::new(HashMap::new()),
+            abort: watch::channel(false).0,
+            drained: Notify::new(),
+        })
+    }
+
+    /// (queue length, running invocations).
+    pub fn load(&self) -> (usize, usize) {
+        let s = self.state.lock().unwrap();
+        (s.queue.len(), s.running)
+    }
+
+    /// Runs `spec` with `args` (a JSON object) and waits for its outcome.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        spec: Arc<FunctionSpec>,
+        args: String,
+        tid: String,
+    ) -> Result<Outcome, InvokeError> {
+        let (reply, outcome) = oneshot::channel();
+        let fqdn: Arc<str> = spec.fqdn().0.into();
+        let job = Job { spec, args, tid, arrival: self.env.now(), reply };
+        {
+            let mut s = self.state.lock().unwrap();
+            if s.closed {
+                return Err(InvokeError::ShuttingDown { fqdn: fqdn.to_string() });
+            }
+            if s.queue.is_empty() && s.running < self.concurrency {
+                s.running += 1;
+                tokio::spawn(self.clone().run_chain(job));
+            } else {
+                let est_duration = self.estimate_exec(&fqdn);
+                s.queue.push(QueueItem { fqdn, arrival: job.arrival, est_duration, payload: job });
+            }
+        }
+        outcome.await.unwrap_or_else(|_| Err(InvokeError::ShuttingDown { fqdn: String::new() }))
+    }
+
+    /// Runs a job, then keeps taking jobs from the queue while there are any; the slot is
+    /// given back when the queue is empty.
+    async fn run_chain(self: Arc<Self>, mut job: Job) {
+        loop {
+            let result = self.execute(&job).await;
+            self.record(&job, &result);
+            let _ = job.reply.send(result);
+            let next = {
+                let mut s = self.state.lock().unwrap();
+                let next = s.queue.pop();
+                if next.is_none() {
+                    s.running -= 1;
+                    if s.running == 0 {
+                        self.drained.notify_waiters();
+                    }
+                }
+                next
+            };
+            match next {
+                Some(item) => job = item.payload,
+                None => return,
+            }
+        }
+    }
+
+    async fn execute(&self, job: &Job) -> Result<Outcome, InvokeError> {
+        let fqdn = || job.spec.fqdn().0;
+        let mut abort = self.abort.subscribe();
+        if *abort.borrow() {
+            return Err(InvokeError::ShuttingDown { fqdn: fqdn() });
+        }
+        let dequeued = self.env.now();
+        let lease = self.pool.acquire(&job.spec, &job.tid, Acquire::Invoke).await?;
+        let acquired = self.env.now();
+        let call =
+            tokio::time::timeout(self.timeout, lease.container().call(CallRequest { args: &job.args, tid: &job.tid }));
+        let result = tokio::select! {
+            r = call => Some(r),
+            _ = abort.wait_for(|a| *a) => None,
+        };
+        let Some(result) = result else {
+            self.pool.release(lease, false);
+            return Err(InvokeError::ShuttingDown { fqdn: fqdn() });
+        };
+        let done = self.env.now();
+        let call = match result {
+            Ok(Ok(call)) => {
+                let state = lease.state;
+                let cold_start = lease.cold_start;
+                self.pool.release(lease, true);
+                (call, state, cold_start)
+            }
+            Ok(Err(source)) => {
+                self.pool.release(lease, false);
+                return Err(InvokeError::Container { fqdn: fqdn(), source });
+            }
+            Err(_) => {
+                self.pool.release(lease, false);
+                return Err(InvokeError::Timeout { fqdn: fqdn(), timeout_ms: self.timeout.as_millis() as u64 });
+            }
+        };
+        let (call, state, cold_start) = call;
+        let us = |d: Duration| d.as_micros() as u64;
+        let timings = Timings {
+            queue_us: us(dequeued.saturating_sub(job.arrival)),
+            acquire_us: us(acquired - dequeued),
+            cold_start_us: cold_start.map(us).unwrap_or(0),
+            container_us: us(done - acquired),
+            function_us: call.end_unix_us.saturating_sub(call.start_unix_us),
+            total_us: us(done.saturating_sub(job.arrival)),
+        };
+        Ok(Outcome {
+            output: call.output,
+            state,
+            timings,
+            start_unix_us: call.start_unix_us,
+            end_unix_us: call.end_unix_us,
+            first_call: call.first_call,
+        })
+    }
+
+    fn record(&self, job: &Job, result: &Result<Outcome, InvokeError>) {
+        let total_us = self.env.now().saturating_sub(job.arrival).as_micros() as u64;
+        self.metrics.latency.observe_us(total_us);
+        match result {
+            Ok(o) => {
+                self.metrics.invocations_ok.fetch_add(1, Relaxed);
+                self.metrics.queue_wait.observe_us(o.timings.queue_us);
+                let exec = (o.timings.acquire_us + o.timings.container_us) as f64;
+                let mut stats = self.stats.lock().unwrap();
+                let s = stats.entry(job.spec.fqdn().0.into()).or_default();
+                let slot = if o.state == ContainerState::Cold { &mut s.cold_us } else { &mut s.warm_us };
+                *slot = if *slot == 0.0 { exec } else { *slot * (1.0 - EWMA) + exec * EWMA };
+            }
+            Err(e) => {
+                self.metrics.invocations_failed.fetch_add(1, Relaxed);
+                tracing::info!(tid = job.tid, fqdn = %job.spec.fqdn(), error = %e, "invocation failed");
+            }
+        }
+    }
+
+    /// Expected execution time of a function: warm if an idle container waits, cold if not.
+    /// Learnt from past invocations, else from the registration's timings, else zero.
+    fn estimate_exec(&self, fqdn: &str) -> Duration {
+        let learnt = self.stats.lock().unwrap().get(fqdn).copied().unwrap_or_default();
+        let warm = self.pool.has_idle(fqdn);
+        let us = if warm {
+            learnt.warm_us
+        } else if learnt.cold_us > 0.0 {
+            learnt.cold_us
+        } else {
+            learnt.warm_us
+        };
+        Duration::from_micros(us as u64)
+    }
+
+    /// Estimated end-to-end time of invoking `spec` now: the queue ahead spread over the
+    /// concurrency slots, plus its own execution.
+    pub fn estimate(&self, spec: &FunctionSpec) -> Duration {
+        let fqdn = spec.fqdn().0;
+        let mut own = self.estimate_exec(&fqdn);
+        if own.is_zero()
+            && let Ok(Some(t)) = spec.timings()
+        {
+            let ms = if self.pool.has_idle(&fqdn) { t.warm_ms } else { t.cold_ms };
+            own = Duration::from_secs_f64(ms / 1000.0);
+        }
+        let (queued, _) = self.load();
+        let avg = {
+            let stats = self.stats.lock().unwrap();
+            let xs: Vec<f64> = stats.values().map(|s| s.warm_us.max(s.cold_us)).filter(|x| *x > 0.0).collect();
+            if xs.is_empty() { 0.0 } else { xs.iter().sum::<f64>() / xs.len() as f64 }
+        };
+        own + Duration::from_micros((queued as f64 * avg / self.concurrency as f64) as u64)
+    }
+
+    /// Stops taking invocations, lets those queued or running finish within `grace`, then
+    /// fails the rest with a clear error.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.state.lock().unwrap().closed = true;
+        if !self.wait_drained(grace).await {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace over; failing in-flight invocations");
+            self.abort.send_replace(true);
+            let waiting = self.state.lock().unwrap().queue.drain();
+            for item in waiting {
+                let fqdn = item.payload.spec.fqdn().0;
+                let _ = item.payload.reply.send(Err(InvokeError::ShuttingDown { fqdn }));
+            }
+            self.wait_drained(Duration::from_secs(5)).await;
+        }
+    }
+
+    async fn wait_drained(&self, within: Duration) -> bool {
+        let deadline = self.env.now() + within;
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.state.lock().unwrap().running == 0 {
+                return true;
+            }
+            let Some(left) = deadline.checked_sub(self.env.now()) else { return false };
+            if tokio::time::timeout(left, drained).await.is_err() {
+                return self.state.lock().unwrap().running == 0;
+            }
+        }
+    }
+}

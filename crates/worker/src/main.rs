@@ -1,0 +1,66 @@
+//! `iluvatar_worker`: runs a worker from a config file, or cleans up after earlier runs.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use iluvatar_worker::config::WorkerConfig;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "iluvatar_worker", version, about = "The Ilúvatar worker daemon")]
+struct Args {
+    /// Config file (JSON, or TOML with a .toml extension); every field has a default.
+    #[arg(short, long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Remove everything earlier runs left behind (containers, their files); keeps registrations.
+    Clean,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = WorkerConfig::load(args.config.as_deref(), std::env::vars())?;
+    init_logging(&config.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let env = iluvatar_worker::env::live_env();
+        match args.command {
+            Some(Command::Clean) => {
+                let removed = iluvatar_worker::clean(&config, env).await?;
+                let report: serde_json::Map<String, serde_json::Value> =
+                    removed.into_iter().map(|(k, v)| (k, v.into())).collect();
+                println!("{}", serde_json::json!({"event": "clean", "removed": report}));
+                Ok(())
+            }
+            None => {
+                tracing::info!(seed = env.seed, "starting worker");
+                iluvatar_worker::run(config, env, shutdown_signal()).await.context("worker failed")
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn init_logging(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}

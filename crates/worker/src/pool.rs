@@ -1,0 +1,369 @@
+//! The container pool: idle containers kept per function and reused, cold starts through
+//! the function's backend, memory accounted against the pool's size, eviction of idle
+//! containers when memory is short, and removal of those idle past their keep-alive.
+
+use crate::isolation::{Backends, Container, CreateRequest, IsolationBackend, IsolationError};
+use crate::metrics::Metrics;
+use iluvatar_core::policy::{EvictionPolicy, IdleContainer, KeepAlivePolicy};
+use iluvatar_core::{ContainerState, Env, FunctionSpec};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error(
+        "not enough memory for {fqdn}: it needs {needed_mb} MB, {free_mb} of {total_mb} MB are free and no idle container could be evicted within {waited_ms} ms"
+    )]
+    NoMemory { fqdn: String, needed_mb: u64, free_mb: u64, total_mb: u64, waited_ms: u64 },
+    #[error("function {fqdn} runs on the {backend} backend, which this worker does not offer")]
+    NoBackend { fqdn: String, backend: String },
+    #[error("cold start of {fqdn} failed: {source}")]
+    Start { fqdn: String, source: IsolationError },
+    #[error("the worker is shutting down")]
+    Closed,
+}
+
+/// A container held by the pool, idle or lent out.
+struct Entry {
+    id: u64,
+    fqdn: Arc<str>,
+    memory_mb: u64,
+    backend: Arc<dyn IsolationBackend>,
+    handle: Box<dyn Container>,
+    uses: u64,
+    last_used: Duration,
+}
+
+/// A container lent to one invocation. Give it back with [`ContainerPool::release`].
+pub struct Lease {
+    entry: Entry,
+    /// The state the container was in when acquired.
+    pub state: ContainerState,
+    /// The backend's start time, for a cold start.
+    pub cold_start: Option<Duration>,
+}
+
+impl Lease {
+    pub fn container(&self) -> &dyn Container {
+        self.entry.handle.as_ref()
+    }
+}
+
+/// Whether an acquisition may reuse an idle container.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Acquire {
+    Invoke,
+    /// Always starts a new container.
+    Prewarm,
+}
+
+struct State {
+    total_mb: u64,
+    used_mb: u64,
+    /// Idle containers per function; the most recently used is last.
+    idle: HashMap<Arc<str>, Vec<Entry>>,
+    idle_count: usize,
+    busy: usize,
+    next_id: u64,
+    closed: bool,
+}
+
+/// Counts for status and metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSnapshot {
+    pub used_mb: u64,
+    pub total_mb: u64,
+    pub idle: usize,
+    pub busy: usize,
+}
+
+pub struct PoolPolicies {
+    pub eviction: Box<dyn EvictionPolicy>,
+    pub keep_alive: Box<dyn KeepAlivePolicy>,
+    pub memory_wait: Duration,
+}
+
+pub struct ContainerPool {
+    backends: Backends,
+    env: Env,
+    metrics: Arc<Metrics>,
+    policies: PoolPolicies,
+    /// Distinguishes this run's container ids from an earlier run's.
+    boot_id: String,
+    state: Mutex<State>,
+    /// Signalled whenever memory is freed or a container becomes idle (evictable).
+    changed: Notify,
+}
+
+enum Plan {
+    Reuse(Entry),
+    Create { id: u64, victims: Vec<Entry> },
+    Wait { free_mb: u64 },
+}
+
+impl ContainerPool {
+    pub fn new(total_mb: u64, backends: Backends, policies: PoolPolicies, env: Env, metrics: Arc<Metrics>) -> Self {
+        let boot_id = format!("{:06x}", env.rng.next_u64() & 0xff_ffff);
+        let state =
+            State { total_mb, used_mb: 0, idle: HashMap::new(), idle_count: 0, busy: 0, next_id: 1, closed: false };
+        ContainerPool { backends, env, metrics, policies, boot_id, state: Mutex::new(state), changed: Notify::new() }
+    }
+
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let s = self.state.lock().unwrap();
+        PoolSnapshot { used_mb: s.used_mb, total_mb: s.total_mb, idle: s.idle_count, busy: s.busy }
+    }
+
+    pub fn has_idle(&self, fqdn: &str) -> bool {
+        self.state.lock().unwrap().idle.get(fqdn).is_some_and(|v| !v.is_empty())
+    }
+
+    /// Lends a container for `spec`: an idle one if there is one (unless prewarming), else a
+    /// new one, evicting idle containers or waiting up to the memory bound for memory.
+    pub async fn acquire(&self, spec: &FunctionSpec, tid: &str, kind: Acquire) -> Result<Lease, PoolError> {
+        let fqdn = spec.fqdn().0;
+        let backend = self.backends.get(spec.isolation).cloned().ok_or_else(|| PoolError::NoBackend {
+            fqdn: fqdn.clone(),
+            backend: crate::isolation::flag_name(spec.isolation),
+        })?;
+        let started = self.env.now();
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match self.plan(&fqdn, spec.memory_mb, kind)? {
+                Plan::Reuse(entry) => {
+                    let state = if entry.uses == 0 { ContainerState::Prewarm } else { ContainerState::Warm };
+                    return Ok(Lease { entry, state, cold_start: None });
+                }
+                Plan::Create { id, victims } => {
+                    self.evict(victims).await;
+                    return self.create(spec, fqdn.into(), id, backend, tid).await;
+                }
+                Plan::Wait { free_mb } => {
+                    let waited = self.env.now().saturating_sub(started);
+                    let Some(left) = self.policies.memory_wait.checked_sub(waited).filter(|d| !d.is_zero()) else {
+                        return Err(PoolError::NoMemory {
+                            fqdn,
+                            needed_mb: spec.memory_mb,
+                            free_mb,
+                            total_mb: self.snapshot().total_mb,
+                            waited_ms: waited.as_millis() as u64,
+                        });
+                    };
+                    let _ = tokio::time::timeout(left, changed).await;
+                }
+            }
+        }
+    }
+
+    /// Decides under the lock how to serve an acquisition, reserving memory if creating.
+    fn plan(&self, fqdn: &str, memory_mb: u64, kind: Acquire) -> Result<Plan, PoolError> {
+        let mut s = self.state.lock().unwrap();
+        if s.closed {
+            return Err(PoolError::Closed);
+        }
+        if kind == Acquire::Invoke
+            && let Some(entry) = s.idle.get_mut(fqdn).and_then(|v| v.pop())
+        {
+            s.idle_count -= 1;
+            s.busy += 1;
+            return Ok(Plan::Reuse(entry));
+        }
+        let free = s.total_mb - s.used_mb;
+        let mut victims = Vec::new();
+        if free < memory_mb {
+            let candidates: Vec<IdleContainer> = s
+                .idle
+                .values()
+                .flatten()
+                .map(|e| IdleContainer {
+                    id: e.id,
+                    fqdn: e.fqdn.clone(),
+                    memory_mb: e.memory_mb,
+                    last_used: e.last_used,
+                    uses: e.uses,
+                })
+                .collect();
+            let chosen = self.policies.eviction.choose_victims(&candidates, memory_mb - free);
+            if chosen.is_empty() {
+                return Ok(Plan::Wait { free_mb: free });
+            }
+            victims = take_idle(&mut s, |e| chosen.contains(&e.id));
+            let freed: u64 = victims.iter().map(|e| e.memory_mb).sum();
+            if free + freed < memory_mb {
+                // A policy that chose too little: put nothing back half-done, give up the victims.
+                s.used_mb -= freed;
+                drop(s);
+                self.spawn_removals(victims);
+                return Ok(Plan::Wait { free_mb: free + freed });
+            }
+            s.used_mb -= freed;
+        }
+        s.used_mb += memory_mb;
+        s.busy += 1;
+        let id = s.next_id;
+        s.next_id += 1;
+        Ok(Plan::Create { id, victims })
+    }
+
+    async fn create(
+        &self,
+        spec: &FunctionSpec,
+        fqdn: Arc<str>,
+        id: u64,
+        backend: Arc<dyn IsolationBackend>,
+        tid: &str,
+    ) -> Result<Lease, PoolError> {
+        let container_id = format!("{fqdn}-{}-{id}", self.boot_id);
+        let t0 = self.env.now();
+        let created = backend.create(CreateRequest { spec, container_id: &container_id, tid }).await;
+        let took = self.env.now().saturating_sub(t0);
+        match created {
+            Ok(handle) => {
+                self.metrics.cold_starts.fetch_add(1, Relaxed);
+                self.metrics.cold_start.observe_us(took.as_micros() as u64);
+                tracing::debug!(tid, container_id, took_us = took.as_micros() as u64, "cold start");
+                let entry =
+                    Entry { id, fqdn, memory_mb: spec.memory_mb, backend, handle, uses: 0, last_used: self.env.now() };
+                Ok(Lease { entry, state: ContainerState::Cold, cold_start: Some(took) })
+            }
+            Err(source) => {
+                self.metrics.failed_cold_starts.fetch_add(1, Relaxed);
+                self.forget(spec.memory_mb);
+                tracing::warn!(tid, container_id, error = %source, "cold start failed");
+                Err(PoolError::Start { fqdn: fqdn.to_string(), source })
+            }
+        }
+    }
+
+    /// Takes back a container after an invocation: kept idle if it is healthy, removed
+    /// otherwise.
+    pub fn release(&self, lease: Lease, healthy: bool) {
+        let mut entry = lease.entry;
+        let mut s = self.state.lock().unwrap();
+        s.busy -= 1;
+        if healthy && !s.closed {
+            entry.uses += 1;
+            entry.last_used = self.env.now();
+            s.idle.entry(entry.fqdn.clone()).or_default().push(entry);
+            s.idle_count += 1;
+            drop(s);
+        } else {
+            s.used_mb -= entry.memory_mb;
+            drop(s);
+            self.spawn_removals(vec![entry]);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Puts a freshly prewarmed container into the idle set without counting a use.
+    pub fn release_prewarmed(&self, lease: Lease) {
+        let mut entry = lease.entry;
+        entry.last_used = self.env.now();
+        let mut s = self.state.lock().unwrap();
+        s.busy -= 1;
+        s.idle.entry(entry.fqdn.clone()).or_default().push(entry);
+        s.idle_count += 1;
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    /// Removes idle containers past their keep-alive; returns how many.
+    pub async fn reap_expired(&self) -> usize {
+        let now = self.env.now();
+        let expired = {
+            let mut s = self.state.lock().unwrap();
+            let ka = &self.policies.keep_alive;
+            let expired = take_idle(&mut s, |e| {
+                let view = IdleContainer {
+                    id: e.id,
+                    fqdn: e.fqdn.clone(),
+                    memory_mb: e.memory_mb,
+                    last_used: e.last_used,
+                    uses: e.uses,
+                };
+                ka.expired(&view, now)
+            });
+            s.used_mb -= expired.iter().map(|e| e.memory_mb).sum::<u64>();
+            expired
+        };
+        let n = expired.len();
+        if n > 0 {
+            self.metrics.expirations.fetch_add(n as u64, Relaxed);
+            remove_all(expired).await;
+            self.changed.notify_waiters();
+        }
+        n
+    }
+
+    /// Removes every idle container (the `clean` operation); returns how many.
+    pub async fn remove_idle(&self) -> usize {
+        let idle = {
+            let mut s = self.state.lock().unwrap();
+            let idle = take_idle(&mut s, |_| true);
+            s.used_mb -= idle.iter().map(|e| e.memory_mb).sum::<u64>();
+            idle
+        };
+        let n = idle.len();
+        remove_all(idle).await;
+        self.changed.notify_waiters();
+        n
+    }
+
+    /// Stops lending containers and removes the idle ones; busy ones are removed when
+    /// they come back.
+    pub async fn close(&self) -> usize {
+        self.state.lock().unwrap().closed = true;
+        self.changed.notify_waiters();
+        self.remove_idle().await
+    }
+
+    async fn evict(&self, victims: Vec<Entry>) {
+        if victims.is_empty() {
+            return;
+        }
+        self.metrics.evictions.fetch_add(victims.len() as u64, Relaxed);
+        remove_all(victims).await;
+    }
+
+    fn forget(&self, memory_mb: u64) {
+        let mut s = self.state.lock().unwrap();
+        s.used_mb -= memory_mb;
+        s.busy -= 1;
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    fn spawn_removals(&self, entries: Vec<Entry>) {
+        if !entries.is_empty() {
+            tokio::spawn(remove_all(entries));
+        }
+    }
+}
+
+/// Takes the idle containers matching `pick` out of the idle set.
+fn take_idle(s: &mut State, pick: impl Fn(&Entry) -> bool) -> Vec<Entry> {
+    let mut taken = Vec::new();
+    for list in s.idle.values_mut() {
+        let mut i = 0;
+        while i < list.len() {
+            if pick(&list[i]) { taken.push(list.remove(i)) } else { i += 1 }
+        }
+    }
+    s.idle.retain(|_, v| !v.is_empty());
+    s.idle_count -= taken.len();
+    taken
+}
+
+async fn remove_all(entries: Vec<Entry>) {
+    for e in entries {
+        let id = e.handle.id().to_string();
+        if let Err(error) = e.backend.remove(e.handle).await {
+            tracing::warn!(container = id, %error, "removing a container failed");
+        }
+    }
+}
