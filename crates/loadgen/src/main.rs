@@ -1,1 +1,28 @@
-fn main() {}
+//! `iluvatar_load_gen`: drives load at a worker and measures it.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "iluvatar_load_gen", version, about = "Load generation and benchmarks for Ilúvatar")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pure control-plane cost: warm invokes of a zero-duration sim function over gRPC on
+    /// loopback with closed-loop clients; prints p50/p99 overhead and invocations/s and
+    /// writes JSON.
+    ControlPlane(iluvatar_load_gen::control_plane::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::ControlPlane(args) => iluvatar_load_gen::control_plane::run(args).await,
+        }
+    })
+}

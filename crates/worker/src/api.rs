@@ -365,8 +365,9 @@ fn check_args(json_args: String) -> Result<String, ApiError> {
     if json_args.trim().is_empty() {
         return Ok("{}".into());
     }
-    match serde_json::from_str::<serde_json::Value>(&json_args) {
-        Ok(v) if v.is_object() => Ok(json_args),
+    // Checks the syntax without building a value; the first character tells the type.
+    match serde_json::from_str::<serde::de::IgnoredAny>(&json_args) {
+        Ok(_) if json_args.trim_start().starts_with('{') => Ok(json_args),
         Ok(_) => Err(ApiError::InvalidArgument(format!("json_args must be a JSON object, got {json_args:?}"))),
         Err(e) => Err(ApiError::InvalidArgument(format!("json_args is not valid JSON ({e}): {json_args:?}"))),
     }

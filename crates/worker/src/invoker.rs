@@ -234,7 +234,11 @@ impl Invoker {
                 self.metrics.queue_wait.observe_us(o.timings.queue_us);
                 let exec = (o.timings.acquire_us + o.timings.container_us) as f64;
                 let mut stats = self.stats.lock().unwrap();
-                let s = stats.entry(job.spec.fqdn().0.into()).or_default();
+                let fqdn = job.spec.fqdn().0;
+                if !stats.contains_key(fqdn.as_str()) {
+                    stats.insert(fqdn.as_str().into(), FnStats::default());
+                }
+                let s = stats.get_mut(fqdn.as_str()).expect("inserted above");
                 let slot = if o.state == ContainerState::Cold { &mut s.cold_us } else { &mut s.warm_us };
                 *slot = if *slot == 0.0 { exec } else { *slot * (1.0 - EWMA) + exec * EWMA };
             }

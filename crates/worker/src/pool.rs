@@ -131,32 +131,45 @@ impl ContainerPool {
         })?;
         let started = self.env.now();
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            match self.plan(&fqdn, spec.memory_mb, kind)? {
+            let plan = match self.plan(&fqdn, spec.memory_mb, kind)? {
+                Plan::Wait { .. } => {
+                    // Slow path: register for wake-ups first, then look again, so that a
+                    // release between the two looks is not missed.
+                    let changed = self.changed.notified();
+                    tokio::pin!(changed);
+                    changed.as_mut().enable();
+                    match self.plan(&fqdn, spec.memory_mb, kind)? {
+                        Plan::Wait { free_mb } => {
+                            let waited = self.env.now().saturating_sub(started);
+                            let left = self.policies.memory_wait.checked_sub(waited).filter(|d| !d.is_zero());
+                            let Some(left) = left else {
+                                return Err(PoolError::NoMemory {
+                                    fqdn,
+                                    needed_mb: spec.memory_mb,
+                                    free_mb,
+                                    total_mb: self.snapshot().total_mb,
+                                    waited_ms: waited.as_millis() as u64,
+                                });
+                            };
+                            let _ = tokio::time::timeout(left, changed).await;
+                            continue;
+                        }
+                        plan => plan,
+                    }
+                }
+                plan => plan,
+            };
+            return match plan {
                 Plan::Reuse(entry) => {
                     let state = if entry.uses == 0 { ContainerState::Prewarm } else { ContainerState::Warm };
-                    return Ok(Lease { entry, state, cold_start: None });
+                    Ok(Lease { entry, state, cold_start: None })
                 }
                 Plan::Create { id, victims } => {
                     self.evict(victims).await;
-                    return self.create(spec, fqdn.into(), id, backend, tid).await;
+                    self.create(spec, fqdn.into(), id, backend, tid).await
                 }
-                Plan::Wait { free_mb } => {
-                    let waited = self.env.now().saturating_sub(started);
-                    let Some(left) = self.policies.memory_wait.checked_sub(waited).filter(|d| !d.is_zero()) else {
-                        return Err(PoolError::NoMemory {
-                            fqdn,
-                            needed_mb: spec.memory_mb,
-                            free_mb,
-                            total_mb: self.snapshot().total_mb,
-                            waited_ms: waited.as_millis() as u64,
-                        });
-                    };
-                    let _ = tokio::time::timeout(left, changed).await;
-                }
-            }
+                Plan::Wait { .. } => unreachable!("waits are handled above"),
+            };
         }
     }
 

@@ -1,0 +1,7 @@
+//! Load generation and benchmarks. Client latency is wall-clock time measured in this
+//! process, by definition (see shared/benchmarks.md), so this crate reads the OS clock.
+
+pub mod closed_loop;
+pub mod control_plane;
+pub mod report;
+pub mod spawn;

@@ -1,0 +1,191 @@
+//! The pool and the invoker under virtual time (a paused tokio clock), with the sim
+//! backend: deterministic tests of cold/warm/prewarm, eviction, memory waits, keep-alive,
+//! queueing, timeouts and shutdown.
+
+use iluvatar_core::policy::{EvictionConfig, KeepAliveConfig, QueueConfig};
+use iluvatar_core::{ContainerState, Env, FunctionSpec, Language};
+use iluvatar_worker::env::TokioClock;
+use iluvatar_worker::invoker::{InvokeError, Invoker, InvokerSettings};
+use iluvatar_worker::isolation::{BackendConfig, BackendContext, Backends};
+use iluvatar_worker::metrics::Metrics;
+use iluvatar_worker::pool::{Acquire, ContainerPool, PoolError, PoolPolicies};
+use std::sync::Arc;
+use std::time::Duration;
+
+const SEED: u64 = 7;
+
+fn env() -> Env {
+    Env::new(Arc::new(TokioClock::starting_at(0)), SEED)
+}
+
+fn spec(name: &str, memory_mb: u64, cold_ms: u64, warm_ms: u64) -> Arc<FunctionSpec> {
+    Arc::new(FunctionSpec {
+        name: name.into(),
+        version: "1".into(),
+        image: "sim".into(),
+        memory_mb,
+        cpus: 1,
+        parallel_invokes: 1,
+        language: Language::Python3,
+        compute: 1,
+        isolation: iluvatar_rpc::isolation::SIM,
+        container_server: 1,
+        resource_timings_json: format!(r#"{{"cold_dur_ms": {cold_ms}, "warm_dur_ms": {warm_ms}}}"#),
+        system_function: false,
+    })
+}
+
+fn pool(total_mb: u64, ttl_ms: u64, memory_wait_ms: u64) -> Arc<ContainerPool> {
+    let env = env();
+    let ctx = BackendContext { env: env.clone(), state_dir: std::env::temp_dir() };
+    let backends = Backends::build(&[BackendConfig::Sim(Default::default())], &ctx).unwrap();
+    let policies = PoolPolicies {
+        eviction: EvictionConfig::Lru.build(),
+        keep_alive: KeepAliveConfig::Fixed { ttl_ms }.build(),
+        memory_wait: Duration::from_millis(memory_wait_ms),
+    };
+    Arc::new(ContainerPool::new(total_mb, backends, policies, env, Arc::new(Metrics::default())))
+}
+
+fn invoker(pool: Arc<ContainerPool>, concurrency: usize, timeout_ms: u64) -> Arc<Invoker> {
+    let settings =
+        InvokerSettings { concurrency, queue: QueueConfig::Fcfs, timeout: Duration::from_millis(timeout_ms) };
+    Invoker::new(settings, pool, env(), Arc::new(Metrics::default()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn cold_then_warm_then_prewarm() {
+    let p = pool(1024, 60_000, 0);
+    let f = spec("f", 128, 100, 10);
+    let lease = p.acquire(&f, "t", Acquire::Invoke).await.unwrap();
+    assert_eq!(lease.state, ContainerState::Cold);
+    assert_eq!(lease.cold_start, Some(Duration::from_millis(90)), "cold minus warm, on the virtual clock");
+    p.release(lease, true);
+    let lease = p.acquire(&f, "t", Acquire::Invoke).await.unwrap();
+    assert_eq!(lease.state, ContainerState::Warm);
+    p.release(lease, true);
+
+    let g = spec("g", 128, 100, 10);
+    let pre = p.acquire(&g, "t", Acquire::Prewarm).await.unwrap();
+    p.release_prewarmed(pre);
+    let lease = p.acquire(&g, "t", Acquire::Invoke).await.unwrap();
+    assert_eq!(lease.state, ContainerState::Prewarm);
+    p.release(lease, true);
+    let s = p.snapshot();
+    assert_eq!((s.used_mb, s.idle, s.busy), (256, 2, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn lru_eviction_frees_memory_for_a_cold_start() {
+    let p = pool(300, 60_000, 0);
+    let (a, b, c) = (spec("a", 100, 1, 0), spec("b", 100, 1, 0), spec("c", 200, 1, 0));
+    for f in [&a, &b] {
+        let l = p.acquire(f, "t", Acquire::Invoke).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        p.release(l, true);
+    }
+    // a (used first) and b are idle; c needs 200 MB with 100 free: LRU evicts a only.
+    let l = p.acquire(&c, "t", Acquire::Invoke).await.unwrap();
+    assert_eq!(l.state, ContainerState::Cold);
+    assert!(!p.has_idle("a-1"), "a was least recently used");
+    assert!(p.has_idle("b-1"));
+    assert_eq!(p.snapshot().used_mb, 300);
+    p.release(l, true);
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_wait_is_bounded_then_fails_with_a_clear_error() {
+    let p = pool(256, 60_000, 500);
+    let (a, b) = (spec("a", 200, 1, 0), spec("b", 200, 1, 0));
+    let held = p.acquire(&a, "t", Acquire::Invoke).await.unwrap();
+    let err = p.acquire(&b, "t", Acquire::Invoke).await.err().expect("no memory");
+    match &err {
+        PoolError::NoMemory { needed_mb, free_mb, total_mb, waited_ms, .. } => {
+            assert_eq!((*needed_mb, *free_mb, *total_mb, *waited_ms), (200, 56, 256, 500));
+        }
+        other => panic!("expected NoMemory, got {other}"),
+    }
+    assert!(err.to_string().contains("not enough memory for b-1"), "{err}");
+
+    // Released within the wait: the waiting acquisition evicts the now idle container.
+    let p2 = p.clone();
+    let b2 = b.clone();
+    let waiter = tokio::spawn(async move { p2.acquire(&b2, "t", Acquire::Invoke).await.map(|l| l.state) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.release(held, true);
+    assert_eq!(waiter.await.unwrap().unwrap(), ContainerState::Cold);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_removes_idle_containers() {
+    let p = pool(1024, 1_000, 0);
+    let f = spec("f", 128, 1, 0);
+    let l = p.acquire(&f, "t", Acquire::Invoke).await.unwrap();
+    p.release(l, true);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(p.reap_expired().await, 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(p.reap_expired().await, 1);
+    assert_eq!(p.snapshot().used_mb, 0);
+    let l = p.acquire(&f, "t", Acquire::Invoke).await.unwrap();
+    assert_eq!(l.state, ContainerState::Cold);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_slot_queues_fcfs_and_records_queue_wait() {
+    let inv = invoker(pool(1024, 60_000, 0), 1, 60_000);
+    let mut handles = Vec::new();
+    for name in ["a", "b", "c"] {
+        let inv = inv.clone();
+        let f = spec(name, 64, 0, 100);
+        handles.push(tokio::spawn(async move { inv.invoke(f, "{}".into(), name.into()).await }));
+        tokio::task::yield_now().await;
+    }
+    let mut starts = Vec::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        let o = h.await.unwrap().unwrap();
+        assert_eq!(o.timings.queue_us, i as u64 * 100_000, "each waits for those before it");
+        assert_eq!(o.timings.function_us, 100_000);
+        starts.push(o.start_unix_us);
+    }
+    assert!(starts.windows(2).all(|w| w[0] < w[1]), "served in arrival order: {starts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_fails_the_invocation_and_removes_its_container() {
+    let p = pool(1024, 60_000, 0);
+    let inv = invoker(p.clone(), 2, 1_000);
+    let err = inv.invoke(spec("slow", 128, 0, 5_000), "{}".into(), "t".into()).await.unwrap_err();
+    assert!(matches!(err, InvokeError::Timeout { timeout_ms: 1_000, .. }), "{err}");
+    assert_eq!(err.kind(), "timeout");
+    tokio::task::yield_now().await;
+    let s = p.snapshot();
+    assert_eq!((s.used_mb, s.idle, s.busy), (0, 0, 0), "the timed-out container is gone");
+    let ok = inv.invoke(spec("fast", 128, 0, 10), "{}".into(), "t".into()).await.unwrap();
+    assert_eq!(ok.state, ContainerState::Cold);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_fails_what_cannot_finish_within_the_grace() {
+    let p = pool(1024, 60_000, 0);
+    let inv = invoker(p.clone(), 1, 60_000);
+    let running = {
+        let inv = inv.clone();
+        tokio::spawn(async move { inv.invoke(spec("long", 64, 0, 10_000), "{}".into(), "t1".into()).await })
+    };
+    tokio::task::yield_now().await;
+    let queued = {
+        let inv = inv.clone();
+        tokio::spawn(async move { inv.invoke(spec("next", 64, 0, 10), "{}".into(), "t2".into()).await })
+    };
+    tokio::task::yield_now().await;
+    inv.shutdown(Duration::from_millis(500)).await;
+    for h in [running, queued] {
+        let err = h.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), "shutting_down", "{err}");
+        assert!(err.to_string().contains("shutting down"));
+    }
+    let late = inv.invoke(spec("late", 64, 0, 0), "{}".into(), "t3".into()).await.unwrap_err();
+    assert_eq!(late.kind(), "shutting_down");
+    assert_eq!(inv.load(), (0, 0));
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The main job: build, start a worker, register a function, invoke it cold then warm, and
+# measure the control plane. Results go to results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --workspace
+BIN=target/release
+OUT=results
+mkdir -p "$OUT"
+STATE=$(mktemp -d)
+cat > "$OUT/worker.json" <<JSON
+{"name": "main-job", "state_dir": "$STATE", "grpc": {"address": "127.0.0.1", "port": 0},
+ "http": {"enabled": true, "address": "127.0.0.1", "port": 0}, "log_level": "warn"}
+JSON
+"$BIN/iluvatar_worker" -c "$OUT/worker.json" > "$OUT/worker.ready" 2> "$OUT/worker.log" &
+WORKER=$!
+trap 'kill -TERM $WORKER 2>/dev/null; wait $WORKER 2>/dev/null; rm -rf "$STATE"' EXIT
+for _ in $(seq 100); do [ -s "$OUT/worker.ready" ] && break; sleep 0.1; done
+PORT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["grpc"].rsplit(":",1)[1])' "$OUT/worker.ready")
+CLI="$BIN/iluvatar_worker_cli --address 127.0.0.1 --port $PORT"
+echo "== worker ready on port $PORT (sim backend: the runtime backend is not built yet)"
+$CLI register --name hello --version 1 --image hello --memory 128 --cpu 1 \
+  --resource-timings-json '{"cold_dur_ms": 200, "warm_dur_ms": 5}'
+echo "== invoke (cold)"; $CLI invoke --name hello --version 1 -a name=bob
+echo "== invoke (warm)"; $CLI invoke --name hello --version 1 -a name=bob
+echo "== status"; $CLI status
+echo "== control-plane benchmark"
+"$BIN/iluvatar_load_gen" control-plane --clients 1,4,16 --duration-s 10 --out "$OUT/control_plane.json"
