@@ -1,1 +1,15 @@
-fn main() {}
+//! End-to-end tests of the worker: each test starts the real `iluvatar_worker` binary (sim
+//! backend) in its own temp directory on free ports, and drives it with the real
+//! `iluvatar_worker_cli`, the generated gRPC client, or plain HTTP.
+//!
+//! Build the binaries first: `cargo build --workspace`.
+
+mod bad_inputs;
+mod cli_lifecycle;
+mod concurrency;
+mod config;
+mod grpc_lifecycle;
+mod http_api;
+mod keep_alive;
+mod memory;
+mod shutdown;

@@ -127,6 +127,7 @@ impl Invoker {
     ) -> Result<Outcome, InvokeError> {
         let (reply, outcome) = oneshot::channel();
         let fqdn: Arc<str> = spec.fqdn().0.into();
+        let name = fqdn.clone();
         let job = Job { spec, args, tid, arrival: self.env.now(), reply };
         {
             let mut s = self.state.lock().unwrap();
@@ -141,7 +142,7 @@ impl Invoker {
                 s.queue.push(QueueItem { fqdn, arrival: job.arrival, est_duration, payload: job });
             }
         }
-        outcome.await.unwrap_or_else(|_| Err(InvokeError::ShuttingDown { fqdn: String::new() }))
+        outcome.await.unwrap_or_else(|_| Err(InvokeError::ShuttingDown { fqdn: name.to_string() }))
     }
 
     /// Runs a job, then keeps taking jobs from the queue while there are any; the slot is

@@ -38,25 +38,32 @@ fn main() -> anyhow::Result<()> {
             }
             None => {
                 tracing::info!(seed = env.seed, "starting worker");
-                iluvatar_worker::run(config, env, shutdown_signal()).await.context("worker failed")
+                // Handlers are installed now, before the worker says it is ready, so that a
+                // signal arriving at any point after that shuts it down gracefully.
+                let stop = shutdown_signal()?;
+                iluvatar_worker::run(config, env, stop).await.context("worker failed")
             }
         }
     })
 }
 
-async fn shutdown_signal() {
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }
 
 fn init_logging(level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // libcgroups warns at every container about controllers this host lacks: keep it quiet.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},libcgroups=error,libcontainer=error")));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

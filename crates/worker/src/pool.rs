@@ -211,6 +211,7 @@ impl ContainerPool {
                 // A policy that chose too little: put nothing back half-done, give up the victims.
                 s.used_mb -= freed;
                 drop(s);
+                self.metrics.evictions.fetch_add(victims.len() as u64, Relaxed);
                 self.spawn_removals(victims);
                 return Ok(Plan::Wait { free_mb: free + freed });
             }
@@ -279,9 +280,15 @@ impl ContainerPool {
         entry.last_used = self.env.now();
         let mut s = self.state.lock().unwrap();
         s.busy -= 1;
-        s.idle.entry(entry.fqdn.clone()).or_default().push(entry);
-        s.idle_count += 1;
-        drop(s);
+        if s.closed {
+            s.used_mb -= entry.memory_mb;
+            drop(s);
+            self.spawn_removals(vec![entry]);
+        } else {
+            s.idle.entry(entry.fqdn.clone()).or_default().push(entry);
+            s.idle_count += 1;
+            drop(s);
+        }
         self.changed.notify_waiters();
     }
 

@@ -1,0 +1,78 @@
+//! Configuration errors, environment overrides, and the clean subcommand.
+
+use iluvatar_e2e::{WorkerProcess, bin, output_timeout, unique_dir};
+use iluvatar_rpc as rpc;
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::Duration;
+
+/// Runs `iluvatar_worker -c FILE ARGS` with `config` written to a fresh dir.
+fn run_worker(config: Value, args: &[&str]) -> (std::process::Output, std::path::PathBuf) {
+    let dir = unique_dir("config");
+    let path = dir.join("worker.json");
+    let mut config = config;
+    if config.get("state_dir").is_none() {
+        config["state_dir"] = dir.join("state").display().to_string().into();
+    }
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut cmd = Command::new(bin("iluvatar_worker"));
+    cmd.arg("-c").arg(&path).args(args);
+    (output_timeout(cmd, Duration::from_secs(20)), dir)
+}
+
+#[test]
+fn unknown_config_fields_are_refused_by_name() {
+    for (config, field) in [
+        (json!({"grpc": {"address": "127.0.0.1", "port": 0}, "bogus_setting": 1}), "bogus_setting"),
+        (json!({"grpc": {"address": "127.0.0.1", "port": 0}, "invoker": {"concurrensy": 2}}), "concurrensy"),
+        (json!({"grpc": {"address": "127.0.0.1", "port": 0, "prot": 1}}), "prot"),
+    ] {
+        let (out, dir) = run_worker(config.clone(), &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{config} must be refused; stderr: {stderr}");
+        assert!(out.status.code().is_some(), "exits, not killed: {}", out.status);
+        assert!(stderr.contains(field), "the error should name {field:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "no ready line: {}", String::from_utf8_lossy(&out.stdout));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    // A policy with a misspelt name lists the valid ones.
+    let (out, dir) = run_worker(json!({"container_pool": {"eviction": {"type": "lfu"}}}), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("lfu") && stderr.contains("lru"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+    // A bad override names the variable.
+    let dir = unique_dir("config");
+    let path = dir.join("worker.json");
+    std::fs::write(&path, json!({"state_dir": dir.join("state")}).to_string()).unwrap();
+    let mut cmd = Command::new(bin("iluvatar_worker"));
+    cmd.arg("-c").arg(&path).env("ILUVATAR_WORKER__grpc__prt", "1");
+    let out = output_timeout(cmd, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("prt"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn environment_overrides_the_file() {
+    let w = WorkerProcess::start_with_env(
+        json!({"name": "from-file"}),
+        &[("ILUVATAR_WORKER__name", "envname"), ("ILUVATAR_WORKER__container_pool__memory_mb", "1000")],
+    );
+    assert_eq!(w.ready["name"], "envname", "{}", w.ready);
+    let mut c = w.client().await;
+    let s = c.status(rpc::StatusRequest::default()).await.unwrap().into_inner();
+    assert_eq!(s.worker_name, "envname");
+    assert_eq!(w.metric("iluvatar_memory_total_mb"), 1000.0);
+    assert_eq!(w.cli_ok(&["status"])["worker_name"], "envname");
+}
+
+#[test]
+fn clean_subcommand_reports_json() {
+    let (out, dir) = run_worker(json!({"isolation": {"backends": [{"type": "sim"}]}}), &["clean"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert_eq!(v["event"], "clean", "{v}");
+    assert_eq!(v["removed"], json!({"sim": 0}), "{v}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
