@@ -8,3 +8,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The end-to-end tests run the real binaries, so build them first.
 cargo build --workspace
 cargo test --workspace
+# The in-container agent's own tests (standard library only).
+python3 -m unittest discover -s runtimes/python -p 'test_*.py'

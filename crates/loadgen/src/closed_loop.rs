@@ -25,7 +25,7 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 /// The in-function and worker times reported in an invocation's result, in microseconds.
-fn reported_us(json_result: &str) -> Option<(u64, u64)> {
+pub fn reported_us(json_result: &str) -> Option<(u64, u64)> {
     let v: serde_json::Value = serde_json::from_str(json_result).ok()?;
     let t = v.get("timings")?;
     Some((t.get("function_us")?.as_u64()?, t.get("total_us")?.as_u64()?))

@@ -3,5 +3,7 @@
 
 pub mod closed_loop;
 pub mod control_plane;
+pub mod open_loop;
 pub mod report;
 pub mod spawn;
+pub mod worker_bench;

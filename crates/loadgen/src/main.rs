@@ -15,6 +15,9 @@ enum Command {
     /// loopback with closed-loop clients; prints p50/p99 overhead and invocations/s and
     /// writes JSON.
     ControlPlane(iluvatar_load_gen::control_plane::Args),
+    /// Real containers (runtime backend): cold starts, warm overhead closed- and open-loop,
+    /// idle container memory; prints a table and writes JSON.
+    WorkerBench(iluvatar_load_gen::worker_bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -23,6 +26,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::ControlPlane(args) => iluvatar_load_gen::control_plane::run(args).await,
+            Command::WorkerBench(args) => iluvatar_load_gen::worker_bench::run(args).await,
         }
     })
 }

@@ -36,6 +36,13 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
     } else {
         (None, None)
     };
+    for b in api.backends().all() {
+        let removed =
+            b.clean_leftovers().await.with_context(|| format!("cleaning up after the {} backend", b.name()))?;
+        if removed > 0 {
+            tracing::info!(backend = b.name(), removed, "removed what an earlier run left behind");
+        }
+    }
     api.spawn_reaper();
 
     let (stop_servers, servers_stopped) = tokio::sync::watch::channel(false);

@@ -1,6 +1,7 @@
 //! Isolation backends: the trait every backend implements, the config enum that builds
 //! them, and the set a worker offers. Nobody downcasts a backend; capabilities are methods.
 
+pub mod runtime;
 pub mod sim;
 
 use iluvatar_core::{Env, FunctionSpec};
@@ -95,6 +96,8 @@ pub fn flag_name(flag: u32) -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BackendConfig {
+    /// Real containers through the embedded OCI runtime (libcontainer).
+    Runtime(runtime::RuntimeConfig),
     Sim(sim::SimConfig),
 }
 
@@ -107,6 +110,7 @@ pub struct BackendContext {
 impl BackendConfig {
     pub fn build(&self, ctx: &BackendContext) -> Result<Arc<dyn IsolationBackend>, IsolationError> {
         match self {
+            BackendConfig::Runtime(c) => Ok(Arc::new(runtime::RuntimeBackend::new(c.clone(), &ctx.state_dir)?)),
             BackendConfig::Sim(c) => Ok(Arc::new(sim::SimBackend::new(c.clone(), ctx.env.clone()))),
         }
     }

@@ -1,0 +1,82 @@
+//! Open-loop load: invocations are sent on a fixed schedule whatever the answers, and
+//! latency is measured from the scheduled time, so a stall cannot hide (no coordinated
+//! omission).
+
+#![allow(clippy::disallowed_methods)] // client latency is wall-clock time by definition
+
+use crate::closed_loop::histogram;
+use hdrhistogram::Histogram;
+use iluvatar_rpc as rpc;
+use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+pub struct OpenLoopResult {
+    pub sent: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub latency: Histogram<u64>,
+    pub overhead: Histogram<u64>,
+    /// How late each request was sent against its schedule.
+    pub lateness: Histogram<u64>,
+}
+
+/// Sends `rate` invocations per second for `duration`, over `connections` connections.
+pub async fn run(
+    endpoint: &str,
+    rate: f64,
+    duration: Duration,
+    connections: usize,
+    request: rpc::InvokeRequest,
+) -> anyhow::Result<OpenLoopResult> {
+    let mut clients = Vec::new();
+    for _ in 0..connections.max(1) {
+        let ch = Channel::from_shared(endpoint.to_string())?.tcp_nodelay(true).connect().await?;
+        clients.push(IluvatarWorkerClient::new(ch));
+    }
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let total = (rate * duration.as_secs_f64()) as u64;
+    let start = Instant::now() + Duration::from_millis(50);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut lateness = histogram();
+    for i in 0..total {
+        let scheduled = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(scheduled.into()).await;
+        lateness.saturating_record(Instant::now().saturating_duration_since(scheduled).as_nanos() as u64);
+        let mut client = clients[i as usize % clients.len()].clone();
+        let req = request.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let r = client.invoke(req).await;
+            let ns = Instant::now().saturating_duration_since(scheduled).as_nanos() as u64;
+            let _ = tx.send((ns, r.map(|r| r.into_inner())));
+        });
+    }
+    drop(tx);
+    let mut out = OpenLoopResult {
+        sent: total,
+        errors: 0,
+        first_error: None,
+        latency: histogram(),
+        overhead: histogram(),
+        lateness,
+    };
+    while let Some((ns, r)) = rx.recv().await {
+        match r {
+            Ok(resp) if resp.success => {
+                let fn_us = crate::closed_loop::reported_us(&resp.json_result).map(|t| t.0).unwrap_or(0);
+                out.latency.saturating_record(ns);
+                out.overhead.saturating_record(ns.saturating_sub(fn_us * 1000));
+            }
+            Ok(resp) => {
+                out.errors += 1;
+                out.first_error.get_or_insert(resp.json_result);
+            }
+            Err(s) => {
+                out.errors += 1;
+                out.first_error.get_or_insert(s.to_string());
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,205 @@
+//! The worker benchmark on a real backend: cold starts, warm overhead with closed-loop
+//! clients, open-loop overhead at a fixed rate, and the memory of an idle warm container.
+
+#![allow(clippy::disallowed_methods)] // client latency is wall-clock time by definition
+
+use crate::closed_loop::{histogram, run_step};
+use crate::report::{context, percentiles_us};
+use crate::spawn::SpawnedWorker;
+use anyhow::{Context, bail};
+use iluvatar_rpc as rpc;
+use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The function's code folder (holding main.py).
+    #[arg(long, default_value = "functions/hello")]
+    code: PathBuf,
+    /// Arguments of each invocation, as a JSON object.
+    #[arg(long, default_value = r#"{"name": "bench"}"#)]
+    json_args: String,
+    /// Cold starts to measure (each the first call of a freshly registered version).
+    #[arg(long, default_value_t = 200)]
+    cold_starts: usize,
+    /// Closed-loop client counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+    clients: Vec<usize>,
+    /// Measured seconds per closed-loop step.
+    #[arg(long, default_value_t = 10.0)]
+    duration_s: f64,
+    /// Open-loop rate (invocations/s); 0 skips it.
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Open-loop seconds.
+    #[arg(long, default_value_t = 10.0)]
+    rate_duration_s: f64,
+    /// The worker binary to start (default: beside this one).
+    #[arg(long)]
+    worker_bin: Option<PathBuf>,
+    #[arg(long, default_value = "results/worker_bench.json")]
+    out: PathBuf,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let code = std::fs::canonicalize(&args.code).with_context(|| format!("{} not found", args.code.display()))?;
+    let config = json!({
+        "http": {"enabled": false},
+        "log_level": "warn",
+        "isolation": {"backends": [{"type": "runtime"}]},
+        "container_pool": {"memory_mb": 8192},
+    });
+    let worker = SpawnedWorker::start(args.worker_bin.clone(), config)?;
+    let endpoint = format!("http://127.0.0.1:{}", worker.port);
+    let mut c = IluvatarWorkerClient::new(Channel::from_shared(endpoint.clone())?.connect().await?);
+    let image = format!("code:{}", code.display());
+    let mut report = context();
+    report["benchmark"] = "worker_runtime".into();
+    report["function"] = json!({"code": code, "args": args.json_args});
+    println!("worker benchmark, runtime backend, function {}", code.display());
+
+    report["cold_start"] = cold_starts(&mut c, &image, &args).await?;
+    let request = rpc::InvokeRequest {
+        function_name: "bench".into(),
+        function_version: "warm".into(),
+        json_args: args.json_args.clone(),
+        transaction_id: "bench".into(),
+    };
+    register(&mut c, &image, "warm").await?;
+    let first = c.invoke(request.clone()).await?.into_inner();
+    if !first.success {
+        bail!("the warm-up invocation failed: {}", first.json_result);
+    }
+    report["idle_container_memory"] = idle_memory(worker.pid());
+    println!("idle warm container: {}", report["idle_container_memory"]);
+
+    println!(
+        "{:>7} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9}",
+        "clients", "requests", "errors", "invoc/s", "ovh p50", "ovh p99", "lat p99"
+    );
+    let mut steps = Vec::new();
+    let duration = Duration::from_secs_f64(args.duration_s);
+    for &n in &args.clients {
+        let r = run_step(&endpoint, n, Duration::from_secs(1), duration, request.clone()).await?;
+        let rate = r.latency.len() as f64 / r.elapsed.as_secs_f64();
+        let us = |p: f64, h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(p) as f64 / 1000.0;
+        println!(
+            "{:>7} {:>9} {:>7} {:>10.0} {:>7.1}us {:>7.1}us {:>7.1}us",
+            n,
+            r.latency.len(),
+            r.errors,
+            rate,
+            us(0.5, &r.overhead),
+            us(0.99, &r.overhead),
+            us(0.99, &r.latency)
+        );
+        steps.push(json!({"clients": n, "requests": r.latency.len(), "errors": r.errors, "first_error": r.first_error,
+            "invocations_per_s": rate, "latency_us": percentiles_us(&r.latency),
+            "overhead_us": percentiles_us(&r.overhead), "worker_time_us": percentiles_us(&r.worker)}));
+    }
+    report["closed_loop"] = steps.into();
+
+    if args.rate > 0.0 {
+        let d = Duration::from_secs_f64(args.rate_duration_s);
+        let r = crate::open_loop::run(&endpoint, args.rate, d, 4, request.clone()).await?;
+        let us = |p: f64, h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(p) as f64 / 1000.0;
+        println!(
+            "open loop {:.0}/s: {} sent, {} errors, overhead p50 {:.1}us p99 {:.1}us, send lateness p99 {:.1}us",
+            args.rate,
+            r.sent,
+            r.errors,
+            us(0.5, &r.overhead),
+            us(0.99, &r.overhead),
+            us(0.99, &r.lateness)
+        );
+        report["open_loop"] = json!({"rate": args.rate, "seconds": args.rate_duration_s, "sent": r.sent,
+            "errors": r.errors, "first_error": r.first_error, "latency_us": percentiles_us(&r.latency),
+            "overhead_us": percentiles_us(&r.overhead), "send_lateness_us": percentiles_us(&r.lateness)});
+    }
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+async fn register(c: &mut IluvatarWorkerClient<Channel>, image: &str, version: &str) -> anyhow::Result<()> {
+    let r = c
+        .register(rpc::RegisterRequest {
+            function_name: "bench".into(),
+            function_version: version.into(),
+            image_name: image.into(),
+            memory: 128,
+            cpus: 1,
+            isolate: rpc::isolation::RUNTIME,
+            language: rpc::LanguageRuntime::Python3 as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    if !r.success {
+        bail!("registering bench-{version}: {}", r.error);
+    }
+    Ok(())
+}
+
+/// Registers a fresh version and times its first invocation, `n` times; the containers
+/// are removed between runs so memory stays free.
+async fn cold_starts(c: &mut IluvatarWorkerClient<Channel>, image: &str, args: &Args) -> anyhow::Result<Value> {
+    let (mut lat, mut worker_cold) = (histogram(), histogram());
+    let (mut failed, mut not_cold, mut first_error) = (0, 0, None);
+    for i in 0..args.cold_starts {
+        let version = format!("cold{i}");
+        register(c, image, &version).await?;
+        let req = rpc::InvokeRequest {
+            function_name: "bench".into(),
+            function_version: version,
+            json_args: args.json_args.clone(),
+            transaction_id: format!("cold-{i}"),
+        };
+        let t0 = Instant::now();
+        let r = c.invoke(req).await?.into_inner();
+        let ns = t0.elapsed().as_nanos() as u64;
+        if !r.success {
+            failed += 1;
+            first_error.get_or_insert(r.json_result);
+        } else if r.container_state != rpc::ContainerState::Cold as i32 {
+            not_cold += 1;
+        } else {
+            lat.saturating_record(ns);
+            let v: Value = serde_json::from_str(&r.json_result).unwrap_or_default();
+            worker_cold.saturating_record(v["timings"]["cold_start_us"].as_u64().unwrap_or(0) * 1000);
+        }
+        c.clean(rpc::CleanRequest::default()).await?;
+    }
+    let q = |p: f64| lat.value_at_quantile(p) as f64 / 1e6;
+    println!(
+        "cold start (registration done -> first result): {} ok, {} failed: p50 {:.1} ms, p99 {:.1} ms (container start p50 {:.1} ms)",
+        lat.len(),
+        failed,
+        q(0.5),
+        q(0.99),
+        worker_cold.value_at_quantile(0.5) as f64 / 1e6
+    );
+    Ok(json!({"attempts": args.cold_starts, "ok": lat.len(), "failed": failed, "not_cold": not_cold,
+        "first_error": first_error, "latency_us": percentiles_us(&lat), "container_start_us": percentiles_us(&worker_cold)}))
+}
+
+/// RSS of the worker's container processes (its children) and their cgroups' usage.
+fn idle_memory(worker_pid: u32) -> Value {
+    let mut rss_kb = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
+        if field("PPid:").and_then(|p| p.parse::<u32>().ok()) == Some(worker_pid)
+            && let Some(kb) = field("VmRSS:").and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        {
+            rss_kb.push(kb);
+        }
+    }
+    json!({"containers": rss_kb.len(), "agent_rss_kb": rss_kb})
+}

@@ -1,0 +1,91 @@
+//! The worker's side of the agent protocol: one persistent Unix-socket connection per
+//! container, one JSON request per line, one JSON response per line.
+//!
+//! Request `{"args": {...}, "tid": "..."}`; response `{"ok": true, "result": VALUE,
+//! "start_us", "end_us", "first_call"}` or `{"ok": false, "error": {"kind", "message",
+//! "traceback"}, ...}`.
+
+use crate::isolation::{CallResult, FunctionError};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::path::Path;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+/// Largest response line accepted: a bigger result is refused, not buffered without end.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+pub struct AgentConnection {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    line: Vec<u8>,
+    request: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct Response<'a> {
+    ok: bool,
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    error: Option<FunctionError>,
+    #[serde(default)]
+    start_us: u64,
+    #[serde(default)]
+    end_us: u64,
+    #[serde(default)]
+    first_call: bool,
+}
+
+/// Why a call got no answer.
+#[derive(Debug)]
+pub enum AgentFailure {
+    /// The connection closed or failed: the agent process is gone or broken.
+    Closed(String),
+    /// The agent answered something that is not the protocol.
+    Protocol(String),
+}
+
+impl AgentConnection {
+    pub async fn connect(path: &Path) -> std::io::Result<Self> {
+        let (r, w) = UnixStream::connect(path).await?.into_split();
+        Ok(AgentConnection {
+            reader: BufReader::with_capacity(64 * 1024, r),
+            writer: w,
+            line: Vec::with_capacity(4096),
+            request: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Sends one call and reads its answer.
+    pub async fn call(&mut self, args: &str, tid: &str) -> Result<CallResult, AgentFailure> {
+        self.request.clear();
+        self.request.extend_from_slice(b"{\"args\":");
+        self.request.extend_from_slice(args.as_bytes());
+        self.request.extend_from_slice(b",\"tid\":");
+        serde_json::to_writer(&mut self.request, tid).map_err(|e| AgentFailure::Protocol(e.to_string()))?;
+        self.request.extend_from_slice(b"}\n");
+        self.writer.write_all(&self.request).await.map_err(|e| AgentFailure::Closed(e.to_string()))?;
+        self.line.clear();
+        let n = (&mut self.reader)
+            .take(MAX_RESPONSE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut self.line)
+            .await
+            .map_err(|e| AgentFailure::Closed(e.to_string()))?;
+        if n == 0 || self.line.last() != Some(&b'\n') {
+            if self.line.len() > MAX_RESPONSE_BYTES {
+                return Err(AgentFailure::Protocol(format!("the response exceeds {MAX_RESPONSE_BYTES} bytes")));
+            }
+            return Err(AgentFailure::Closed("the agent closed the connection mid-call".into()));
+        }
+        let r: Response<'_> = serde_json::from_slice(&self.line)
+            .map_err(|e| AgentFailure::Protocol(format!("unreadable response ({e})")))?;
+        let output = match (r.ok, r.result, r.error) {
+            (true, Some(v), _) => Ok(v.get().to_string()),
+            (true, None, _) => Ok("null".to_string()),
+            (false, _, Some(e)) => Err(e),
+            (false, _, None) => return Err(AgentFailure::Protocol("an error response without an error".into())),
+        };
+        Ok(CallResult { output, start_unix_us: r.start_us, end_unix_us: r.end_us, first_call: r.first_call })
+    }
+}

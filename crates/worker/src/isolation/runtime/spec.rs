@@ -1,0 +1,124 @@
+//! The OCI runtime spec (config.json) of a function's container: namespaces, a read-only
+//! root, a bounded private /tmp, the function's code and the agent read-only, cgroup limits,
+//! no capabilities and an unprivileged user.
+
+use serde_json::{Value, json};
+use std::path::Path;
+
+/// The uid and gid functions run as (nobody).
+pub const FUNCTION_UID: u32 = 65534;
+
+/// Where things appear inside the container.
+pub const AGENT_DIR: &str = "/iluvatar/agent";
+pub const SOCKET_DIR: &str = "/iluvatar/sock";
+pub const SOCKET_NAME: &str = "agent.sock";
+pub const FUNCTION_DIR: &str = "/function";
+
+/// Directories the container's root needs to exist as mount points or links.
+pub const ROOT_DIRS: [&str; 8] = ["usr", "proc", "dev", "tmp", "function", "iluvatar/agent", "iluvatar/sock", "etc"];
+/// Links that make a merged-/usr host's layout work with only /usr mounted.
+pub const ROOT_LINKS: [(&str, &str); 4] =
+    [("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin")];
+
+pub struct SpecInput<'a> {
+    pub rootfs: &'a Path,
+    pub code_dir: &'a Path,
+    pub agent_dir: &'a Path,
+    pub socket_dir: &'a Path,
+    pub cgroup_path: &'a str,
+    pub memory_mb: u64,
+    pub cpus: u32,
+    pub pids_limit: i64,
+    pub tmp_size_mb: u64,
+    pub python: &'a str,
+    pub hostname: &'a str,
+}
+
+fn bind(src: &Path, dst: &str, writable: bool) -> Value {
+    let mode = if writable { "rw" } else { "ro" };
+    json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", mode, "nosuid", "nodev"]})
+}
+
+pub fn build(i: &SpecInput<'_>) -> Value {
+    let memory = i.memory_mb * 1024 * 1024;
+    let mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=1024k"]}),
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "nodev", "mode=1777", format!("size={}m", i.tmp_size_mb)]}),
+        bind(Path::new("/usr"), "/usr", false),
+        bind(i.code_dir, FUNCTION_DIR, false),
+        bind(i.agent_dir, AGENT_DIR, false),
+        bind(i.socket_dir, SOCKET_DIR, true),
+    ];
+    json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": i.rootfs, "readonly": true},
+        "hostname": i.hostname,
+        "process": {
+            "terminal": false,
+            "user": {"uid": FUNCTION_UID, "gid": FUNCTION_UID},
+            "args": [i.python, "-u", format!("{AGENT_DIR}/agent.py")],
+            "env": [
+                "PATH=/usr/local/bin:/usr/bin:/bin",
+                "HOME=/tmp",
+                "PYTHONDONTWRITEBYTECODE=1",
+                format!("ILUVATAR_SOCKET={SOCKET_DIR}/{SOCKET_NAME}"),
+                format!("ILUVATAR_FUNCTION_DIR={FUNCTION_DIR}"),
+            ],
+            "cwd": "/tmp",
+            "noNewPrivileges": true,
+            "capabilities": {"bounding": [], "effective": [], "permitted": [], "inheritable": [], "ambient": []},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]
+        },
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}],
+            "cgroupsPath": i.cgroup_path,
+            "resources": {
+                "memory": {"limit": memory, "swap": memory},
+                "cpu": {"quota": i.cpus as i64 * 100_000, "period": 100_000},
+                "pids": {"limit": i.pids_limit}
+            },
+            "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                            "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
+            "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_isolation_are_in_the_spec() {
+        let p = Path::new("/x");
+        let s = build(&SpecInput {
+            rootfs: p,
+            code_dir: Path::new("/code"),
+            agent_dir: p,
+            socket_dir: p,
+            cgroup_path: "/iluvatar/c1",
+            memory_mb: 128,
+            cpus: 2,
+            pids_limit: 64,
+            tmp_size_mb: 16,
+            python: "/usr/bin/python3",
+            hostname: "c1",
+        });
+        assert_eq!(s["root"]["readonly"], true);
+        assert_eq!(s["linux"]["resources"]["memory"]["limit"], 128 * 1024 * 1024);
+        assert_eq!(s["linux"]["resources"]["cpu"]["quota"], 200_000);
+        assert_eq!(s["linux"]["resources"]["pids"]["limit"], 64);
+        assert_eq!(s["process"]["user"]["uid"], FUNCTION_UID);
+        let ns: Vec<&str> =
+            s["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+        assert_eq!(ns, ["pid", "mount", "ipc", "uts", "network"]);
+        let code = s["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == FUNCTION_DIR).unwrap();
+        assert_eq!(code["source"], "/code");
+        assert!(code["options"].as_array().unwrap().contains(&json!("ro")));
+        let tmp = s["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/tmp").unwrap();
+        assert!(tmp["options"].as_array().unwrap().contains(&json!("size=16m")));
+    }
+}
