@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: build, start a worker, register a function, invoke it cold then warm, and
-# measure the control plane. Results go to results/.
+# The main job: build, start a worker with the embedded container runtime (real containers,
+# needs root), register functions/hello, invoke it cold then warm, then benchmark the worker
+# on real containers and the control plane alone. Results go to results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace
@@ -18,11 +19,13 @@ trap 'kill -TERM $WORKER 2>/dev/null; wait $WORKER 2>/dev/null; rm -rf "$STATE"'
 for _ in $(seq 100); do [ -s "$OUT/worker.ready" ] && break; sleep 0.1; done
 PORT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["grpc"].rsplit(":",1)[1])' "$OUT/worker.ready")
 CLI="$BIN/iluvatar_worker_cli --address 127.0.0.1 --port $PORT"
-echo "== worker ready on port $PORT (sim backend: the runtime backend is not built yet)"
-$CLI register --name hello --version 1 --image hello --memory 128 --cpu 1 \
-  --resource-timings-json '{"cold_dur_ms": 200, "warm_dur_ms": 5}'
-echo "== invoke (cold)"; $CLI invoke --name hello --version 1 -a name=bob
+echo "== worker ready on port $PORT; backends: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["backends"])' "$OUT/worker.ready")"
+$CLI register --name hello --version 1 --code functions/hello --memory 128 --cpu 1
+echo "== invoke (cold: a new container)"; $CLI invoke --name hello --version 1 -a name=bob
 echo "== invoke (warm)"; $CLI invoke --name hello --version 1 -a name=bob
 echo "== status"; $CLI status
-echo "== control-plane benchmark"
+kill -TERM $WORKER; wait $WORKER || true
+echo "== worker benchmark: real containers (cold starts, closed and open loop)"
+"$BIN/iluvatar_load_gen" worker-bench --out "$OUT/worker_bench.json"
+echo "== control-plane benchmark: sim backend, zero-duration function"
 "$BIN/iluvatar_load_gen" control-plane --clients 1,4,16 --duration-s 10 --out "$OUT/control_plane.json"

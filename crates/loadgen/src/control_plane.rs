@@ -21,6 +21,9 @@ pub struct Args {
     /// The worker binary to start (default: beside this one).
     #[arg(long)]
     worker_bin: Option<PathBuf>,
+    /// Threads of the started worker; 0 means the number of cores.
+    #[arg(long, default_value_t = 0)]
+    worker_threads: usize,
     /// Closed-loop client counts, one step each.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     clients: Vec<usize>,
@@ -42,7 +45,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(_) => None,
         None => Some(SpawnedWorker::start(
             args.worker_bin.clone(),
-            json!({"http": {"enabled": false}, "log_level": "warn"}),
+            json!({
+                "http": {"enabled": false},
+                "log_level": "warn",
+                "isolation": {"backends": [{"type": "sim"}]},
+                "threads": args.worker_threads,
+            }),
         )?),
     };
     let port = args.port.or(spawned.as_ref().map(|s| s.port)).context("no port")?;

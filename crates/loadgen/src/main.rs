@@ -5,6 +5,9 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "iluvatar_load_gen", version, about = "Load generation and benchmarks for Ilúvatar")]
 struct Cli {
+    /// Threads of the load generator's runtime; 0 means the number of cores.
+    #[arg(long, global = true, default_value_t = 0)]
+    threads: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,7 +25,11 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if cli.threads > 0 {
+        runtime.worker_threads(cli.threads);
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
             Command::ControlPlane(args) => iluvatar_load_gen::control_plane::run(args).await,

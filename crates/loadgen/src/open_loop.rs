@@ -36,47 +36,72 @@ pub async fn run(
     }
     let interval = Duration::from_secs_f64(1.0 / rate);
     let total = (rate * duration.as_secs_f64()) as u64;
-    let start = Instant::now() + Duration::from_millis(50);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut lateness = histogram();
-    for i in 0..total {
-        let scheduled = start + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(scheduled.into()).await;
-        lateness.saturating_record(Instant::now().saturating_duration_since(scheduled).as_nanos() as u64);
-        let mut client = clients[i as usize % clients.len()].clone();
-        let req = request.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let r = client.invoke(req).await;
-            let ns = Instant::now().saturating_duration_since(scheduled).as_nanos() as u64;
-            let _ = tx.send((ns, r.map(|r| r.into_inner())));
-        });
-    }
-    drop(tx);
+    let handle = tokio::runtime::Handle::current();
+    // The schedule is kept by a dedicated thread with fine timer slack: tokio's timers tick
+    // in whole milliseconds, which would make every request up to 1 ms late.
+    let scheduler = std::thread::spawn(move || {
+        set_fine_timer_slack();
+        let mut lateness = histogram();
+        let start = Instant::now() + Duration::from_millis(50);
+        for i in 0..total {
+            let scheduled = start + interval.mul_f64(i as f64);
+            let now = Instant::now();
+            if scheduled > now {
+                std::thread::sleep(scheduled - now);
+            }
+            lateness.saturating_record(Instant::now().saturating_duration_since(scheduled).as_nanos() as u64);
+            let mut client = clients[i as usize % clients.len()].clone();
+            let req = request.clone();
+            let tx = tx.clone();
+            handle.spawn(async move {
+                let r = client.invoke(req).await;
+                let ns = Instant::now().saturating_duration_since(scheduled).as_nanos() as u64;
+                let _ = tx.send((ns, r.map(|r| r.into_inner())));
+            });
+        }
+        lateness
+    });
     let mut out = OpenLoopResult {
         sent: total,
         errors: 0,
         first_error: None,
         latency: histogram(),
         overhead: histogram(),
-        lateness,
+        lateness: histogram(),
     };
     while let Some((ns, r)) = rx.recv().await {
-        match r {
-            Ok(resp) if resp.success => {
-                let fn_us = crate::closed_loop::reported_us(&resp.json_result).map(|t| t.0).unwrap_or(0);
-                out.latency.saturating_record(ns);
-                out.overhead.saturating_record(ns.saturating_sub(fn_us * 1000));
-            }
-            Ok(resp) => {
-                out.errors += 1;
-                out.first_error.get_or_insert(resp.json_result);
-            }
-            Err(s) => {
-                out.errors += 1;
-                out.first_error.get_or_insert(s.to_string());
-            }
+        record(&mut out, ns, r);
+    }
+    out.lateness = tokio::task::spawn_blocking(move || scheduler.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the scheduler thread panicked"))?;
+    Ok(out)
+}
+
+fn record(out: &mut OpenLoopResult, ns: u64, r: Result<rpc::InvokeResponse, tonic::Status>) {
+    match r {
+        Ok(resp) if resp.success => {
+            let fn_us = crate::closed_loop::reported_us(&resp.json_result).map(|t| t.0).unwrap_or(0);
+            out.latency.saturating_record(ns);
+            out.overhead.saturating_record(ns.saturating_sub(fn_us * 1000));
+        }
+        Ok(resp) => {
+            out.errors += 1;
+            out.first_error.get_or_insert(resp.json_result);
+        }
+        Err(s) => {
+            out.errors += 1;
+            out.first_error.get_or_insert(s.to_string());
         }
     }
-    Ok(out)
+}
+
+/// Asks the kernel to wake this thread within a microsecond of its deadline (the default
+/// slack is 50 µs).
+fn set_fine_timer_slack() {
+    // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong);
+    }
 }

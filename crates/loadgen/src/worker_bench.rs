@@ -40,6 +40,9 @@ pub struct Args {
     /// The worker binary to start (default: beside this one).
     #[arg(long)]
     worker_bin: Option<PathBuf>,
+    /// Threads of the started worker; 0 means the number of cores.
+    #[arg(long, default_value_t = 0)]
+    worker_threads: usize,
     #[arg(long, default_value = "results/worker_bench.json")]
     out: PathBuf,
 }
@@ -51,6 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "log_level": "warn",
         "isolation": {"backends": [{"type": "runtime"}]},
         "container_pool": {"memory_mb": 8192},
+        "threads": args.worker_threads,
     });
     let worker = SpawnedWorker::start(args.worker_bin.clone(), config)?;
     let endpoint = format!("http://127.0.0.1:{}", worker.port);

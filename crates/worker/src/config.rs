@@ -24,6 +24,9 @@ pub struct WorkerConfig {
     pub shutdown: ShutdownConfig,
     /// Log filter in `tracing` syntax (`info`, `iluvatar_worker=debug`, ...).
     pub log_level: String,
+    /// Threads serving the APIs and invocations; 0 means the number of cores. On small
+    /// machines one thread avoids cross-core wake-ups and gives the lowest latency.
+    pub threads: usize,
 }
 
 impl Default for WorkerConfig {
@@ -39,6 +42,7 @@ impl Default for WorkerConfig {
             isolation: IsolationConfig::default(),
             shutdown: ShutdownConfig::default(),
             log_level: "info".into(),
+            threads: 0,
         }
     }
 }
@@ -134,7 +138,10 @@ pub struct IsolationConfig {
 
 impl Default for IsolationConfig {
     fn default() -> Self {
-        IsolationConfig { backends: vec![crate::isolation::BackendConfig::Sim(Default::default())] }
+        use crate::isolation::BackendConfig;
+        IsolationConfig {
+            backends: vec![BackendConfig::Runtime(Default::default()), BackendConfig::Sim(Default::default())],
+        }
     }
 }
 

@@ -25,7 +25,11 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = WorkerConfig::load(args.config.as_deref(), std::env::vars())?;
     init_logging(&config.log_level);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.threads > 0 {
+        runtime.worker_threads(config.threads);
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(async {
         let env = iluvatar_worker::env::live_env();
         match args.command {

@@ -99,6 +99,9 @@ impl RuntimeBackend {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| IsolationError::Io(format!("cannot become a child subreaper: {e}")))?;
         let cgroup_parent = format!("iluvatar-{:08x}", fnv1a(state_dir.to_string_lossy().as_bytes()) as u32);
+        // Written down so that operators and tests can find this worker's cgroups.
+        let note = base.join("cgroup_parent");
+        std::fs::write(&note, &cgroup_parent).map_err(|e| io_err("cannot write", &note, e))?;
         Ok(RuntimeBackend { config, dirs, cgroup_parent })
     }
 
