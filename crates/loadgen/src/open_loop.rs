@@ -99,7 +99,7 @@ fn record(out: &mut OpenLoopResult, ns: u64, r: Result<rpc::InvokeResponse, toni
 
 /// Asks the kernel to wake this thread within a microsecond of its deadline (the default
 /// slack is 50 µs).
-fn set_fine_timer_slack() {
+pub fn set_fine_timer_slack() {
     // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong);

@@ -8,6 +8,7 @@
 
 mod agent;
 mod cgroup;
+mod image;
 mod spec;
 
 use super::{BoxFuture, CallRequest, CallResult, Container, CreateRequest, IsolationBackend, IsolationError};
@@ -53,12 +54,19 @@ struct Dirs {
     agent: PathBuf,
 }
 
+/// Where a function's code comes from.
+enum Source {
+    Code(PathBuf),
+    Image(image::ImageRef),
+}
+
 pub struct RuntimeBackend {
     config: RuntimeConfig,
     dirs: Dirs,
     /// The cgroup parent of this worker's containers, unique per state directory so that
     /// workers sharing a machine never touch each other's containers.
     cgroup_parent: String,
+    images: std::sync::Arc<image::ImageStore>,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> IsolationError {
@@ -102,7 +110,8 @@ impl RuntimeBackend {
         // Written down so that operators and tests can find this worker's cgroups.
         let note = base.join("cgroup_parent");
         std::fs::write(&note, &cgroup_parent).map_err(|e| io_err("cannot write", &note, e))?;
-        Ok(RuntimeBackend { config, dirs, cgroup_parent })
+        let images = std::sync::Arc::new(image::ImageStore::new(base.join("images")));
+        Ok(RuntimeBackend { config, dirs, cgroup_parent, images })
     }
 
     /// A short, fixed-length name for a container's files (socket paths are limited to
@@ -112,18 +121,21 @@ impl RuntimeBackend {
     }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// The folder of a `code:/absolute/path` reference.
-fn code_dir(spec: &FunctionSpec) -> Result<PathBuf, IsolationError> {
+/// What a reference names: `code:/absolute/folder` (holding main.py), or an OCI image
+/// (`oci:/layout[:tag]`, `oci-archive:/file.tar[:tag]`).
+fn source(spec: &FunctionSpec) -> Result<Source, IsolationError> {
     let bad = |why: String| IsolationError::BadReference { backend: "runtime", reference: spec.image.clone(), why };
+    if let Some(r) = image::ImageRef::parse(&spec.image) {
+        let r = r.map_err(&bad)?;
+        r.check().map_err(&bad)?;
+        return Ok(Source::Image(r));
+    }
     let Some(path) = spec.image.strip_prefix("code:") else {
-        if spec.image.starts_with("oci:") || spec.image.starts_with("oci-archive:") {
-            return Err(bad("OCI images are not supported by this worker yet; use code:/absolute/folder".into()));
-        }
-        return Err(bad("expected code:/absolute/folder (a folder holding main.py)".into()));
+        return Err(bad("expected code:/absolute/folder, oci:/layout[:tag] or oci-archive:/file.tar[:tag]".into()));
     };
     let dir = PathBuf::from(path);
     if !dir.is_absolute() {
@@ -135,7 +147,7 @@ fn code_dir(spec: &FunctionSpec) -> Result<PathBuf, IsolationError> {
     if !dir.join("main.py").is_file() {
         return Err(bad(format!("folder {path} has no main.py")));
     }
-    Ok(dir)
+    Ok(Source::Code(dir))
 }
 
 impl IsolationBackend for RuntimeBackend {
@@ -148,7 +160,7 @@ impl IsolationBackend for RuntimeBackend {
     }
 
     fn check_reference(&self, spec: &FunctionSpec) -> Result<(), IsolationError> {
-        code_dir(spec).map(|_| ())
+        source(spec).map(|_| ())
     }
 
     fn create<'a>(&'a self, req: CreateRequest<'a>) -> BoxFuture<'a, Result<Box<dyn Container>, IsolationError>> {
@@ -207,7 +219,7 @@ impl RuntimeBackend {
         let id = req.container_id.to_string();
         let key = Self::key(&id);
         let start_err = |why: String| IsolationError::Start { id: id.clone(), why };
-        let code = code_dir(req.spec)?;
+        let source = source(req.spec)?;
         let bundle = self.dirs.bundles.join(&key);
         let sockets = self.dirs.sockets.join(&key);
         let log_path = self.dirs.logs.join(format!("{key}.log"));
@@ -217,17 +229,43 @@ impl RuntimeBackend {
         std::os::unix::fs::chown(&sockets, Some(spec::FUNCTION_UID), Some(spec::FUNCTION_UID))
             .map_err(|e| io_err("cannot chown", &sockets, e))?;
         let cgroup_path = format!("/{}/{key}", self.cgroup_parent);
+        let image = match &source {
+            Source::Image(r) => {
+                let (store, r) = (self.images.clone(), r.clone());
+                let image = tokio::task::spawn_blocking(move || store.prepare(&r))
+                    .await
+                    .map_err(|e| start_err(e.to_string()))?
+                    .map_err(|e| start_err(format!("the image cannot be used: {e}")))?;
+                Some(image)
+            }
+            Source::Code(_) => None,
+        };
+        let (rootfs, binds, args, env, cwd) = match (&source, &image) {
+            (Source::Code(code), _) => {
+                let (binds, args, env) = spec::code_function(code, &self.dirs.agent, &sockets, &self.config.python);
+                (self.dirs.rootfs.as_path(), binds, args, env, "/tmp")
+            }
+            (Source::Image(_), Some(img)) => {
+                let mut env = img.env.clone();
+                if !env.iter().any(|e| e.starts_with("ILUVATAR_FUNCTION_DIR=")) {
+                    env.push(format!("ILUVATAR_FUNCTION_DIR={}", spec::FUNCTION_DIR));
+                }
+                let binds = vec![(sockets.as_path(), spec::SOCKET_DIR, true)];
+                (img.rootfs.as_path(), binds, img.args.clone(), env, img.cwd.as_str())
+            }
+            (Source::Image(_), None) => unreachable!("images are prepared above"),
+        };
         let config = spec::build(&spec::SpecInput {
-            rootfs: &self.dirs.rootfs,
-            code_dir: &code,
-            agent_dir: &self.dirs.agent,
-            socket_dir: &sockets,
+            rootfs,
+            binds,
+            args,
+            env,
+            cwd,
             cgroup_path: &cgroup_path,
             memory_mb: req.spec.memory_mb,
             cpus: req.spec.cpus,
             pids_limit: self.config.pids_limit,
             tmp_size_mb: self.config.tmp_size_mb,
-            python: &self.config.python,
             hostname: &key,
         });
         let config_path = bundle.join("config.json");

@@ -20,17 +20,21 @@ pub const ROOT_DIRS: [&str; 8] = ["usr", "proc", "dev", "tmp", "function", "iluv
 pub const ROOT_LINKS: [(&str, &str); 4] =
     [("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin")];
 
+/// A bind mount: host path, container path, writable.
+pub type Bind<'a> = (&'a Path, &'a str, bool);
+
 pub struct SpecInput<'a> {
     pub rootfs: &'a Path,
-    pub code_dir: &'a Path,
-    pub agent_dir: &'a Path,
-    pub socket_dir: &'a Path,
+    /// Bind mounts besides /proc, /dev and /tmp.
+    pub binds: Vec<Bind<'a>>,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: &'a str,
     pub cgroup_path: &'a str,
     pub memory_mb: u64,
     pub cpus: u32,
     pub pids_limit: i64,
     pub tmp_size_mb: u64,
-    pub python: &'a str,
     pub hostname: &'a str,
 }
 
@@ -39,18 +43,41 @@ fn bind(src: &Path, dst: &str, writable: bool) -> Value {
     json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", mode, "nosuid", "nodev"]})
 }
 
+/// The mounts, command and environment of a code function: the host's /usr, the function's
+/// folder and the agent, all read-only, and the socket directory.
+pub fn code_function<'a>(
+    code_dir: &'a Path,
+    agent_dir: &'a Path,
+    socket_dir: &'a Path,
+    python: &str,
+) -> (Vec<Bind<'a>>, Vec<String>, Vec<String>) {
+    let binds = vec![
+        (Path::new("/usr"), "/usr", false),
+        (code_dir, FUNCTION_DIR, false),
+        (agent_dir, AGENT_DIR, false),
+        (socket_dir, SOCKET_DIR, true),
+    ];
+    let args = vec![python.to_string(), "-u".into(), format!("{AGENT_DIR}/agent.py")];
+    let env = vec![
+        "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+        "HOME=/tmp".into(),
+        "PYTHONDONTWRITEBYTECODE=1".into(),
+        format!("ILUVATAR_FUNCTION_DIR={FUNCTION_DIR}"),
+    ];
+    (binds, args, env)
+}
+
 pub fn build(i: &SpecInput<'_>) -> Value {
     let memory = i.memory_mb * 1024 * 1024;
-    let mounts = vec![
+    let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=1024k"]}),
         json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                "options": ["nosuid", "nodev", "mode=1777", format!("size={}m", i.tmp_size_mb)]}),
-        bind(Path::new("/usr"), "/usr", false),
-        bind(i.code_dir, FUNCTION_DIR, false),
-        bind(i.agent_dir, AGENT_DIR, false),
-        bind(i.socket_dir, SOCKET_DIR, true),
     ];
+    mounts.extend(i.binds.iter().map(|(src, dst, rw)| bind(src, dst, *rw)));
+    let mut env = i.env.clone();
+    env.push(format!("ILUVATAR_SOCKET={SOCKET_DIR}/{SOCKET_NAME}"));
     json!({
         "ociVersion": "1.0.2",
         "root": {"path": i.rootfs, "readonly": true},
@@ -58,15 +85,9 @@ pub fn build(i: &SpecInput<'_>) -> Value {
         "process": {
             "terminal": false,
             "user": {"uid": FUNCTION_UID, "gid": FUNCTION_UID},
-            "args": [i.python, "-u", format!("{AGENT_DIR}/agent.py")],
-            "env": [
-                "PATH=/usr/local/bin:/usr/bin:/bin",
-                "HOME=/tmp",
-                "PYTHONDONTWRITEBYTECODE=1",
-                format!("ILUVATAR_SOCKET={SOCKET_DIR}/{SOCKET_NAME}"),
-                format!("ILUVATAR_FUNCTION_DIR={FUNCTION_DIR}"),
-            ],
-            "cwd": "/tmp",
+            "args": i.args,
+            "env": env,
+            "cwd": i.cwd,
             "noNewPrivileges": true,
             "capabilities": {"bounding": [], "effective": [], "permitted": [], "inheritable": [], "ambient": []},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]
@@ -94,17 +115,18 @@ mod tests {
     #[test]
     fn limits_and_isolation_are_in_the_spec() {
         let p = Path::new("/x");
+        let (binds, args, env) = code_function(Path::new("/code"), p, p, "/usr/bin/python3");
         let s = build(&SpecInput {
             rootfs: p,
-            code_dir: Path::new("/code"),
-            agent_dir: p,
-            socket_dir: p,
+            binds,
+            args,
+            env,
+            cwd: "/tmp",
             cgroup_path: "/iluvatar/c1",
             memory_mb: 128,
             cpus: 2,
             pids_limit: 64,
             tmp_size_mb: 16,
-            python: "/usr/bin/python3",
             hostname: "c1",
         });
         assert_eq!(s["root"]["readonly"], true);

@@ -1,0 +1,106 @@
+//! Sends a list of timed invocations open-loop: a dedicated thread keeps the schedule (as
+//! in `open_loop`) and hands each invocation to the runtime whether or not earlier ones
+//! answered, so a slow worker cannot slow the sender (no coordinated omission). Every
+//! invocation records when it was scheduled, when it was really sent, and when it answered.
+
+#![allow(clippy::disallowed_methods)] // send times and client latency are wall-clock time by definition
+
+use crate::open_loop::set_fine_timer_slack;
+use crate::progress::Progress;
+use crate::trace::Arrival;
+use iluvatar_rpc as rpc;
+use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tonic::transport::Channel;
+
+/// What happened to one invocation; times are nanoseconds from the start of the run.
+pub struct Outcome {
+    pub scheduled_ns: u64,
+    pub sent_ns: u64,
+    pub done_ns: u64,
+    pub response: Result<rpc::InvokeResponse, String>,
+}
+
+pub struct Run {
+    /// One per arrival, in the arrivals' order.
+    pub outcomes: Vec<Outcome>,
+    /// The Unix time (seconds) of the run's time zero.
+    pub start_unix_s: f64,
+    /// How late the scheduler thread woke for each arrival (before the hand-off to the
+    /// runtime), nanoseconds; the per-row lateness also counts the hand-off.
+    pub wake_lateness_ns: Vec<u64>,
+}
+
+/// Sends `arrivals`; `requests[func]` is the request of each function (its transaction id
+/// is replaced by `{tid_prefix}-{index}`).
+pub async fn run(
+    clients: &[IluvatarWorkerClient<Channel>],
+    requests: Vec<rpc::InvokeRequest>,
+    arrivals: Arc<Vec<Arrival>>,
+    tid_prefix: String,
+    progress: Progress,
+) -> anyhow::Result<Run> {
+    let n = arrivals.len();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Outcome)>();
+    let handle = tokio::runtime::Handle::current();
+    let clients = clients.to_vec();
+    let start = Instant::now() + Duration::from_millis(100);
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let start_unix_s = since_epoch.as_secs_f64() + start.saturating_duration_since(Instant::now()).as_secs_f64();
+    let sched_progress = progress.clone();
+    let sched_arrivals = arrivals.clone();
+    // The schedule is kept by a dedicated thread with fine timer slack: tokio's timers tick
+    // in whole milliseconds, which would make every request up to 1 ms late.
+    let scheduler = std::thread::Builder::new().name("schedule".into()).spawn(move || {
+        set_fine_timer_slack();
+        let mut wake = Vec::with_capacity(sched_arrivals.len());
+        for (i, a) in sched_arrivals.iter().enumerate() {
+            let scheduled = start + Duration::from_nanos((a.time_ms * 1e6) as u64);
+            let now = Instant::now();
+            if scheduled > now {
+                std::thread::sleep(scheduled - now);
+            }
+            wake.push(Instant::now().saturating_duration_since(scheduled).as_nanos() as u64);
+            let mut client = clients[i % clients.len()].clone();
+            let mut req = requests[a.func].clone();
+            req.transaction_id = format!("{tid_prefix}-{i}");
+            let tx = tx.clone();
+            let p = sched_progress.clone();
+            handle.spawn(async move {
+                let sent = Instant::now();
+                let r = client.invoke(req).await;
+                let done = Instant::now();
+                let ns = |t: Instant| t.saturating_duration_since(start).as_nanos() as u64;
+                let response = match r {
+                    Ok(r) => Ok(r.into_inner()),
+                    Err(s) => Err(format!("gRPC error: {} ({})", s.message(), s.code())),
+                };
+                p.done(response.as_ref().map(|r| r.success).unwrap_or(false));
+                let _ = tx.send((
+                    i,
+                    Outcome {
+                        scheduled_ns: ns(scheduled),
+                        sent_ns: ns(sent),
+                        done_ns: ns(done),
+                        response,
+                    },
+                ));
+            });
+            sched_progress.sent();
+        }
+        wake
+    })?;
+    let ticker = progress.start_ticker();
+    let mut slots: Vec<Option<Outcome>> = (0..n).map(|_| None).collect();
+    while let Some((i, o)) = rx.recv().await {
+        slots[i] = Some(o);
+    }
+    ticker.abort();
+    progress.finish();
+    let wake_lateness_ns = tokio::task::spawn_blocking(move || scheduler.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the scheduler thread panicked"))?;
+    let outcomes = slots.into_iter().map(|o| o.expect("every invocation answers")).collect();
+    Ok(Run { outcomes, start_unix_s, wake_lateness_ns })
+}

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+# Builds a small self-contained OCI image archive for a Python function, with no registry and
+# no container engine: the host's python3.11 and the shared libraries it needs, its standard
+# library (without tests and GUI modules), the Ilúvatar agent as entrypoint, and the function.
+#
+#   python3 scripts/build-python-image.py --function functions/hello --out hello.tar [--tag hello]
+#   iluvatar_worker_cli register --name hello --version 1 --image oci-archive:$PWD/hello.tar:hello
+import argparse
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+
+PYTHON = "/usr/bin/python3.11"
+STDLIB = "/usr/lib/python3.11"
+SKIP_DIRS = {"test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data"}
+AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "runtimes", "python", "agent.py")
+
+
+def shared_libraries(paths):
+    """The shared libraries (and the dynamic loader) the given ELF files need, transitively."""
+    libs = set()
+    for p in paths:
+        out = subprocess.run(["ldd", p], capture_output=True, text=True).stdout
+        for m in re.finditer(r"(/\S+\.so[.\d]*)", out):
+            libs.add(m.group(1))
+    resolved = set()
+    for lib in libs:
+        resolved.add(lib)
+        resolved.add(os.path.realpath(lib))
+    return sorted(resolved)
+
+
+def add_path(tar, path, arcname=None):
+    """Adds a file, symlink or directory with its real metadata (mtimes keep .pyc valid)."""
+    info = tar.gettarinfo(path, arcname=(arcname or path).lstrip("/"))
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    if info.isreg():
+        with open(path, "rb") as f:
+            tar.addfile(info, f)
+    else:
+        tar.addfile(info)
+
+
+def add_parents(tar, arcpath, seen):
+    parts = arcpath.strip("/").split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        d = "/".join(parts[:i])
+        if d not in seen:
+            seen.add(d)
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+
+
+def layer_bytes(function_dir):
+    buf = io.BytesIO()
+    seen = set()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for link, target in [("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")]:
+            info = tarfile.TarInfo(link)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+            seen.add(link)
+        elves = [PYTHON]
+        for root, dirs, files in os.walk(STDLIB):
+            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("site-packages"))
+            elves += [os.path.join(root, f) for f in files if f.endswith(".so")]
+        files = [PYTHON] + shared_libraries(elves)
+        for root, dirs, names in os.walk(STDLIB):
+            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("site-packages"))
+            files += [os.path.join(root, n) for n in sorted(names)]
+        added = set()
+        for f in files:
+            # The image links /lib and /lib64 into /usr, as the merged-/usr host does.
+            for top in ("/lib64/", "/lib/"):
+                if f.startswith(top):
+                    f = "/usr" + f
+            chain = [f]
+            while os.path.islink(chain[-1]):  # keep symlinks (the loader's, sonames)
+                chain.append(os.path.join(os.path.dirname(chain[-1]), os.readlink(chain[-1])))
+            for g in chain:
+                g = os.path.normpath(g)
+                for top in ("/lib64/", "/lib/"):
+                    if g.startswith(top):
+                        g = "/usr" + g
+                if g not in added:
+                    added.add(g)
+                    add_parents(tar, g, seen)
+                    add_path(tar, g)
+        add_parents(tar, "/iluvatar/agent/agent.py", seen)
+        add_path(tar, os.path.abspath(AGENT), "/iluvatar/agent/agent.py")
+        for name in sorted(os.listdir(function_dir)):
+            p = os.path.join(function_dir, name)
+            if os.path.isfile(p):
+                add_parents(tar, "/function/" + name, seen)
+                add_path(tar, p, "/function/" + name)
+    return buf.getvalue()
+
+
+def blob(out, data):
+    digest = hashlib.sha256(data).hexdigest()
+    info = tarfile.TarInfo("blobs/sha256/" + digest)
+    info.size = len(data)
+    out.addfile(info, io.BytesIO(data))
+    return {"digest": "sha256:" + digest, "size": len(data)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--function", required=True, help="folder holding main.py")
+    ap.add_argument("--out", required=True, help="the OCI archive to write")
+    ap.add_argument("--tag", default="latest")
+    a = ap.parse_args()
+    if not os.path.isfile(os.path.join(a.function, "main.py")):
+        sys.exit(f"{a.function} has no main.py")
+    layer = layer_bytes(a.function)
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "Entrypoint": [PYTHON, "-u", "/iluvatar/agent/agent.py"],
+            "Env": ["PATH=/usr/bin:/bin", "HOME=/tmp", "PYTHONDONTWRITEBYTECODE=1", "ILUVATAR_FUNCTION_DIR=/function"],
+            "WorkingDir": "/tmp",
+        },
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
+    }
+    with tarfile.open(a.out, "w") as out:
+        layout = json.dumps({"imageLayoutVersion": "1.0.0"}).encode()
+        info = tarfile.TarInfo("oci-layout")
+        info.size = len(layout)
+        out.addfile(info, io.BytesIO(layout))
+        layer_desc = blob(out, layer)
+        config_desc = blob(out, json.dumps(config).encode())
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config_desc},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **layer_desc}],
+        }
+        manifest_desc = blob(out, json.dumps(manifest).encode())
+        index = {
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                **manifest_desc,
+                "annotations": {"org.opencontainers.image.ref.name": a.tag},
+            }],
+        }
+        data = json.dumps(index).encode()
+        info = tarfile.TarInfo("index.json")
+        info.size = len(data)
+        out.addfile(info, io.BytesIO(data))
+    print(json.dumps({"archive": a.out, "tag": a.tag, "layer_bytes": len(layer), "manifest": manifest_desc["digest"]}))
+
+
+if __name__ == "__main__":
+    main()
