@@ -53,7 +53,8 @@ impl Table {
                 None => return Err(err(0, "the file is empty (a header line is expected)".into())),
             }
         };
-        let header: Vec<String> = split(header).map_err(|r| err(hl, r))?.into_iter().map(|h| h.trim().to_string()).collect();
+        let header: Vec<String> =
+            split(header).map_err(|r| err(hl, r))?.into_iter().map(|h| h.trim().to_string()).collect();
         let mut rows = Vec::new();
         for (n, l) in lines {
             if l.trim().is_empty() {
@@ -91,7 +92,7 @@ impl Table {
     }
 }
 
-fn split(line: &str) -> Result<Vec<String>, String> {
+pub fn split(line: &str) -> Result<Vec<String>, String> {
     let mut fields = Vec::new();
     let mut cur = String::new();
     let mut chars = line.chars().peekable();

@@ -14,6 +14,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Replays a trace open-loop: registers every function, optionally prewarms, sends each
+    /// invocation at its time, and writes per-invocation CSV, a JSON summary and SVG plots.
+    Trace(iluvatar_load_gen::replay::TraceArgs),
+    /// Open-loop arrivals at a given rate (Poisson or fixed gaps) over a function mix.
+    Rate(iluvatar_load_gen::replay::RateArgs),
+    /// Closed-loop clients stepping from --start to --end: throughput and latency per step.
+    Scaling(iluvatar_load_gen::scaling::ScalingArgs),
+    /// Cold and warm iterations of every function in a functions directory; writes JSON
+    /// usable as `trace --function-data`.
+    Benchmark(iluvatar_load_gen::benchmark::BenchmarkArgs),
+    /// Writes a trace and its metadata: synthetic distributions or the Azure 2019 dataset.
+    #[command(subcommand)]
+    Generate(iluvatar_load_gen::generate::GenerateCommand),
     /// Pure control-plane cost: warm invokes of a zero-duration sim function over gRPC on
     /// loopback with closed-loop clients; prints p50/p99 overhead and invocations/s and
     /// writes JSON.
@@ -29,9 +42,26 @@ fn main() -> anyhow::Result<()> {
     if cli.threads > 0 {
         runtime.worker_threads(cli.threads);
     }
+    if let Command::Generate(cmd) = cli.command {
+        return iluvatar_load_gen::generate::run(cmd);
+    }
+    if matches!(cli.command, Command::Trace(_) | Command::Rate(_))
+        && std::env::var_os("ILUVATAR_LOADGEN_NO_RT").is_none()
+    {
+        // The runtime's threads send each request the scheduler thread hands over; at a
+        // real-time priority, busy worker threads on the same cores cannot delay that.
+        runtime.on_thread_start(|| {
+            iluvatar_load_gen::schedule::set_realtime_priority();
+        });
+    }
     let runtime = runtime.enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
+            Command::Trace(args) => iluvatar_load_gen::replay::run_trace(args).await,
+            Command::Rate(args) => iluvatar_load_gen::replay::run_rate(args).await,
+            Command::Scaling(args) => iluvatar_load_gen::scaling::run(args).await,
+            Command::Benchmark(args) => iluvatar_load_gen::benchmark::run(args).await,
+            Command::Generate(_) => unreachable!("handled above"),
             Command::ControlPlane(args) => iluvatar_load_gen::control_plane::run(args).await,
             Command::WorkerBench(args) => iluvatar_load_gen::worker_bench::run(args).await,
         }

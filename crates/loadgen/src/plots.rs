@@ -87,24 +87,33 @@ impl Chart<'_> {
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
         );
         let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-        let _ = writeln!(s, r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#, L + pw / 2.0, esc(self.title));
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+            L + pw / 2.0,
+            esc(self.title)
+        );
         let _ = writeln!(s, r##"<rect x="{L}" y="{T}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##);
-        let xt: Vec<f64> = if self.log_x {
-            (x0 as i32..=x1 as i32).map(|e| 10f64.powi(e)).collect()
-        } else {
-            ticks(x0, x1)
-        };
+        let xt: Vec<f64> =
+            if self.log_x { (x0 as i32..=x1 as i32).map(|e| 10f64.powi(e)).collect() } else { ticks(x0, x1) };
         for v in xt {
             let x = sx(v);
             let _ = writeln!(s, r##"<line x1="{x:.1}" y1="{T}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/>"##, T + ph);
-            let _ = writeln!(s, r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, T + ph + 16.0, label(v));
+            let _ =
+                writeln!(s, r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, T + ph + 16.0, label(v));
         }
         for v in ticks(y0, y1) {
             let y = sy(v);
             let _ = writeln!(s, r##"<line x1="{L}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##, L + pw);
             let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, L - 6.0, y + 4.0, label(v));
         }
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, L + pw / 2.0, H - 12.0, esc(self.x_label));
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            L + pw / 2.0,
+            H - 12.0,
+            esc(self.x_label)
+        );
         let _ = writeln!(
             s,
             r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">{}</text>"#,
@@ -123,7 +132,11 @@ impl Chart<'_> {
             if path.len() == 1 {
                 let _ = writeln!(s, r#"<circle cx="{}" r="3" fill="{color}"/>"#, path[0].replace(',', "\" cy=\""));
             } else if !path.is_empty() {
-                let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#, path.join(" "));
+                let _ = writeln!(
+                    s,
+                    r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+                    path.join(" ")
+                );
             }
             let ly = T + 10.0 + i as f64 * 18.0;
             let lx = L + pw + 12.0;

@@ -180,7 +180,7 @@ fn group_stats(rows: &[&Row]) -> Value {
 
 /// The JSON summary: counts, errors, cold starts, percentiles overall and per function,
 /// requested vs achieved rate, schedule lateness.
-pub fn summary(rows: &[Row], meta: &[FunctionMeta], wake_lateness_ns: &[u64]) -> Value {
+pub fn summary(rows: &[Row], meta: &[FunctionMeta], wake_lateness_ns: &[u64], realtime: bool) -> Value {
     let all: Vec<&Row> = rows.iter().collect();
     let mut s = group_stats(&all);
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -200,6 +200,7 @@ pub fn summary(rows: &[Row], meta: &[FunctionMeta], wake_lateness_ns: &[u64]) ->
     s["duration_s"] = json!(span(0.0, last(|r| r.done_ms)));
     s["lateness_ms"] = percentiles(rows.iter().map(Row::lateness_ms).collect());
     s["scheduler_wake_lateness_ms"] = percentiles(wake_lateness_ns.iter().map(|&x| x as f64 / 1e6).collect());
+    s["scheduler_realtime_priority"] = json!(realtime);
     let mut per = serde_json::Map::new();
     for (i, f) in meta.iter().enumerate() {
         let mine: Vec<&Row> = rows.iter().filter(|r| r.func == i).collect();
@@ -218,9 +219,9 @@ pub fn print_table(summary: &Value) {
         println!(
             "{:<24} {:>8} {:>7} {:>6} {:>10} {:>10} {:>10} {:>10}",
             name,
-            s["invocations"],
-            s["failed"],
-            s["cold"],
+            s["invocations"].as_u64().unwrap_or(0),
+            s["failed"].as_u64().unwrap_or(0),
+            s["cold"].as_u64().unwrap_or(0),
             f(&s["client_latency_ms"]["p50"]),
             f(&s["client_latency_ms"]["p99"]),
             f(&s["overhead_ms"]["p50"]),
@@ -231,7 +232,8 @@ pub fn print_table(summary: &Value) {
         "{:<24} {:>8} {:>7} {:>6} {:>10} {:>10} {:>10} {:>10}",
         "function", "invokes", "errors", "cold", "lat p50ms", "lat p99ms", "ovh p50ms", "ovh p99ms"
     );
-    let mut funcs: Vec<(&String, &Value)> = summary["functions"].as_object().map(|m| m.iter().collect()).unwrap_or_default();
+    let mut funcs: Vec<(&String, &Value)> =
+        summary["functions"].as_object().map(|m| m.iter().collect()).unwrap_or_default();
     funcs.sort_by_key(|(_, v)| std::cmp::Reverse(v["invocations"].as_u64().unwrap_or(0)));
     const SHOWN: usize = 15;
     for (name, s) in funcs.iter().take(SHOWN) {
@@ -265,7 +267,8 @@ fn bucket_width(secs: f64) -> f64 {
 
 /// latency_cdf.svg, overhead_over_time.svg and cold_starts_throughput.svg.
 pub fn write_plots(dir: &Path, rows: &[Row], meta: &[FunctionMeta]) -> std::io::Result<()> {
-    let mut counts: Vec<(usize, usize)> = (0..meta.len()).map(|i| (rows.iter().filter(|r| r.func == i).count(), i)).collect();
+    let mut counts: Vec<(usize, usize)> =
+        (0..meta.len()).map(|i| (rows.iter().filter(|r| r.func == i).count(), i)).collect();
     counts.sort_by(|a, b| b.cmp(a));
     let cdf = |xs: &mut Vec<f64>| {
         xs.sort_by(f64::total_cmp);
@@ -280,7 +283,8 @@ pub fn write_plots(dir: &Path, rows: &[Row], meta: &[FunctionMeta]) -> std::io::
     let mut series = Vec::new();
     for &(n, i) in counts.iter().take(8).filter(|c| c.0 > 0) {
         let _ = n;
-        let mut xs: Vec<f64> = rows.iter().filter(|r| r.func == i && r.success).map(|r| r.client_latency_ms()).collect();
+        let mut xs: Vec<f64> =
+            rows.iter().filter(|r| r.func == i && r.success).map(|r| r.client_latency_ms()).collect();
         series.push(Series { name: meta[i].name.clone(), points: cdf(&mut xs) });
     }
     if counts.iter().filter(|c| c.0 > 0).count() > 1 {

@@ -30,6 +30,8 @@ pub struct Run {
     /// How late the scheduler thread woke for each arrival (before the hand-off to the
     /// runtime), nanoseconds; the per-row lateness also counts the hand-off.
     pub wake_lateness_ns: Vec<u64>,
+    /// Whether the scheduler thread ran with a real-time priority.
+    pub realtime: bool,
 }
 
 /// Sends `arrivals`; `requests[func]` is the request of each function (its transaction id
@@ -54,6 +56,7 @@ pub async fn run(
     // in whole milliseconds, which would make every request up to 1 ms late.
     let scheduler = std::thread::Builder::new().name("schedule".into()).spawn(move || {
         set_fine_timer_slack();
+        let realtime = set_realtime_priority();
         let mut wake = Vec::with_capacity(sched_arrivals.len());
         for (i, a) in sched_arrivals.iter().enumerate() {
             let scheduled = start + Duration::from_nanos((a.time_ms * 1e6) as u64);
@@ -77,19 +80,12 @@ pub async fn run(
                     Err(s) => Err(format!("gRPC error: {} ({})", s.message(), s.code())),
                 };
                 p.done(response.as_ref().map(|r| r.success).unwrap_or(false));
-                let _ = tx.send((
-                    i,
-                    Outcome {
-                        scheduled_ns: ns(scheduled),
-                        sent_ns: ns(sent),
-                        done_ns: ns(done),
-                        response,
-                    },
-                ));
+                let _ = tx
+                    .send((i, Outcome { scheduled_ns: ns(scheduled), sent_ns: ns(sent), done_ns: ns(done), response }));
             });
             sched_progress.sent();
         }
-        wake
+        (wake, realtime)
     })?;
     let ticker = progress.start_ticker();
     let mut slots: Vec<Option<Outcome>> = (0..n).map(|_| None).collect();
@@ -98,9 +94,18 @@ pub async fn run(
     }
     ticker.abort();
     progress.finish();
-    let wake_lateness_ns = tokio::task::spawn_blocking(move || scheduler.join())
+    let (wake_lateness_ns, realtime) = tokio::task::spawn_blocking(move || scheduler.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the scheduler thread panicked"))?;
     let outcomes = slots.into_iter().map(|o| o.expect("every invocation answers")).collect();
-    Ok(Run { outcomes, start_unix_s, wake_lateness_ns })
+    Ok(Run { outcomes, start_unix_s, wake_lateness_ns, realtime })
+}
+
+/// Gives the scheduler thread a real-time priority (SCHED_FIFO) when allowed (root or
+/// CAP_SYS_NICE), so that busy worker threads on the same cores cannot delay its wake-ups.
+/// It sleeps between sends, so it cannot starve anything. Returns whether it was granted.
+pub fn set_realtime_priority() -> bool {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: changes the scheduling policy of the calling thread only (pid 0 = this thread).
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
 }

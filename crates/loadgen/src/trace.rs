@@ -27,14 +27,26 @@ fn valid_name(s: &str) -> bool {
 }
 
 pub fn read_metadata(path: &Path) -> Result<Vec<FunctionMeta>, InputError> {
-    let t = Table::read(path)?;
-    let (n, c, w, m) = (t.column("func_name")?, t.column("cold_dur_ms")?, t.column("warm_dur_ms")?, t.column("mem_mb")?);
+    metadata_of(Table::read(path)?)
+}
+
+/// Metadata from text; `path` names it in errors.
+pub fn parse_metadata(path: &Path, text: &str) -> Result<Vec<FunctionMeta>, InputError> {
+    metadata_of(Table::parse(path, text)?)
+}
+
+fn metadata_of(t: Table) -> Result<Vec<FunctionMeta>, InputError> {
+    let (n, c, w, m) =
+        (t.column("func_name")?, t.column("cold_dur_ms")?, t.column("warm_dur_ms")?, t.column("mem_mb")?);
     let mut out: Vec<FunctionMeta> = Vec::new();
     let mut seen = HashMap::new();
     for (line, row) in &t.rows {
         let name = row[n].trim().to_string();
         if !valid_name(&name) {
-            return Err(t.error(*line, format!("func_name {name:?} may only hold letters, digits, '.', '_' and '-' (1 to 128)")));
+            return Err(t.error(
+                *line,
+                format!("func_name {name:?} may only hold letters, digits, '.', '_' and '-' (1 to 128)"),
+            ));
         }
         if let Some(first) = seen.insert(name.clone(), *line) {
             return Err(t.error(*line, format!("function {name:?} is listed twice (first on line {first})")));
@@ -68,9 +80,8 @@ pub fn read_trace(path: &Path, meta: &[FunctionMeta]) -> Result<Vec<Arrival>, In
     let mut last = 0.0f64;
     for (line, row) in &t.rows {
         let name = row[n].trim();
-        let func = *index
-            .get(name)
-            .ok_or_else(|| t.error(*line, format!("function {name:?} is not in the metadata file")))?;
+        let func =
+            *index.get(name).ok_or_else(|| t.error(*line, format!("function {name:?} is not in the metadata file")))?;
         let ms = t.number(*line, row, time)?;
         if ms < 0.0 {
             return Err(t.error(*line, format!("invoke_time_ms is negative ({ms})")));

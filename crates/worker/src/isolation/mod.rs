@@ -110,7 +110,9 @@ pub struct BackendContext {
 impl BackendConfig {
     pub fn build(&self, ctx: &BackendContext) -> Result<Arc<dyn IsolationBackend>, IsolationError> {
         match self {
-            BackendConfig::Runtime(c) => Ok(Arc::new(runtime::RuntimeBackend::new(c.clone(), &ctx.state_dir)?)),
+            BackendConfig::Runtime(c) => {
+                Ok(Arc::new(runtime::RuntimeBackend::new(c.clone(), &ctx.state_dir, ctx.env.clock.clone())?))
+            }
             BackendConfig::Sim(c) => Ok(Arc::new(sim::SimBackend::new(c.clone(), ctx.env.clone()))),
         }
     }

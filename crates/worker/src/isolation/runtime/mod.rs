@@ -67,6 +67,7 @@ pub struct RuntimeBackend {
     /// workers sharing a machine never touch each other's containers.
     cgroup_parent: String,
     images: std::sync::Arc<image::ImageStore>,
+    clock: std::sync::Arc<dyn iluvatar_core::Clock>,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> IsolationError {
@@ -74,7 +75,11 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> IsolationError {
 }
 
 impl RuntimeBackend {
-    pub fn new(config: RuntimeConfig, state_dir: &Path) -> Result<Self, IsolationError> {
+    pub fn new(
+        config: RuntimeConfig,
+        state_dir: &Path,
+        clock: std::sync::Arc<dyn iluvatar_core::Clock>,
+    ) -> Result<Self, IsolationError> {
         let base = state_dir.join("runtime");
         let dirs = Dirs {
             root: base.join("root"),
@@ -111,7 +116,7 @@ impl RuntimeBackend {
         let note = base.join("cgroup_parent");
         std::fs::write(&note, &cgroup_parent).map_err(|e| io_err("cannot write", &note, e))?;
         let images = std::sync::Arc::new(image::ImageStore::new(base.join("images")));
-        Ok(RuntimeBackend { config, dirs, cgroup_parent, images })
+        Ok(RuntimeBackend { config, dirs, cgroup_parent, images, clock })
     }
 
     /// A short, fixed-length name for a container's files (socket paths are limited to
@@ -273,10 +278,12 @@ impl RuntimeBackend {
         let log = std::fs::File::create(&log_path).map_err(|e| io_err("cannot create", &log_path, e))?;
         let root = self.dirs.root.clone();
         let (cid, b) = (id.clone(), bundle.clone());
+        let t0 = self.clock.now();
         let pid = tokio::task::spawn_blocking(move || launch(&root, &cid, &b, log))
             .await
             .map_err(|e| start_err(e.to_string()))?
             .map_err(&start_err)?;
+        let t1 = self.clock.now();
         let socket = sockets.join(spec::SOCKET_NAME);
         let container = RuntimeContainer {
             id: id.clone(),
@@ -289,6 +296,14 @@ impl RuntimeBackend {
         let deadline = Duration::from_millis(self.config.start_timeout_ms);
         match tokio::time::timeout(deadline, wait_for_agent(&socket, pid)).await {
             Ok(Ok(conn)) => {
+                let t2 = self.clock.now();
+                tracing::debug!(
+                    tid = req.tid,
+                    id,
+                    launch_us = (t1 - t0).as_micros() as u64,
+                    agent_us = (t2 - t1).as_micros() as u64,
+                    "container started"
+                );
                 *container.conn.lock().await = Some(conn);
                 Ok(container)
             }

@@ -1,0 +1,186 @@
+//! `trace` and `rate`: open-loop runs of timed invocations against a target, with
+//! per-invocation results, a summary, plots and a printed table.
+
+use crate::dist::Draw;
+use crate::progress::Progress;
+use crate::results;
+use crate::target::{TargetArgs, connect, register_all, requests};
+use crate::trace::{Arrival, FunctionMeta, read_metadata, read_trace, write_metadata, write_trace};
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The trace: func_name,invoke_time_ms (sorted by time, 0-based).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The functions: func_name,cold_dur_ms,warm_dur_ms,mem_mb (extra columns allowed).
+    #[arg(long)]
+    pub metadata: PathBuf,
+    /// The results directory.
+    #[arg(long, default_value = "results/trace")]
+    pub out: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arrivals {
+    /// Exponential gaps (a Poisson process).
+    Poisson,
+    /// A fixed gap of 1/rate.
+    Uniform,
+}
+
+#[derive(clap::Args)]
+pub struct RateArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The function mix's metadata (as for `trace`); or use --function.
+    #[arg(long)]
+    pub metadata: Option<PathBuf>,
+    /// A function as NAME:COLD_MS:WARM_MS:MEM_MB (repeatable), instead of --metadata.
+    #[arg(long = "function")]
+    pub functions: Vec<String>,
+    /// Weights of the mix as NAME=WEIGHT (repeatable); default: every function equally.
+    #[arg(long = "mix")]
+    pub mix: Vec<String>,
+    /// Invocations per second, over all functions.
+    #[arg(long)]
+    pub rate: f64,
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_s: f64,
+    #[arg(long, value_enum, default_value = "poisson")]
+    pub arrivals: Arrivals,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value = "results/rate")]
+    pub out: PathBuf,
+}
+
+pub async fn run_trace(args: TraceArgs) -> anyhow::Result<()> {
+    args.target.check_supported()?;
+    let meta = read_metadata(&args.metadata)?;
+    let arrivals = read_trace(&args.input, &meta)?;
+    let info = json!({"kind": "trace", "input": args.input, "metadata": args.metadata});
+    execute(&args.target, meta, arrivals, &args.out, info).await.map(|_| ())
+}
+
+pub async fn run_rate(args: RateArgs) -> anyhow::Result<()> {
+    args.target.check_supported()?;
+    let meta = functions_of(args.metadata.as_deref(), &args.functions)?;
+    let positive = |x: f64| x > 0.0 && x.is_finite();
+    if !positive(args.rate) || !positive(args.duration_s) {
+        bail!("--rate and --duration-s must be positive");
+    }
+    let mut weights = vec![if args.mix.is_empty() { 1.0 } else { 0.0 }; meta.len()];
+    for m in &args.mix {
+        let (name, w) = m.split_once('=').with_context(|| format!("--mix {m:?}: expected NAME=WEIGHT"))?;
+        let i = meta.iter().position(|f| f.name == name).with_context(|| format!("--mix: no function {name:?}"))?;
+        weights[i] = w.parse::<f64>().ok().filter(|w| *w >= 0.0).with_context(|| format!("--mix {m:?}: bad weight"))?;
+    }
+    let cumulative: Vec<f64> = weights.iter().scan(0.0, |s, w| Some((*s += w, *s).1)).collect();
+    if cumulative.last().copied().unwrap_or(0.0) <= 0.0 {
+        bail!("--mix: the weights sum to zero");
+    }
+    let mut draw = Draw::new(args.seed);
+    let (mut t, end) = (0.0, args.duration_s * 1e3);
+    let mut arrivals = Vec::new();
+    while t < end {
+        arrivals.push(Arrival { func: draw.pick(&cumulative), time_ms: t });
+        t += match args.arrivals {
+            Arrivals::Poisson => draw.exponential(args.rate) * 1e3,
+            Arrivals::Uniform => 1e3 / args.rate,
+        };
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    write_metadata(&args.out.join("metadata.csv"), &meta)?;
+    write_trace(&args.out.join("trace.csv"), &meta, &arrivals)?;
+    let info = json!({"kind": "rate", "rate_per_s": args.rate, "duration_s": args.duration_s, "seed": args.seed,
+        "arrivals": match args.arrivals { Arrivals::Poisson => "poisson", Arrivals::Uniform => "uniform" }});
+    execute(&args.target, meta, arrivals, &args.out, info).await.map(|_| ())
+}
+
+/// Functions from a metadata file or from NAME:COLD:WARM:MEM specs.
+pub fn functions_of(metadata: Option<&Path>, specs: &[String]) -> anyhow::Result<Vec<FunctionMeta>> {
+    match (metadata, specs.is_empty()) {
+        (Some(p), true) => Ok(read_metadata(p)?),
+        (None, false) => {
+            let mut text = String::from("func_name,cold_dur_ms,warm_dur_ms,mem_mb\n");
+            for s in specs {
+                let parts: Vec<&str> = s.split(':').collect();
+                if parts.len() != 4 {
+                    bail!("--function {s:?}: expected NAME:COLD_MS:WARM_MS:MEM_MB");
+                }
+                text.push_str(&parts.join(","));
+                text.push('\n');
+            }
+            Ok(crate::trace::parse_metadata(Path::new("--function"), &text)?)
+        }
+        _ => bail!("give the functions with either --metadata or --function"),
+    }
+}
+
+/// Keeps only the functions the arrivals use (registering others would cost for nothing).
+fn used_only(meta: Vec<FunctionMeta>, arrivals: &mut [Arrival]) -> Vec<FunctionMeta> {
+    let mut map = vec![usize::MAX; meta.len()];
+    let mut kept = Vec::new();
+    for a in arrivals.iter_mut() {
+        if map[a.func] == usize::MAX {
+            map[a.func] = kept.len();
+            kept.push(meta[a.func].clone());
+        }
+        a.func = map[a.func];
+    }
+    kept
+}
+
+/// Registers, prewarms, sends the arrivals open-loop and writes the results to `out`.
+pub async fn execute(
+    target: &TargetArgs,
+    meta: Vec<FunctionMeta>,
+    mut arrivals: Vec<Arrival>,
+    out: &Path,
+    info: Value,
+) -> anyhow::Result<Value> {
+    let meta = used_only(meta, &mut arrivals);
+    let plans = target.plans(&meta)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let endpoint = target.endpoint();
+    let mut clients = connect(&endpoint, target.connections).await?;
+    register_all(&mut clients[0], &plans, target.prewarm).await?;
+    let span_s = arrivals.last().map(|a| a.time_ms / 1e3).unwrap_or(0.0);
+    println!(
+        "sending {} invocations of {} functions over {:.1} s to {endpoint} ({:?} backend), open loop",
+        arrivals.len(),
+        meta.len(),
+        span_s,
+        target.isolation
+    );
+    let tid = "lg".to_string();
+    let arrivals = Arc::new(arrivals);
+    let progress = Progress::new(arrivals.len() as u64, target.quiet);
+    let mut run = crate::schedule::run(&clients, requests(&plans), arrivals.clone(), tid.clone(), progress).await?;
+    let wake = std::mem::take(&mut run.wake_lateness_ns);
+    let realtime = run.realtime;
+    let rows = results::rows(run, &arrivals, &tid);
+    results::write_csv(&out.join("invocations.csv"), &rows, &meta, &target.version)?;
+    let mut summary = crate::report::context();
+    let s = results::summary(&rows, &meta, &wake, realtime);
+    summary["run"] = info;
+    summary["target"] = json!({"endpoint": endpoint, "isolation": format!("{:?}", target.isolation).to_lowercase(),
+        "version": target.version, "prewarm": target.prewarm, "connections": target.connections});
+    for (k, v) in s.as_object().expect("summary is an object") {
+        summary[k] = v.clone();
+    }
+    std::fs::write(out.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
+    results::write_plots(out, &rows, &meta)?;
+    results::print_table(&summary);
+    println!(
+        "wrote {0}/invocations.csv, {0}/summary.json, {0}/latency_cdf.svg, {0}/overhead_over_time.svg, {0}/cold_starts_throughput.svg",
+        out.display()
+    );
+    Ok(summary)
+}

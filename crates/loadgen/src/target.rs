@@ -1,0 +1,264 @@
+//! Where load goes and how functions get there: connecting to a worker (failing early when
+//! it is unreachable), registering each function of a workload, prewarming.
+
+use crate::trace::FunctionMeta;
+use anyhow::{Context, bail};
+use iluvatar_rpc as rpc;
+use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetKind {
+    /// One worker, over its gRPC API.
+    Worker,
+    /// A controller in front of workers (not implemented yet).
+    Controller,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Setup {
+    /// Real load against a running target.
+    Live,
+    /// The same workload in simulated time, in process (not implemented yet).
+    Simulation,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Isolation {
+    /// Real containers running functions/synthetic (or --function-data's functions).
+    Runtime,
+    /// Simulated containers that take the metadata's cold and warm durations.
+    Sim,
+}
+
+/// Options shared by every command that sends load to a target.
+#[derive(clap::Args, Clone)]
+pub struct TargetArgs {
+    /// What to send load to.
+    #[arg(long, value_enum, default_value = "worker")]
+    pub target: TargetKind,
+    /// Live load, or a simulation of it.
+    #[arg(long, value_enum, default_value = "live")]
+    pub setup: Setup,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8079)]
+    pub port: u16,
+    /// The backend functions are registered with: `runtime` registers functions/synthetic
+    /// parameterised from the metadata (compute_ms = warm_dur_ms, memory_mb = mem_mb);
+    /// `sim` registers simulated functions taking cold_dur_ms/warm_dur_ms.
+    #[arg(long, value_enum, default_value = "runtime")]
+    pub isolation: Isolation,
+    /// The folder holding the example functions (synthetic/ for the runtime backend).
+    #[arg(long, default_value = "functions")]
+    pub functions_dir: PathBuf,
+    /// JSON written by `benchmark`: with it, each function runs the benchmarked real
+    /// function whose warm time is closest to its warm_dur_ms (runtime backend).
+    #[arg(long)]
+    pub function_data: Option<PathBuf>,
+    /// Extra memory (MB) registered above mem_mb for the runtime backend, for the Python
+    /// interpreter itself, so that touching mem_mb does not hit the container's limit.
+    #[arg(long, default_value_t = 32)]
+    pub runtime_headroom_mb: u64,
+    /// The version every function is registered as.
+    #[arg(long, default_value = "1")]
+    pub version: String,
+    /// Containers to prewarm per function before the load starts.
+    #[arg(long, default_value_t = 0)]
+    pub prewarm: u32,
+    /// gRPC connections the invocations are spread over.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// One function measured by `benchmark`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct BenchmarkedFunction {
+    pub name: String,
+    /// The code folder (absolute).
+    pub code: PathBuf,
+    pub memory_mb: u64,
+    /// The arguments it was benchmarked with.
+    pub args: serde_json::Value,
+    pub cold_ms_p50: f64,
+    pub warm_ms_p50: f64,
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct FunctionData {
+    pub functions: Vec<BenchmarkedFunction>,
+}
+
+/// How one workload function is registered and invoked.
+pub struct Plan {
+    pub register: rpc::RegisterRequest,
+    pub json_args: String,
+}
+
+impl TargetArgs {
+    /// Refuses what is not implemented, before anything else happens.
+    pub fn check_supported(&self) -> anyhow::Result<()> {
+        if self.setup == Setup::Simulation {
+            bail!("--setup simulation is not implemented yet (issue 5); use --setup live");
+        }
+        if self.target == TargetKind::Controller {
+            bail!("--target controller is not implemented yet (the controller does not exist); use --target worker");
+        }
+        Ok(())
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}:{}", self.host, self.port)
+    }
+
+    /// The registration plans of a workload's functions, validated before any load.
+    pub fn plans(&self, meta: &[FunctionMeta]) -> anyhow::Result<Vec<Plan>> {
+        let data = match &self.function_data {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
+                let d: FunctionData =
+                    serde_json::from_str(&text).with_context(|| format!("{}: not a benchmark JSON", p.display()))?;
+                if d.functions.is_empty() {
+                    bail!("{}: holds no function", p.display());
+                }
+                Some(d)
+            }
+            None => None,
+        };
+        let synthetic = match (self.isolation, &data) {
+            (Isolation::Runtime, None) => Some(code_folder(&self.functions_dir.join("synthetic"))?),
+            _ => None,
+        };
+        Ok(meta.iter().map(|f| self.plan(f, data.as_ref(), synthetic.as_deref())).collect())
+    }
+
+    fn plan(&self, f: &FunctionMeta, data: Option<&FunctionData>, synthetic: Option<&Path>) -> Plan {
+        let timings = json!({"cold_dur_ms": f.cold_dur_ms, "warm_dur_ms": f.warm_dur_ms}).to_string();
+        let mut register = rpc::RegisterRequest {
+            function_name: f.name.clone(),
+            function_version: self.version.clone(),
+            memory: f.mem_mb as i64,
+            cpus: 1,
+            resource_timings_json: timings,
+            transaction_id: format!("register-{}", f.name),
+            ..Default::default()
+        };
+        let json_args;
+        match (self.isolation, data) {
+            (Isolation::Sim, _) => {
+                register.image_name = "sim:synthetic".into();
+                register.isolate = rpc::isolation::SIM;
+                json_args = "{}".to_string();
+            }
+            (Isolation::Runtime, Some(d)) => {
+                let best = d
+                    .functions
+                    .iter()
+                    .min_by(|a, b| {
+                        (a.warm_ms_p50 - f.warm_dur_ms).abs().total_cmp(&(b.warm_ms_p50 - f.warm_dur_ms).abs())
+                    })
+                    .expect("function data is not empty");
+                register.image_name = format!("code:{}", best.code.display());
+                register.isolate = rpc::isolation::RUNTIME;
+                register.language = rpc::LanguageRuntime::Python3 as i32;
+                register.memory = register.memory.max(best.memory_mb as i64);
+                json_args = best.args.to_string();
+            }
+            (Isolation::Runtime, None) => {
+                register.image_name = format!("code:{}", synthetic.expect("synthetic folder").display());
+                register.isolate = rpc::isolation::RUNTIME;
+                register.language = rpc::LanguageRuntime::Python3 as i32;
+                register.memory = (f.mem_mb + self.runtime_headroom_mb) as i64;
+                json_args = json!({"compute_ms": f.warm_dur_ms, "memory_mb": f.mem_mb}).to_string();
+            }
+        }
+        Plan { register, json_args }
+    }
+}
+
+/// The absolute path of a function folder, which must hold main.py.
+pub fn code_folder(path: &Path) -> anyhow::Result<PathBuf> {
+    let abs = std::fs::canonicalize(path)
+        .with_context(|| format!("{}: no such function folder (set --functions-dir)", path.display()))?;
+    if !abs.join("main.py").is_file() {
+        bail!("{}: holds no main.py", abs.display());
+    }
+    Ok(abs)
+}
+
+/// Connects `n` gRPC channels and pings the worker; an unreachable target fails here,
+/// before any load is sent.
+pub async fn connect(endpoint: &str, n: usize) -> anyhow::Result<Vec<IluvatarWorkerClient<Channel>>> {
+    let mut out = Vec::new();
+    for _ in 0..n.max(1) {
+        let ch = Channel::from_shared(endpoint.to_string())
+            .with_context(|| format!("bad target address {endpoint}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the worker at {endpoint} (is it running? see --host/--port)"))?;
+        out.push(IluvatarWorkerClient::new(ch));
+    }
+    let ping = rpc::PingRequest { message: "loadgen".into(), transaction_id: "loadgen-ping".into() };
+    tokio::time::timeout(Duration::from_secs(5), out[0].ping(ping))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("the worker at {endpoint} accepted a connection but did not answer a ping in 5 s")
+        })?
+        .with_context(|| format!("the target at {endpoint} does not answer the worker protocol"))?;
+    Ok(out)
+}
+
+/// Registers every function, then prewarms `prewarm` containers of each.
+pub async fn register_all(
+    client: &mut IluvatarWorkerClient<Channel>,
+    plans: &[Plan],
+    prewarm: u32,
+) -> anyhow::Result<()> {
+    for p in plans {
+        let r = client.register(p.register.clone()).await?.into_inner();
+        if !r.success {
+            bail!("registering {}-{}: {}", p.register.function_name, p.register.function_version, r.error);
+        }
+    }
+    for p in plans {
+        for i in 0..prewarm {
+            let r = client
+                .prewarm(rpc::PrewarmRequest {
+                    function_name: p.register.function_name.clone(),
+                    function_version: p.register.function_version.clone(),
+                    transaction_id: format!("prewarm-{}-{i}", p.register.function_name),
+                    compute: rpc::compute::CPU,
+                })
+                .await?
+                .into_inner();
+            if !r.success {
+                bail!("prewarming {}: {}", p.register.function_name, r.message);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The invoke request of each plan.
+pub fn requests(plans: &[Plan]) -> Vec<rpc::InvokeRequest> {
+    plans
+        .iter()
+        .map(|p| rpc::InvokeRequest {
+            function_name: p.register.function_name.clone(),
+            function_version: p.register.function_version.clone(),
+            json_args: p.json_args.clone(),
+            transaction_id: String::new(),
+        })
+        .collect()
+}
