@@ -174,7 +174,10 @@ impl TargetArgs {
                 json_args = best.args.to_string();
             }
             (Isolation::Runtime, None) => {
-                register.image_name = format!("code:{}", synthetic.expect("synthetic folder").display());
+                // The cold-start cost beyond the warm time is paid at import, per function.
+                let import_ms = (f.cold_dur_ms - f.warm_dur_ms).max(0.0).round();
+                let folder = synthetic.expect("synthetic folder").display();
+                register.image_name = format!("code:{folder}?SYNTHETIC_IMPORT_MS={import_ms}");
                 register.isolate = rpc::isolation::RUNTIME;
                 register.language = rpc::LanguageRuntime::Python3 as i32;
                 register.memory = (f.mem_mb + self.runtime_headroom_mb) as i64;

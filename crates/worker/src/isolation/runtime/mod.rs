@@ -56,7 +56,8 @@ struct Dirs {
 
 /// Where a function's code comes from.
 enum Source {
-    Code(PathBuf),
+    /// A folder holding main.py, and environment variables for the container.
+    Code(PathBuf, Vec<String>),
     Image(image::ImageRef),
 }
 
@@ -139,9 +140,21 @@ fn source(spec: &FunctionSpec) -> Result<Source, IsolationError> {
         r.check().map_err(&bad)?;
         return Ok(Source::Image(r));
     }
-    let Some(path) = spec.image.strip_prefix("code:") else {
+    let Some(rest) = spec.image.strip_prefix("code:") else {
         return Err(bad("expected code:/absolute/folder, oci:/layout[:tag] or oci-archive:/file.tar[:tag]".into()));
     };
+    // `code:/folder?NAME=value&OTHER=value` sets environment variables of the container.
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut env = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, _) = pair.split_once('=').ok_or_else(|| bad(format!("{pair:?} is not NAME=value")))?;
+        let ok = k.chars().next().is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+            && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !ok || k.starts_with("ILUVATAR_") {
+            return Err(bad(format!("{k:?} is not an allowed variable name (A-Z, 0-9, _; not ILUVATAR_*)")));
+        }
+        env.push(pair.to_string());
+    }
     let dir = PathBuf::from(path);
     if !dir.is_absolute() {
         return Err(bad(format!("{path} is not an absolute path")));
@@ -152,7 +165,7 @@ fn source(spec: &FunctionSpec) -> Result<Source, IsolationError> {
     if !dir.join("main.py").is_file() {
         return Err(bad(format!("folder {path} has no main.py")));
     }
-    Ok(Source::Code(dir))
+    Ok(Source::Code(dir, env))
 }
 
 impl IsolationBackend for RuntimeBackend {
@@ -243,11 +256,12 @@ impl RuntimeBackend {
                     .map_err(|e| start_err(format!("the image cannot be used: {e}")))?;
                 Some(image)
             }
-            Source::Code(_) => None,
+            Source::Code(..) => None,
         };
         let (rootfs, binds, args, env, cwd) = match (&source, &image) {
-            (Source::Code(code), _) => {
-                let (binds, args, env) = spec::code_function(code, &self.dirs.agent, &sockets, &self.config.python);
+            (Source::Code(code, extra_env), _) => {
+                let (binds, args, mut env) = spec::code_function(code, &self.dirs.agent, &sockets, &self.config.python);
+                env.extend(extra_env.iter().cloned());
                 (self.dirs.rootfs.as_path(), binds, args, env, "/tmp")
             }
             (Source::Image(_), Some(img)) => {
