@@ -346,6 +346,19 @@ impl WorkerProcess {
         self.wait_exit(STOP_TIMEOUT)
     }
 
+    /// Kills the worker with SIGKILL, as a crash would (no graceful shutdown), and reaps it.
+    pub fn kill(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("the worker is not running");
+        let _ = child.kill();
+        child.wait().unwrap_or_else(|e| panic!("waiting for the killed worker {}: {e}", child.id()))
+    }
+
+    /// Starts the worker again once it has exited (after `stop`, `kill` or its own exit),
+    /// with the same config and state dir; the ports change.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     /// Stops the worker (expecting a clean exit) and starts it again with the same config
     /// and state dir; the ports change.
     pub fn restart(&mut self) -> ExitStatus {

@@ -121,6 +121,9 @@ impl WorkerApi {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.invoker.shutdown(Duration::from_millis(self.config.shutdown.grace_ms)).await;
         let removed = self.pool.close().await;
+        for b in self.backends.all() {
+            b.close().await;
+        }
         tracing::info!(removed, "containers removed");
     }
 

@@ -75,9 +75,17 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
     tracing::info!("shutting down: no new work, finishing in-flight invocations");
     api.shutdown().await;
     stop_servers.send_replace(true);
-    grpc.await?.context("gRPC server failed")?;
-    if let Some(h) = http {
-        h.await?.context("HTTP server failed")?;
+    // Servers finish the requests in flight, but an idle client connection must not hold
+    // the shutdown forever.
+    let servers = async {
+        grpc.await?.context("gRPC server failed")?;
+        if let Some(h) = http {
+            h.await?.context("HTTP server failed")?;
+        }
+        anyhow::Ok(())
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(2), servers).await.is_err() {
+        tracing::warn!("client connections still open after 2 s; closing them");
     }
     tracing::info!("worker stopped");
     Ok(())

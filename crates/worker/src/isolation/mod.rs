@@ -64,6 +64,10 @@ pub trait IsolationBackend: Send + Sync {
     fn remove<'a>(&'a self, container: Box<dyn Container>) -> BoxFuture<'a, Result<(), IsolationError>>;
     /// Removes whatever an earlier run of the worker left behind; returns how many things.
     fn clean_leftovers(&self) -> BoxFuture<'_, Result<usize, IsolationError>>;
+    /// Called once at shutdown, after every container was removed.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,8 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 pub struct AgentConnection {
+    /// The process at the other end, as the kernel says.
+    peer_pid: Option<i32>,
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
     line: Vec<u8>,
@@ -48,13 +50,20 @@ pub enum AgentFailure {
 
 impl AgentConnection {
     pub async fn connect(path: &Path) -> std::io::Result<Self> {
-        let (r, w) = UnixStream::connect(path).await?.into_split();
+        let stream = UnixStream::connect(path).await?;
+        let peer_pid = stream.peer_cred()?.pid();
+        let (r, w) = stream.into_split();
         Ok(AgentConnection {
+            peer_pid,
             reader: BufReader::with_capacity(64 * 1024, r),
             writer: w,
             line: Vec::with_capacity(4096),
             request: Vec::with_capacity(4096),
         })
+    }
+
+    pub fn peer_pid(&self) -> Option<i32> {
+        self.peer_pid
     }
 
     /// Sends one call and reads its answer.

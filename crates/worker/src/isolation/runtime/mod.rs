@@ -8,16 +8,15 @@
 
 mod agent;
 mod cgroup;
+mod container;
 mod image;
 mod spec;
 
-use super::{BoxFuture, CallRequest, CallResult, Container, CreateRequest, IsolationBackend, IsolationError};
-use agent::{AgentConnection, AgentFailure};
+use super::{BoxFuture, Container, CreateRequest, IsolationBackend, IsolationError};
 use iluvatar_core::FunctionSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// The agent, built into the worker so that it is where the worker expects it.
 const AGENT_PY: &str = include_str!("../../../../../runtimes/python/agent.py");
@@ -37,11 +36,19 @@ pub struct RuntimeConfig {
     pub pids_limit: i64,
     /// Size of the container's private /tmp.
     pub tmp_size_mb: u64,
+    /// Largest file a container may write, its stdout/stderr log included (RLIMIT_FSIZE).
+    pub log_limit_mb: u64,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { python: "/usr/bin/python3".into(), start_timeout_ms: 10_000, pids_limit: 64, tmp_size_mb: 64 }
+        RuntimeConfig {
+            python: "/usr/bin/python3".into(),
+            start_timeout_ms: 10_000,
+            pids_limit: 64,
+            tmp_size_mb: 64,
+            log_limit_mb: 64,
+        }
     }
 }
 
@@ -205,11 +212,22 @@ impl IsolationBackend for RuntimeBackend {
                 self.destroy(id).await?;
                 removed += 1;
             }
+            // Socket directories are mount points: unmount before removing.
+            for e in std::fs::read_dir(&self.dirs.sockets).into_iter().flatten().flatten() {
+                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+            }
             for d in [&self.dirs.bundles, &self.dirs.sockets, &self.dirs.logs] {
                 removed += clear_dir(d)?;
             }
             removed += cgroup::remove_leftovers(&self.cgroup_parent);
             Ok(removed)
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        // Every container is gone by now; the parent cgroups are the last trace.
+        Box::pin(async move {
+            cgroup::remove_leftovers(&self.cgroup_parent);
         })
     }
 }
@@ -230,240 +248,4 @@ fn log_tail(path: &Path, max: usize) -> String {
     let bytes = std::fs::read(path).unwrap_or_default();
     let start = bytes.len().saturating_sub(max);
     String::from_utf8_lossy(&bytes[start..]).trim().to_string()
-}
-
-impl RuntimeBackend {
-    async fn start_container(&self, req: CreateRequest<'_>) -> Result<RuntimeContainer, IsolationError> {
-        let id = req.container_id.to_string();
-        let key = Self::key(&id);
-        let start_err = |why: String| IsolationError::Start { id: id.clone(), why };
-        let source = source(req.spec)?;
-        let bundle = self.dirs.bundles.join(&key);
-        let sockets = self.dirs.sockets.join(&key);
-        let log_path = self.dirs.logs.join(format!("{key}.log"));
-        for d in [&bundle, &sockets] {
-            std::fs::create_dir_all(d).map_err(|e| io_err("cannot create", d, e))?;
-        }
-        std::os::unix::fs::chown(&sockets, Some(spec::FUNCTION_UID), Some(spec::FUNCTION_UID))
-            .map_err(|e| io_err("cannot chown", &sockets, e))?;
-        let cgroup_path = format!("/{}/{key}", self.cgroup_parent);
-        let image = match &source {
-            Source::Image(r) => {
-                let (store, r) = (self.images.clone(), r.clone());
-                let image = tokio::task::spawn_blocking(move || store.prepare(&r))
-                    .await
-                    .map_err(|e| start_err(e.to_string()))?
-                    .map_err(|e| start_err(format!("the image cannot be used: {e}")))?;
-                Some(image)
-            }
-            Source::Code(..) => None,
-        };
-        let (rootfs, binds, args, env, cwd) = match (&source, &image) {
-            (Source::Code(code, extra_env), _) => {
-                let (binds, args, mut env) = spec::code_function(code, &self.dirs.agent, &sockets, &self.config.python);
-                env.extend(extra_env.iter().cloned());
-                (self.dirs.rootfs.as_path(), binds, args, env, "/tmp")
-            }
-            (Source::Image(_), Some(img)) => {
-                let mut env = img.env.clone();
-                if !env.iter().any(|e| e.starts_with("ILUVATAR_FUNCTION_DIR=")) {
-                    env.push(format!("ILUVATAR_FUNCTION_DIR={}", spec::FUNCTION_DIR));
-                }
-                let binds = vec![(sockets.as_path(), spec::SOCKET_DIR, true)];
-                (img.rootfs.as_path(), binds, img.args.clone(), env, img.cwd.as_str())
-            }
-            (Source::Image(_), None) => unreachable!("images are prepared above"),
-        };
-        let config = spec::build(&spec::SpecInput {
-            rootfs,
-            binds,
-            args,
-            env,
-            cwd,
-            cgroup_path: &cgroup_path,
-            memory_mb: req.spec.memory_mb,
-            cpus: req.spec.cpus,
-            pids_limit: self.config.pids_limit,
-            tmp_size_mb: self.config.tmp_size_mb,
-            hostname: &key,
-        });
-        let config_path = bundle.join("config.json");
-        std::fs::write(&config_path, config.to_string()).map_err(|e| io_err("cannot write", &config_path, e))?;
-        let log = std::fs::File::create(&log_path).map_err(|e| io_err("cannot create", &log_path, e))?;
-        let root = self.dirs.root.clone();
-        let (cid, b) = (id.clone(), bundle.clone());
-        let t0 = self.clock.now();
-        let pid = tokio::task::spawn_blocking(move || launch(&root, &cid, &b, log))
-            .await
-            .map_err(|e| start_err(e.to_string()))?
-            .map_err(&start_err)?;
-        let t1 = self.clock.now();
-        let socket = sockets.join(spec::SOCKET_NAME);
-        let container = RuntimeContainer {
-            id: id.clone(),
-            pid,
-            cgroup_path,
-            memory_mb: req.spec.memory_mb,
-            log_path: log_path.clone(),
-            conn: tokio::sync::Mutex::new(None),
-        };
-        let deadline = Duration::from_millis(self.config.start_timeout_ms);
-        match tokio::time::timeout(deadline, wait_for_agent(&socket, pid)).await {
-            Ok(Ok(conn)) => {
-                let t2 = self.clock.now();
-                tracing::debug!(
-                    tid = req.tid,
-                    id,
-                    launch_us = (t1 - t0).as_micros() as u64,
-                    agent_us = (t2 - t1).as_micros() as u64,
-                    "container started"
-                );
-                *container.conn.lock().await = Some(conn);
-                Ok(container)
-            }
-            Ok(Err(why)) => {
-                let _ = self.destroy(id.clone()).await;
-                Err(start_err(format!("{why}; its output: {}", log_tail(&log_path, 2000))))
-            }
-            Err(_) => {
-                let _ = self.destroy(id.clone()).await;
-                Err(start_err(format!(
-                    "the agent did not listen within {} ms; its output: {}",
-                    deadline.as_millis(),
-                    log_tail(&log_path, 2000)
-                )))
-            }
-        }
-    }
-
-    /// Kills and deletes a container and removes its files.
-    async fn destroy(&self, id: String) -> Result<(), IsolationError> {
-        let key = Self::key(&id);
-        let root = self.dirs.root.clone();
-        tokio::task::spawn_blocking(move || kill_and_delete(&root, &id))
-            .await
-            .map_err(|e| IsolationError::Io(e.to_string()))??;
-        let _ = std::fs::remove_dir_all(self.dirs.bundles.join(&key));
-        let _ = std::fs::remove_dir_all(self.dirs.sockets.join(&key));
-        let _ = std::fs::remove_file(self.dirs.logs.join(format!("{key}.log")));
-        Ok(())
-    }
-}
-
-/// Creates and starts a container; returns its init process's pid.
-fn launch(root: &Path, id: &str, bundle: &Path, log: std::fs::File) -> Result<i32, String> {
-    use libcontainer::container::builder::ContainerBuilder;
-    use libcontainer::syscall::syscall::SyscallType;
-    let _only_one = LIBCONTAINER.lock().unwrap_or_else(|p| p.into_inner());
-    let stderr = log.try_clone().map_err(|e| e.to_string())?;
-    let mut c = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_root_path(root)
-        .map_err(|e| e.to_string())?
-        .with_stdout(log)
-        .with_stderr(stderr)
-        .as_init(bundle)
-        .with_systemd(false)
-        .with_detach(true)
-        .build()
-        .map_err(|e| format!("creating the container failed: {e}"))?;
-    c.start().map_err(|e| format!("starting the container failed: {e}"))?;
-    c.pid().map(|p| p.as_raw()).ok_or_else(|| "the started container has no process".to_string())
-}
-
-fn kill_and_delete(root: &Path, id: &str) -> Result<(), IsolationError> {
-    use libcontainer::container::Container as Lc;
-    let _only_one = LIBCONTAINER.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = root.join(id);
-    if !dir.exists() {
-        return Ok(());
-    }
-    let mut c = match Lc::load(dir.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(IsolationError::Io(format!(
-                "container {id} has unreadable state ({e}); its files were removed"
-            )));
-        }
-    };
-    let pid = c.pid();
-    if c.can_kill() {
-        let _ = c.kill(nix::sys::signal::Signal::SIGKILL, true);
-    }
-    if let Some(pid) = pid {
-        // The worker is the subreaper: collect the exit status so no zombie stays.
-        let _ = nix::sys::wait::waitpid(pid, None);
-    }
-    c.delete(true).map_err(|e| IsolationError::Io(format!("deleting container {id}: {e}")))
-}
-
-/// Waits until the agent's socket appears and accepts a connection, or the process exits.
-async fn wait_for_agent(socket: &Path, pid: i32) -> Result<AgentConnection, String> {
-    loop {
-        if socket.exists() {
-            return AgentConnection::connect(socket).await.map_err(|e| format!("connecting to the agent failed: {e}"));
-        }
-        if !process_alive(pid) {
-            return Err("the agent exited before listening".into());
-        }
-        tokio::time::sleep(Duration::from_micros(500)).await;
-    }
-}
-
-fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).is_some_and(|s| s != "Z"),
-        Err(_) => false,
-    }
-}
-
-struct RuntimeContainer {
-    id: String,
-    pid: i32,
-    cgroup_path: String,
-    memory_mb: u64,
-    log_path: PathBuf,
-    /// None once the connection broke: the container is not used again.
-    conn: tokio::sync::Mutex<Option<AgentConnection>>,
-}
-
-impl Container for RuntimeContainer {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn call<'a>(&'a self, req: CallRequest<'a>) -> BoxFuture<'a, Result<CallResult, IsolationError>> {
-        Box::pin(async move {
-            let mut guard = self.conn.lock().await;
-            let conn = guard.as_mut().ok_or_else(|| IsolationError::Broken {
-                id: self.id.clone(),
-                why: "an earlier call broke the connection to its agent".into(),
-            })?;
-            match conn.call(req.args, req.tid).await {
-                Ok(r) => Ok(r),
-                Err(failure) => {
-                    *guard = None;
-                    Err(self.explain(failure))
-                }
-            }
-        })
-    }
-}
-
-impl RuntimeContainer {
-    /// Turns a failed call into the reason: an OOM kill, the process's death, or a
-    /// protocol error.
-    fn explain(&self, failure: AgentFailure) -> IsolationError {
-        if cgroup::oom_killed(&self.cgroup_path) {
-            return IsolationError::OutOfMemory { limit_mb: self.memory_mb };
-        }
-        let why = match failure {
-            AgentFailure::Closed(why) => {
-                let state = if process_alive(self.pid) { "its agent is still running" } else { "its agent exited" };
-                format!("{why} ({state}); its output: {}", log_tail(&self.log_path, 1000))
-            }
-            AgentFailure::Protocol(why) => why,
-        };
-        IsolationError::Broken { id: self.id.clone(), why }
-    }
 }

@@ -35,6 +35,7 @@ pub struct SpecInput<'a> {
     pub cpus: u32,
     pub pids_limit: i64,
     pub tmp_size_mb: u64,
+    pub log_limit_mb: u64,
     pub hostname: &'a str,
 }
 
@@ -90,7 +91,10 @@ pub fn build(i: &SpecInput<'_>) -> Value {
             "cwd": i.cwd,
             "noNewPrivileges": true,
             "capabilities": {"bounding": [], "effective": [], "permitted": [], "inheritable": [], "ambient": []},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]
+            "rlimits": [
+                {"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024},
+                {"type": "RLIMIT_FSIZE", "hard": i.log_limit_mb * 1024 * 1024, "soft": i.log_limit_mb * 1024 * 1024}
+            ]
         },
         "mounts": mounts,
         "linux": {
@@ -127,6 +131,7 @@ mod tests {
             cpus: 2,
             pids_limit: 64,
             tmp_size_mb: 16,
+            log_limit_mb: 8,
             hostname: "c1",
         });
         assert_eq!(s["root"]["readonly"], true);

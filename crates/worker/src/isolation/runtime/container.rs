@@ -1,0 +1,303 @@
+//! One container's life: its files, its launch through libcontainer, the wait for its agent,
+//! its calls, and its removal.
+
+use super::agent::{AgentConnection, AgentFailure};
+use super::{LIBCONTAINER, RuntimeBackend, Source, cgroup, io_err, log_tail, source, spec};
+use crate::isolation::{BoxFuture, CallRequest, CallResult, Container, CreateRequest, IsolationError};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Size of the tmpfs holding a container's socket: room for the socket, nothing to fill.
+const SOCKET_TMPFS: &str = "size=64k,nr_inodes=16,mode=0755";
+
+/// The files of one container, named by its key.
+struct Files {
+    bundle: PathBuf,
+    sockets: PathBuf,
+    log: PathBuf,
+}
+
+impl RuntimeBackend {
+    fn files(&self, key: &str) -> Files {
+        Files {
+            bundle: self.dirs.bundles.join(key),
+            sockets: self.dirs.sockets.join(key),
+            log: self.dirs.logs.join(format!("{key}.log")),
+        }
+    }
+
+    /// Starts a container for `req`; on any failure, whatever was made is removed.
+    pub(super) async fn start_container(&self, req: CreateRequest<'_>) -> Result<RuntimeContainer, IsolationError> {
+        let id = req.container_id.to_string();
+        match self.try_start(&req, &id).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                let _ = self.destroy(id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn try_start(&self, req: &CreateRequest<'_>, id: &str) -> Result<RuntimeContainer, IsolationError> {
+        let start_err = |why: String| IsolationError::Start { id: id.to_string(), why };
+        let key = Self::key(id);
+        let files = self.files(&key);
+        let cgroup_path = format!("/{}/{key}", self.cgroup_parent);
+        self.write_bundle(req, &key, &files, &cgroup_path).await?;
+        let log = std::fs::File::create(&files.log).map_err(|e| io_err("cannot create", &files.log, e))?;
+        let (root, cid, bundle) = (self.dirs.root.clone(), id.to_string(), files.bundle.clone());
+        let t0 = self.clock.now();
+        let pid = tokio::task::spawn_blocking(move || launch(&root, &cid, &bundle, log))
+            .await
+            .map_err(|e| start_err(e.to_string()))?
+            .map_err(&start_err)?;
+        let t1 = self.clock.now();
+        let deadline = Duration::from_millis(self.config.start_timeout_ms);
+        let socket = files.sockets.join(spec::SOCKET_NAME);
+        let conn = match tokio::time::timeout(deadline, wait_for_agent(&socket, pid)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(why)) => return Err(start_err(format!("{why}; its output: {}", log_tail(&files.log, 2000)))),
+            Err(_) => {
+                let out = log_tail(&files.log, 2000);
+                return Err(start_err(format!("the agent did not listen within {deadline:?}; its output: {out}")));
+            }
+        };
+        let t2 = self.clock.now();
+        let (launch_us, agent_us) = ((t1 - t0).as_micros() as u64, (t2 - t1).as_micros() as u64);
+        tracing::debug!(tid = req.tid, id, launch_us, agent_us, "container started");
+        Ok(RuntimeContainer {
+            id: id.to_string(),
+            pid,
+            cgroup_path,
+            memory_mb: req.spec.memory_mb,
+            log_path: files.log,
+            conn: tokio::sync::Mutex::new(Some(conn)),
+        })
+    }
+
+    /// Makes the bundle (config.json) and the socket directory: a tiny tmpfs of its own, so
+    /// that the function can neither fill the host's disk through it nor plant anything.
+    async fn write_bundle(
+        &self,
+        req: &CreateRequest<'_>,
+        key: &str,
+        files: &Files,
+        cgroup_path: &str,
+    ) -> Result<(), IsolationError> {
+        let start_err = |why: String| IsolationError::Start { id: req.container_id.to_string(), why };
+        for d in [&files.bundle, &files.sockets] {
+            std::fs::create_dir_all(d).map_err(|e| io_err("cannot create", d, e))?;
+        }
+        let opts = format!("{SOCKET_TMPFS},uid={0},gid={0}", spec::FUNCTION_UID);
+        nix::mount::mount(
+            Some("tmpfs"),
+            &files.sockets,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+            Some(opts.as_str()),
+        )
+        .map_err(|e| {
+            IsolationError::Io(format!("cannot mount the socket tmpfs at {}: {e}", files.sockets.display()))
+        })?;
+        let source = source(req.spec)?;
+        let image = match &source {
+            Source::Image(r) => {
+                let (store, r) = (self.images.clone(), r.clone());
+                let image = tokio::task::spawn_blocking(move || store.prepare(&r))
+                    .await
+                    .map_err(|e| start_err(e.to_string()))?
+                    .map_err(|e| start_err(format!("the image cannot be used: {e}")))?;
+                Some(image)
+            }
+            Source::Code(..) => None,
+        };
+        let (rootfs, binds, args, env, cwd) = match (&source, &image) {
+            (Source::Code(code, extra_env), _) => {
+                let (binds, args, mut env) =
+                    spec::code_function(code, &self.dirs.agent, &files.sockets, &self.config.python);
+                env.extend(extra_env.iter().cloned());
+                (self.dirs.rootfs.as_path(), binds, args, env, "/tmp")
+            }
+            (Source::Image(_), Some(img)) => {
+                let mut env = img.env.clone();
+                if !env.iter().any(|e| e.starts_with("ILUVATAR_FUNCTION_DIR=")) {
+                    env.push(format!("ILUVATAR_FUNCTION_DIR={}", spec::FUNCTION_DIR));
+                }
+                let binds = vec![(files.sockets.as_path(), spec::SOCKET_DIR, true)];
+                (img.rootfs.as_path(), binds, img.args.clone(), env, img.cwd.as_str())
+            }
+            (Source::Image(_), None) => unreachable!("images are prepared above"),
+        };
+        let config = spec::build(&spec::SpecInput {
+            rootfs,
+            binds,
+            args,
+            env,
+            cwd,
+            cgroup_path,
+            memory_mb: req.spec.memory_mb,
+            cpus: req.spec.cpus,
+            pids_limit: self.config.pids_limit,
+            tmp_size_mb: self.config.tmp_size_mb,
+            log_limit_mb: self.config.log_limit_mb,
+            hostname: key,
+        });
+        let path = files.bundle.join("config.json");
+        std::fs::write(&path, config.to_string()).map_err(|e| io_err("cannot write", &path, e))
+    }
+
+    /// Kills and deletes a container and removes its files.
+    pub(super) async fn destroy(&self, id: String) -> Result<(), IsolationError> {
+        let files = self.files(&Self::key(&id));
+        let root = self.dirs.root.clone();
+        tokio::task::spawn_blocking(move || kill_and_delete(&root, &id))
+            .await
+            .map_err(|e| IsolationError::Io(e.to_string()))??;
+        remove_files(&files.bundle, &files.sockets, &files.log);
+        Ok(())
+    }
+}
+
+/// Removes a container's files; its socket directory is a mount point.
+pub(super) fn remove_files(bundle: &Path, sockets: &Path, log: &Path) {
+    let _ = nix::mount::umount2(sockets, nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir_all(bundle);
+    let _ = std::fs::remove_dir_all(sockets);
+    let _ = std::fs::remove_file(log);
+}
+
+/// Creates and starts a container; returns its init process's pid.
+fn launch(root: &Path, id: &str, bundle: &Path, log: std::fs::File) -> Result<i32, String> {
+    use libcontainer::container::builder::ContainerBuilder;
+    use libcontainer::syscall::syscall::SyscallType;
+    let _only_one = LIBCONTAINER.lock().unwrap_or_else(|p| p.into_inner());
+    let stderr = log.try_clone().map_err(|e| e.to_string())?;
+    let mut c = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_root_path(root)
+        .map_err(|e| e.to_string())?
+        .with_stdout(log)
+        .with_stderr(stderr)
+        .as_init(bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| format!("creating the container failed: {e}"))?;
+    c.start().map_err(|e| format!("starting the container failed: {e}"))?;
+    c.pid().map(|p| p.as_raw()).ok_or_else(|| "the started container has no process".to_string())
+}
+
+pub(super) fn kill_and_delete(root: &Path, id: &str) -> Result<(), IsolationError> {
+    use libcontainer::container::Container as Lc;
+    let _only_one = LIBCONTAINER.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = root.join(id);
+    if !dir.exists() {
+        return Ok(());
+    }
+    let mut c = match Lc::load(dir.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(IsolationError::Io(format!(
+                "container {id} has unreadable state ({e}); its files were removed"
+            )));
+        }
+    };
+    let pid = c.pid();
+    if c.can_kill() {
+        let _ = c.kill(nix::sys::signal::Signal::SIGKILL, true);
+    }
+    if let Some(pid) = pid {
+        // The worker is the subreaper: collect the exit status so no zombie stays.
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+    c.delete(true).map_err(|e| IsolationError::Io(format!("deleting container {id}: {e}")))
+}
+
+/// Waits until the agent's socket appears and accepts a connection, or the process exits.
+/// A function cannot redirect the worker to another socket of the host: a link at the path is
+/// never followed, and the peer of the connection must be the container's own process (which
+/// also covers a link swapped in between the check and the connect).
+async fn wait_for_agent(socket: &Path, pid: i32) -> Result<AgentConnection, String> {
+    loop {
+        // Only a socket itself, never a link a function planted to point elsewhere.
+        let is_socket = std::fs::symlink_metadata(socket).is_ok_and(|m| m.file_type().is_socket());
+        if is_socket {
+            let conn =
+                AgentConnection::connect(socket).await.map_err(|e| format!("connecting to the agent failed: {e}"))?;
+            return match conn.peer_pid() {
+                Some(p) if p == pid => Ok(conn),
+                other => Err(format!("the socket's peer is process {other:?}, not the container's agent ({pid})")),
+            };
+        }
+        if !process_alive(pid) {
+            return Err("the agent exited before listening".into());
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
+
+pub(super) fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).is_some_and(|s| s != "Z"),
+        Err(_) => false,
+    }
+}
+
+pub(super) struct RuntimeContainer {
+    id: String,
+    pid: i32,
+    cgroup_path: String,
+    memory_mb: u64,
+    log_path: PathBuf,
+    /// None once the connection broke: the container is not used again.
+    conn: tokio::sync::Mutex<Option<AgentConnection>>,
+}
+
+impl Container for RuntimeContainer {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn call<'a>(&'a self, req: CallRequest<'a>) -> BoxFuture<'a, Result<CallResult, IsolationError>> {
+        Box::pin(async move {
+            let mut guard = self.conn.lock().await;
+            let conn = guard.as_mut().ok_or_else(|| IsolationError::Broken {
+                id: self.id.clone(),
+                why: "an earlier call broke the connection to its agent".into(),
+            })?;
+            match conn.call(req.args, req.tid).await {
+                Ok(r) => Ok(r),
+                Err(failure) => {
+                    *guard = None;
+                    Err(self.explain(failure).await)
+                }
+            }
+        })
+    }
+}
+
+impl RuntimeContainer {
+    /// Turns a failed call into the reason: an OOM kill, the process's death, or a
+    /// protocol error.
+    async fn explain(&self, failure: AgentFailure) -> IsolationError {
+        let why = match failure {
+            AgentFailure::Closed(why) => {
+                // The socket closes as the process dies: give the kernel a moment to finish.
+                for _ in 0..20 {
+                    if !process_alive(self.pid) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                if cgroup::oom_killed(&self.cgroup_path) {
+                    return IsolationError::OutOfMemory { limit_mb: self.memory_mb };
+                }
+                let state = if process_alive(self.pid) { "its agent is still running" } else { "its agent exited" };
+                format!("{why} ({state}); its output: {}", log_tail(&self.log_path, 1000))
+            }
+            AgentFailure::Protocol(why) => why,
+        };
+        IsolationError::Broken { id: self.id.clone(), why }
+    }
+}

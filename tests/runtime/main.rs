@@ -1,0 +1,13 @@
+//! End-to-end tests of the runtime isolation backend: the real `iluvatar_worker` runs
+//! functions in real containers (namespaces, cgroups, a read-only root) and the tests drive
+//! it with the real `iluvatar_worker_cli` or gRPC, then look at what the host sees.
+//!
+//! They need root and cgroups, as CI has. Build the binaries first: `cargo build --workspace`.
+//! The fixture functions are in `tests/functions/`.
+
+mod concurrency;
+mod faults;
+mod isolation;
+mod lifecycle;
+mod restart;
+mod util;
