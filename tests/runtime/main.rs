@@ -7,7 +7,9 @@
 
 mod concurrency;
 mod faults;
+mod images;
 mod isolation;
 mod lifecycle;
+mod limits;
 mod restart;
 mod util;
