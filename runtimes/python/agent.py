@@ -6,14 +6,17 @@
 #          or {"ok": false, "error": {"kind", "message", "traceback"}, "start_us", "end_us", "first_call"}
 # Responses travel only over the socket, so whatever the function prints to stdout cannot corrupt them.
 # Exit codes: 0 on SIGTERM/SIGINT, 2 bad configuration, 3 the function failed to import, 4 cannot listen.
-import importlib.util
+import importlib.machinery
 import json
 import os
 import signal
 import socket
 import sys
 import time
-import traceback
+import types
+
+# traceback and importlib.util are not imported: they cost milliseconds of every cold start
+# (traceback is imported when an error needs formatting).
 
 _AGENT_FILE = os.path.abspath(__file__)
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # NaN/Infinity are not JSON; Rust's serde rejects them
@@ -35,6 +38,8 @@ def _format_tb(exc):
         if name != _AGENT_FILE and not name.startswith("<frozen"):
             break
         tb = tb.tb_next
+    import traceback  # only on errors: importing it costs milliseconds at start
+
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
@@ -67,10 +72,12 @@ def _import_function(fdir):
     if not os.path.isfile(path):
         raise ModuleNotFoundError("no main.py in function directory %r" % fdir, name="main")
     sys.path.insert(0, fdir)  # so the function can import its sibling modules
-    spec = importlib.util.spec_from_file_location("main", path)
-    module = importlib.util.module_from_spec(spec)
+    loader = importlib.machinery.SourceFileLoader("main", path)
+    module = types.ModuleType("main")
+    module.__file__ = path
+    module.__loader__ = loader
     sys.modules["main"] = module  # register before exec, as a normal import does
-    spec.loader.exec_module(module)
+    loader.exec_module(module)
     fn = getattr(module, "main", None)
     if not callable(fn):
         raise AttributeError("main.py defines no callable 'main' (found %s)" % type(fn).__name__)
