@@ -132,10 +132,11 @@ def _handle(fn, line, state):
     return _dumps(body).encode() + b"\n"
 
 
-def _serve(srv, fn):
+def _serve(srv, fn, conn=None):
     state = [0]
     while True:  # one connection at a time; the worker may reconnect after a drop
-        conn, _ = srv.accept()
+        if conn is None:
+            conn, _ = srv.accept()
         reader = conn.makefile("rb")
         try:
             while True:
@@ -148,6 +149,7 @@ def _serve(srv, fn):
         finally:
             reader.close()
             conn.close()
+            conn = None
 
 
 def main():
@@ -163,6 +165,8 @@ def main():
              socket=sock_path, function_dir=fdir)
         sys.exit(2)
 
+    if os.environ.get("ILUVATAR_STANDBY") == "1":
+        _standby(sock_path, fdir)
     t0 = time.perf_counter()
     try:
         fn = _import_function(os.path.abspath(fdir))
@@ -179,6 +183,42 @@ def main():
     _socket_path, _socket_ino = sock_path, os.stat(sock_path).st_ino
     _log("ready", socket=sock_path, import_ms=round(import_ms, 3), pid=os.getpid())
     _serve(srv, fn)
+
+
+def _standby(sock_path, fdir):
+    # A pre-started container: listen at once; the function's folder appears later (the worker
+    # mounts it), and the first line says so: {"load": {"env": {...}}}. Reply, then serve.
+    global _socket_path, _socket_ino
+    try:
+        srv = _listen(sock_path)
+    except OSError as e:
+        _log("listen_error", kind=type(e).__name__, message=_safe_str(e), socket=sock_path)
+        sys.exit(4)
+    _socket_path, _socket_ino = sock_path, os.stat(sock_path).st_ino
+    _log("standby", socket=sock_path, pid=os.getpid())
+    conn, _ = srv.accept()
+    line = conn.makefile("rb").readline()
+    try:
+        req = json.loads(line)
+        env = req["load"]["env"]
+        if not isinstance(env, dict):
+            raise ValueError("load.env must be an object")
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        conn.sendall(_dumps({"ok": False, "error": _error("BadRequest", _safe_str(e))}).encode() + b"\n")
+        sys.exit(2)
+    t0 = time.perf_counter()
+    try:
+        fn = _import_function(os.path.abspath(fdir))
+    except BaseException as e:
+        err = _error(type(e).__name__, _safe_str(e), _format_tb(e))
+        _log("import_error", **err)
+        conn.sendall(_dumps({"ok": False, "error": err}).encode() + b"\n")
+        sys.exit(3)
+    import_ms = (time.perf_counter() - t0) * 1000
+    conn.sendall(_dumps({"ok": True, "import_ms": round(import_ms, 3)}).encode() + b"\n")
+    _log("ready", socket=sock_path, import_ms=round(import_ms, 3), pid=os.getpid())
+    _serve(srv, fn, conn)
 
 
 if __name__ == "__main__":

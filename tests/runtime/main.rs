@@ -12,4 +12,5 @@ mod isolation;
 mod lifecycle;
 mod limits;
 mod restart;
+mod standby;
 mod util;

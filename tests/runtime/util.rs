@@ -86,13 +86,15 @@ impl Drop for RuntimeWorker {
 
 impl RuntimeWorker {
     /// A worker offering only the runtime backend, with `extra` merged over its config.
+    /// Without standby containers, so that the containers these tests count are the pool's
+    /// (tests/runtime/standby.rs covers standby containers).
     pub fn start(extra: Value) -> Self {
         let uid = proc_status(std::process::id(), "Uid").unwrap_or_default();
         assert!(
             uid.split_whitespace().next() == Some("0"),
             "the runtime backend's tests create containers: run them as root, as CI does (Uid: {uid})"
         );
-        let mut config = json!({"isolation": {"backends": [{"type": "runtime"}]}});
+        let mut config = json!({"isolation": {"backends": [{"type": "runtime", "standby": 0}]}});
         merge(&mut config, extra);
         let w = RuntimeWorker(WorkerProcess::start(config));
         assert_eq!(w.ready["backends"], json!(["runtime"]), "{}", w.ready);

@@ -27,6 +27,9 @@ pub struct WorkerConfig {
     /// Threads serving the APIs and invocations; 0 means the number of cores. On small
     /// machines one thread avoids cross-core wake-ups and gives the lowest latency.
     pub threads: usize,
+    /// The controller this worker registers with at start; none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerLink>,
 }
 
 impl Default for WorkerConfig {
@@ -43,7 +46,27 @@ impl Default for WorkerConfig {
             shutdown: ShutdownConfig::default(),
             log_level: "info".into(),
             threads: 0,
+            controller: None,
         }
+    }
+}
+
+/// Where the controller is, and how it should reach this worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllerLink {
+    /// The controller's gRPC address and port.
+    pub address: String,
+    pub port: u16,
+    /// The host the controller should call this worker at; empty means `grpc.address`.
+    pub advertise_host: String,
+    /// Pause between registration attempts while the controller cannot be reached.
+    pub retry_ms: u64,
+}
+
+impl Default for ControllerLink {
+    fn default() -> Self {
+        ControllerLink { address: "127.0.0.1".into(), port: 8089, advertise_host: String::new(), retry_ms: 1_000 }
     }
 }
 
@@ -345,5 +368,13 @@ mod tests {
         let e =
             WorkerConfig::load(None, vec![("ILUVATAR_WORKER__grpc__prt".into(), "1".into())]).unwrap_err().to_string();
         assert!(e.contains("prt"), "{e}");
+    }
+
+    #[test]
+    fn the_controller_link_is_optional_and_overridable() {
+        assert_eq!(WorkerConfig::default().controller, None);
+        let env = vec![("ILUVATAR_WORKER__controller__port".to_string(), "9089".to_string())];
+        let link = WorkerConfig::load(None, env).unwrap().controller.unwrap();
+        assert_eq!((link.address.as_str(), link.port, link.retry_ms), ("127.0.0.1", 9089, 1_000));
     }
 }

@@ -42,6 +42,7 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
         if removed > 0 {
             tracing::info!(backend = b.name(), removed, "removed what an earlier run left behind");
         }
+        b.start();
     }
     api.spawn_reaper();
 
@@ -70,6 +71,21 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
     });
     println!("{ready}");
     tracing::info!(grpc = %grpc_local, http = ?http_local, "worker serving");
+    if let Some(link) = config.controller.clone() {
+        let host =
+            if link.advertise_host.is_empty() { grpc_local.ip().to_string() } else { link.advertise_host.clone() };
+        let me = iluvatar_rpc::RegisterWorkerRequest {
+            name: config.name.clone(),
+            host,
+            port: grpc_local.port() as u32,
+            memory: config.container_pool.memory_mb as i64,
+            cpus: config.spec_limits().max_cpus,
+            compute: iluvatar_rpc::compute::CPU,
+            isolation: api.backends().all().iter().fold(0, |flags, b| flags | b.flag()),
+            gpus: 0,
+        };
+        tokio::spawn(register_with_controller(link, me));
+    }
 
     stop.await;
     tracing::info!("shutting down: no new work, finishing in-flight invocations");
@@ -91,6 +107,38 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
     Ok(())
 }
 
+/// Sends `register_worker` to the controller until it succeeds (the controller may start
+/// later than the worker).
+async fn register_with_controller(link: config::ControllerLink, me: iluvatar_rpc::RegisterWorkerRequest) {
+    use iluvatar_rpc::iluvatar_controller_client::IluvatarControllerClient;
+    let endpoint = format!("http://{}:{}", link.address, link.port);
+    let mut attempts = 0u64;
+    loop {
+        attempts += 1;
+        let result = match IluvatarControllerClient::connect(endpoint.clone()).await {
+            Ok(mut c) => c.register_worker(me.clone()).await.map(|_| ()).map_err(|s| s.message().to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(controller = endpoint, attempts, "registered with the controller");
+                return;
+            }
+            // The first failure and then one in ten, so a long wait does not flood the log.
+            Err(e) if attempts % 10 == 1 => {
+                tracing::warn!(
+                    controller = endpoint,
+                    attempts,
+                    error = e,
+                    "cannot register with the controller; retrying"
+                )
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(link.retry_ms.max(1))).await;
+    }
+}
+
 /// Removes whatever earlier runs left behind (containers and their files); registrations
 /// are kept. Returns how many things each backend removed.
 pub async fn clean(config: &WorkerConfig, env: Env) -> anyhow::Result<Vec<(String, usize)>> {
@@ -99,6 +147,7 @@ pub async fn clean(config: &WorkerConfig, env: Env) -> anyhow::Result<Vec<(Strin
     let mut removed = Vec::new();
     for b in backends.all() {
         let n = b.clean_leftovers().await.with_context(|| format!("cleaning the {} backend", b.name()))?;
+        b.close().await;
         removed.push((b.name().to_string(), n));
     }
     Ok(removed)

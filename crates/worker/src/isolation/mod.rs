@@ -64,6 +64,8 @@ pub trait IsolationBackend: Send + Sync {
     fn remove<'a>(&'a self, container: Box<dyn Container>) -> BoxFuture<'a, Result<(), IsolationError>>;
     /// Removes whatever an earlier run of the worker left behind; returns how many things.
     fn clean_leftovers(&self) -> BoxFuture<'_, Result<usize, IsolationError>>;
+    /// Called once when the worker starts serving (background work may begin).
+    fn start(&self) {}
     /// Called once at shutdown, after every container was removed.
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
@@ -115,7 +117,7 @@ impl BackendConfig {
     pub fn build(&self, ctx: &BackendContext) -> Result<Arc<dyn IsolationBackend>, IsolationError> {
         match self {
             BackendConfig::Runtime(c) => {
-                Ok(Arc::new(runtime::RuntimeBackend::new(c.clone(), &ctx.state_dir, ctx.env.clock.clone())?))
+                Ok(runtime::RuntimeBackend::new(c.clone(), &ctx.state_dir, ctx.env.clock.clone())?)
             }
             BackendConfig::Sim(c) => Ok(Arc::new(sim::SimBackend::new(c.clone(), ctx.env.clone()))),
         }

@@ -98,3 +98,41 @@ impl AgentConnection {
         Ok(CallResult { output, start_unix_us: r.start_us, end_unix_us: r.end_us, first_call: r.first_call })
     }
 }
+
+impl AgentConnection {
+    /// Tells a standby agent to import its function with `env` set; returns the agent's
+    /// import time, or the error the import raised.
+    pub async fn load(&mut self, env: &[String]) -> Result<f64, Result<FunctionError, AgentFailure>> {
+        let vars: serde_json::Map<String, serde_json::Value> = env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect();
+        let mut line = serde_json::json!({"load": {"env": vars}}).to_string().into_bytes();
+        line.push(b'\n');
+        self.writer.write_all(&line).await.map_err(|e| Err(AgentFailure::Closed(e.to_string())))?;
+        self.line.clear();
+        let n = (&mut self.reader)
+            .take(1024 * 1024)
+            .read_until(b'\n', &mut self.line)
+            .await
+            .map_err(|e| Err(AgentFailure::Closed(e.to_string())))?;
+        if n == 0 {
+            return Err(Err(AgentFailure::Closed("the agent closed the connection while importing".into())));
+        }
+        #[derive(Deserialize)]
+        struct Loaded {
+            ok: bool,
+            #[serde(default)]
+            import_ms: f64,
+            error: Option<FunctionError>,
+        }
+        let r: Loaded = serde_json::from_slice(&self.line)
+            .map_err(|e| Err(AgentFailure::Protocol(format!("unreadable load response ({e})"))))?;
+        match (r.ok, r.error) {
+            (true, _) => Ok(r.import_ms),
+            (false, Some(e)) => Err(Ok(e)),
+            (false, None) => Err(Err(AgentFailure::Protocol("a failed load without an error".into()))),
+        }
+    }
+}

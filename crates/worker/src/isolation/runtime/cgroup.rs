@@ -52,3 +52,28 @@ fn kill_procs(cgroup: &Path) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
 }
+
+/// Sets a container's memory limit (swap included, so no swap) and CPU quota after its
+/// creation: a standby container is given a function's limits.
+pub fn set_limits(cgroup_path: &str, memory_mb: u64, cpus: u32) -> Result<(), String> {
+    let rel = cgroup_path.trim_start_matches('/');
+    let bytes = (memory_mb * 1024 * 1024).to_string();
+    let quota = (cpus as u64 * 100_000).to_string();
+    let write = |p: PathBuf, v: &str| std::fs::write(&p, v).map_err(|e| format!("writing {v} to {}: {e}", p.display()));
+    let v1_memory = Path::new(ROOT).join("memory").join(rel);
+    if v1_memory.is_dir() {
+        // memsw >= limit at every step: raise memsw first, or lower the limit first.
+        let memsw = v1_memory.join("memory.memsw.limit_in_bytes");
+        let has_memsw = memsw.exists();
+        let _ = has_memsw && std::fs::write(&memsw, &bytes).is_ok();
+        write(v1_memory.join("memory.limit_in_bytes"), &bytes)?;
+        if has_memsw {
+            write(memsw, &bytes)?;
+        }
+        return write(Path::new(ROOT).join("cpu").join(rel).join("cpu.cfs_quota_us"), &quota);
+    }
+    let v2 = Path::new(ROOT).join(rel);
+    write(v2.join("memory.max"), &bytes)?;
+    let _ = std::fs::write(v2.join("memory.swap.max"), "0");
+    write(v2.join("cpu.max"), &format!("{quota} 100000"))
+}

@@ -12,25 +12,39 @@ use std::time::Duration;
 const SOCKET_TMPFS: &str = "size=64k,nr_inodes=16,mode=0755";
 
 /// The files of one container, named by its key.
-struct Files {
-    bundle: PathBuf,
-    sockets: PathBuf,
-    log: PathBuf,
+pub(super) struct Files {
+    pub bundle: PathBuf,
+    pub sockets: PathBuf,
+    pub log: PathBuf,
+    /// Where a standby container's function folder is mounted.
+    pub slot: PathBuf,
 }
 
 impl RuntimeBackend {
-    fn files(&self, key: &str) -> Files {
+    pub(super) fn files(&self, key: &str) -> Files {
         Files {
             bundle: self.dirs.bundles.join(key),
             sockets: self.dirs.sockets.join(key),
             log: self.dirs.logs.join(format!("{key}.log")),
+            slot: self.dirs.slots.join(key),
         }
+    }
+
+    pub(super) fn cgroup_path(&self, key: &str) -> String {
+        format!("/{}/{key}", self.cgroup_parent)
     }
 
     /// Starts a container for `req`; on any failure, whatever was made is removed.
     pub(super) async fn start_container(&self, req: CreateRequest<'_>) -> Result<RuntimeContainer, IsolationError> {
         let id = req.container_id.to_string();
-        match self.try_start(&req, &id).await {
+        let key = Self::key(&id);
+        let files = self.files(&key);
+        let started = async {
+            self.prepare_dirs(&files)?;
+            let config = self.config_for(&req, &key, &files).await?;
+            self.boot(&id, req.tid, &files, config, req.spec.memory_mb).await
+        };
+        match started.await {
             Ok(c) => Ok(c),
             Err(e) => {
                 let _ = self.destroy(id).await;
@@ -39,53 +53,9 @@ impl RuntimeBackend {
         }
     }
 
-    async fn try_start(&self, req: &CreateRequest<'_>, id: &str) -> Result<RuntimeContainer, IsolationError> {
-        let start_err = |why: String| IsolationError::Start { id: id.to_string(), why };
-        let key = Self::key(id);
-        let files = self.files(&key);
-        let cgroup_path = format!("/{}/{key}", self.cgroup_parent);
-        self.write_bundle(req, &key, &files, &cgroup_path).await?;
-        let log = std::fs::File::create(&files.log).map_err(|e| io_err("cannot create", &files.log, e))?;
-        let (root, cid, bundle) = (self.dirs.root.clone(), id.to_string(), files.bundle.clone());
-        let t0 = self.clock.now();
-        let pid = tokio::task::spawn_blocking(move || launch(&root, &cid, &bundle, log))
-            .await
-            .map_err(|e| start_err(e.to_string()))?
-            .map_err(&start_err)?;
-        let t1 = self.clock.now();
-        let deadline = Duration::from_millis(self.config.start_timeout_ms);
-        let socket = files.sockets.join(spec::SOCKET_NAME);
-        let conn = match tokio::time::timeout(deadline, wait_for_agent(&socket, pid)).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(why)) => return Err(start_err(format!("{why}; its output: {}", log_tail(&files.log, 2000)))),
-            Err(_) => {
-                let out = log_tail(&files.log, 2000);
-                return Err(start_err(format!("the agent did not listen within {deadline:?}; its output: {out}")));
-            }
-        };
-        let t2 = self.clock.now();
-        let (launch_us, agent_us) = ((t1 - t0).as_micros() as u64, (t2 - t1).as_micros() as u64);
-        tracing::debug!(tid = req.tid, id, launch_us, agent_us, "container started");
-        Ok(RuntimeContainer {
-            id: id.to_string(),
-            pid,
-            cgroup_path,
-            memory_mb: req.spec.memory_mb,
-            log_path: files.log,
-            conn: tokio::sync::Mutex::new(Some(conn)),
-        })
-    }
-
-    /// Makes the bundle (config.json) and the socket directory: a tiny tmpfs of its own, so
-    /// that the function can neither fill the host's disk through it nor plant anything.
-    async fn write_bundle(
-        &self,
-        req: &CreateRequest<'_>,
-        key: &str,
-        files: &Files,
-        cgroup_path: &str,
-    ) -> Result<(), IsolationError> {
-        let start_err = |why: String| IsolationError::Start { id: req.container_id.to_string(), why };
+    /// The bundle and the socket directory: a tiny tmpfs of its own, so that the function can
+    /// neither fill the host's disk through it nor leave anything behind.
+    pub(super) fn prepare_dirs(&self, files: &Files) -> Result<(), IsolationError> {
         for d in [&files.bundle, &files.sockets] {
             std::fs::create_dir_all(d).map_err(|e| io_err("cannot create", d, e))?;
         }
@@ -97,9 +67,17 @@ impl RuntimeBackend {
             nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
             Some(opts.as_str()),
         )
-        .map_err(|e| {
-            IsolationError::Io(format!("cannot mount the socket tmpfs at {}: {e}", files.sockets.display()))
-        })?;
+        .map_err(|e| IsolationError::Io(format!("cannot mount the socket tmpfs at {}: {e}", files.sockets.display())))
+    }
+
+    /// The OCI config of a function's container: a code folder or an unpacked image.
+    async fn config_for(
+        &self,
+        req: &CreateRequest<'_>,
+        key: &str,
+        files: &Files,
+    ) -> Result<serde_json::Value, IsolationError> {
+        let start_err = |why: String| IsolationError::Start { id: req.container_id.to_string(), why };
         let source = source(req.spec)?;
         let image = match &source {
             Source::Image(r) => {
@@ -129,22 +107,79 @@ impl RuntimeBackend {
             }
             (Source::Image(_), None) => unreachable!("images are prepared above"),
         };
-        let config = spec::build(&spec::SpecInput {
+        Ok(self.spec(key, rootfs, binds, args, env, cwd, req.spec.memory_mb, req.spec.cpus))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn spec(
+        &self,
+        key: &str,
+        rootfs: &Path,
+        binds: Vec<spec::Bind<'_>>,
+        args: Vec<String>,
+        env: Vec<String>,
+        cwd: &str,
+        memory_mb: u64,
+        cpus: u32,
+    ) -> serde_json::Value {
+        spec::build(&spec::SpecInput {
             rootfs,
             binds,
             args,
             env,
             cwd,
-            cgroup_path,
-            memory_mb: req.spec.memory_mb,
-            cpus: req.spec.cpus,
+            cgroup_path: &self.cgroup_path(key),
+            memory_mb,
+            cpus,
             pids_limit: self.config.pids_limit,
             tmp_size_mb: self.config.tmp_size_mb,
             log_limit_mb: self.config.log_limit_mb,
             hostname: key,
-        });
+        })
+    }
+
+    /// Writes the bundle, launches the container and waits for its agent.
+    pub(super) async fn boot(
+        &self,
+        id: &str,
+        tid: &str,
+        files: &Files,
+        config: serde_json::Value,
+        memory_mb: u64,
+    ) -> Result<RuntimeContainer, IsolationError> {
+        let start_err = |why: String| IsolationError::Start { id: id.to_string(), why };
         let path = files.bundle.join("config.json");
-        std::fs::write(&path, config.to_string()).map_err(|e| io_err("cannot write", &path, e))
+        std::fs::write(&path, config.to_string()).map_err(|e| io_err("cannot write", &path, e))?;
+        let log = std::fs::File::create(&files.log).map_err(|e| io_err("cannot create", &files.log, e))?;
+        let (root, cid, bundle) = (self.dirs.root.clone(), id.to_string(), files.bundle.clone());
+        let t0 = self.clock.now();
+        let pid = tokio::task::spawn_blocking(move || launch(&root, &cid, &bundle, log))
+            .await
+            .map_err(|e| start_err(e.to_string()))?
+            .map_err(&start_err)?;
+        let t1 = self.clock.now();
+        let deadline = Duration::from_millis(self.config.start_timeout_ms);
+        let socket = files.sockets.join(spec::SOCKET_NAME);
+        let conn = match tokio::time::timeout(deadline, wait_for_agent(&socket, pid)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(why)) => return Err(start_err(format!("{why}; its output: {}", log_tail(&files.log, 2000)))),
+            Err(_) => {
+                let out = log_tail(&files.log, 2000);
+                return Err(start_err(format!("the agent did not listen within {deadline:?}; its output: {out}")));
+            }
+        };
+        let t2 = self.clock.now();
+        let (launch_us, agent_us) = ((t1 - t0).as_micros() as u64, (t2 - t1).as_micros() as u64);
+        tracing::debug!(tid, id, launch_us, agent_us, "container started");
+        let key = Self::key(id);
+        Ok(RuntimeContainer {
+            id: id.to_string(),
+            pid,
+            cgroup_path: self.cgroup_path(&key),
+            memory_mb,
+            log_path: files.log.clone(),
+            conn: tokio::sync::Mutex::new(Some(conn)),
+        })
     }
 
     /// Kills and deletes a container and removes its files.
@@ -154,17 +189,20 @@ impl RuntimeBackend {
         tokio::task::spawn_blocking(move || kill_and_delete(&root, &id))
             .await
             .map_err(|e| IsolationError::Io(e.to_string()))??;
-        remove_files(&files.bundle, &files.sockets, &files.log);
+        remove_files(&files);
         Ok(())
     }
 }
 
-/// Removes a container's files; its socket directory is a mount point.
-pub(super) fn remove_files(bundle: &Path, sockets: &Path, log: &Path) {
-    let _ = nix::mount::umount2(sockets, nix::mount::MntFlags::MNT_DETACH);
-    let _ = std::fs::remove_dir_all(bundle);
-    let _ = std::fs::remove_dir_all(sockets);
-    let _ = std::fs::remove_file(log);
+/// Removes a container's files; its socket and slot directories are mount points.
+pub(super) fn remove_files(files: &Files) {
+    for m in [&files.sockets, &files.slot] {
+        let _ = nix::mount::umount2(m.as_path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir_all(&files.bundle);
+    let _ = std::fs::remove_dir_all(&files.sockets);
+    let _ = std::fs::remove_dir(&files.slot);
+    let _ = std::fs::remove_file(&files.log);
 }
 
 /// Creates and starts a container; returns its init process's pid.
@@ -245,13 +283,13 @@ pub(super) fn process_alive(pid: i32) -> bool {
 }
 
 pub(super) struct RuntimeContainer {
-    id: String,
-    pid: i32,
-    cgroup_path: String,
-    memory_mb: u64,
-    log_path: PathBuf,
+    pub id: String,
+    pub pid: i32,
+    pub cgroup_path: String,
+    pub memory_mb: u64,
+    pub log_path: PathBuf,
     /// None once the connection broke: the container is not used again.
-    conn: tokio::sync::Mutex<Option<AgentConnection>>,
+    pub conn: tokio::sync::Mutex<Option<AgentConnection>>,
 }
 
 impl Container for RuntimeContainer {

@@ -3,14 +3,16 @@
 //! serves the function over a Unix socket in a directory bind-mounted from the worker.
 //!
 //! Files live under `state_dir/runtime/`: `root/` (libcontainer's state), `bundles/<key>/`
-//! (config.json), `sockets/<key>/` (the agent's socket), `logs/<key>.log` (the function's
-//! stdout and stderr), `rootfs/` (the shared read-only root skeleton) and `agent/`.
+//! (config.json), `sockets/<key>/` (the agent's socket, a tiny tmpfs), `logs/<key>.log` (the
+//! function's stdout and stderr), `slots/<key>/` (where a standby container's function is
+//! mounted), `rootfs/` (the shared read-only root skeleton), `agent/` and `images/`.
 
 mod agent;
 mod cgroup;
 mod container;
 mod image;
 mod spec;
+mod standby;
 
 use super::{BoxFuture, Container, CreateRequest, IsolationBackend, IsolationError};
 use iluvatar_core::FunctionSpec;
@@ -38,6 +40,11 @@ pub struct RuntimeConfig {
     pub tmp_size_mb: u64,
     /// Largest file a container may write, its stdout/stderr log included (RLIMIT_FSIZE).
     pub log_limit_mb: u64,
+    /// Containers kept started with the agent waiting, for code functions: a cold start then
+    /// only mounts the function's folder, sets its limits and imports it. 0 disables.
+    pub standby: usize,
+    /// Memory limit of a standby container until it is given a function.
+    pub standby_memory_mb: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -48,6 +55,8 @@ impl Default for RuntimeConfig {
             pids_limit: 64,
             tmp_size_mb: 64,
             log_limit_mb: 64,
+            standby: 2,
+            standby_memory_mb: 64,
         }
     }
 }
@@ -59,6 +68,8 @@ struct Dirs {
     logs: PathBuf,
     rootfs: PathBuf,
     agent: PathBuf,
+    slots: PathBuf,
+    staging: PathBuf,
 }
 
 /// Where a function's code comes from.
@@ -76,6 +87,9 @@ pub struct RuntimeBackend {
     cgroup_parent: String,
     images: std::sync::Arc<image::ImageStore>,
     clock: std::sync::Arc<dyn iluvatar_core::Clock>,
+    standby: standby::StandbyPool,
+    /// This backend, for the tasks it spawns.
+    me: std::sync::Weak<RuntimeBackend>,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> IsolationError {
@@ -87,7 +101,7 @@ impl RuntimeBackend {
         config: RuntimeConfig,
         state_dir: &Path,
         clock: std::sync::Arc<dyn iluvatar_core::Clock>,
-    ) -> Result<Self, IsolationError> {
+    ) -> Result<std::sync::Arc<Self>, IsolationError> {
         let base = state_dir.join("runtime");
         let dirs = Dirs {
             root: base.join("root"),
@@ -96,8 +110,11 @@ impl RuntimeBackend {
             logs: base.join("logs"),
             rootfs: base.join("rootfs"),
             agent: base.join("agent"),
+            slots: base.join("slots"),
+            staging: base.join("staging"),
         };
-        for d in [&dirs.root, &dirs.bundles, &dirs.sockets, &dirs.logs, &dirs.rootfs, &dirs.agent] {
+        let all = [&dirs.root, &dirs.bundles, &dirs.sockets, &dirs.logs, &dirs.rootfs, &dirs.agent, &dirs.slots];
+        for d in all.into_iter().chain([&dirs.staging]) {
             std::fs::create_dir_all(d).map_err(|e| io_err("cannot create", d, e))?;
         }
         for d in spec::ROOT_DIRS {
@@ -124,7 +141,18 @@ impl RuntimeBackend {
         let note = base.join("cgroup_parent");
         std::fs::write(&note, &cgroup_parent).map_err(|e| io_err("cannot write", &note, e))?;
         let images = std::sync::Arc::new(image::ImageStore::new(base.join("images")));
-        Ok(RuntimeBackend { config, dirs, cgroup_parent, images, clock })
+        if config.standby > 0 {
+            standby::share_slots(&dirs.slots)?;
+        }
+        Ok(std::sync::Arc::new_cyclic(|me| RuntimeBackend {
+            config,
+            dirs,
+            cgroup_parent,
+            images,
+            clock,
+            standby: Default::default(),
+            me: me.clone(),
+        }))
     }
 
     /// A short, fixed-length name for a container's files (socket paths are limited to
@@ -190,9 +218,18 @@ impl IsolationBackend for RuntimeBackend {
 
     fn create<'a>(&'a self, req: CreateRequest<'a>) -> BoxFuture<'a, Result<Box<dyn Container>, IsolationError>> {
         Box::pin(async move {
+            if let Source::Code(code, env) = source(req.spec)?
+                && let Some(c) = self.take_standby(&req, &code, &env).await
+            {
+                return Ok(Box::new(c) as Box<dyn Container>);
+            }
             let c = self.start_container(req).await?;
             Ok(Box::new(c) as Box<dyn Container>)
         })
+    }
+
+    fn start(&self) {
+        self.refill_standby();
     }
 
     fn remove<'a>(&'a self, container: Box<dyn Container>) -> BoxFuture<'a, Result<(), IsolationError>> {
@@ -212,11 +249,13 @@ impl IsolationBackend for RuntimeBackend {
                 self.destroy(id).await?;
                 removed += 1;
             }
-            // Socket directories are mount points: unmount before removing.
-            for e in std::fs::read_dir(&self.dirs.sockets).into_iter().flatten().flatten() {
-                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+            // Socket and slot directories are mount points: unmount before removing.
+            for d in [&self.dirs.sockets, &self.dirs.slots, &self.dirs.staging] {
+                for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                    let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+                }
             }
-            for d in [&self.dirs.bundles, &self.dirs.sockets, &self.dirs.logs] {
+            for d in [&self.dirs.bundles, &self.dirs.sockets, &self.dirs.logs, &self.dirs.slots, &self.dirs.staging] {
                 removed += clear_dir(d)?;
             }
             removed += cgroup::remove_leftovers(&self.cgroup_parent);
@@ -225,9 +264,14 @@ impl IsolationBackend for RuntimeBackend {
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        // Every container is gone by now; the parent cgroups are the last trace.
+        // The pool's containers are gone by now; then the standby ones, then the parent
+        // cgroups, the last trace.
         Box::pin(async move {
+            for id in self.standby.close() {
+                let _ = self.destroy(id).await;
+            }
             cgroup::remove_leftovers(&self.cgroup_parent);
+            let _ = nix::mount::umount2(&self.dirs.slots, nix::mount::MntFlags::MNT_DETACH);
         })
     }
 }

@@ -41,7 +41,9 @@ pub struct SpecInput<'a> {
 
 fn bind(src: &Path, dst: &str, writable: bool) -> Value {
     let mode = if writable { "rw" } else { "ro" };
-    json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", mode, "nosuid", "nodev"]})
+    // rslave: mounts the worker makes later below a bound host folder (a standby container's
+    // function folder) propagate into the container.
+    json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", mode, "nosuid", "nodev", "rslave"]})
 }
 
 /// The mounts, command and environment of a code function: the host's /usr, the function's

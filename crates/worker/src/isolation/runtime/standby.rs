@@ -1,0 +1,160 @@
+//! Standby containers: started ahead of any function, with the agent listening and Python
+//! and the agent already loaded. Giving one to a code function mounts the function's folder
+//! into it (read-only, propagated through a shared mount), sets its cgroup limits and tells
+//! the agent to import the function: a cold start without a container start.
+
+use super::agent::AgentFailure;
+use super::container::{Files, RuntimeContainer};
+use super::{RuntimeBackend, cgroup, io_err, spec};
+use crate::isolation::{CreateRequest, IsolationError};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Started standby containers and whether a refill is running.
+#[derive(Default)]
+pub(super) struct StandbyPool {
+    ready: Mutex<Vec<RuntimeContainer>>,
+    refilling: AtomicBool,
+    closed: AtomicBool,
+    next: AtomicU64,
+}
+
+impl StandbyPool {
+    /// Stops refilling and hands back the ids of the containers left, to be destroyed.
+    pub fn close(&self) -> Vec<String> {
+        self.closed.store(true, Ordering::SeqCst);
+        self.ready.lock().unwrap().drain(..).map(|c| c.id).collect()
+    }
+}
+
+/// Makes the slots folder a shared mount, so that mounts below it propagate into the
+/// containers that bind a slot (their binds are slaves of it).
+pub(super) fn share_slots(slots: &Path) -> Result<(), IsolationError> {
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(&*slots.to_string_lossy()));
+    let fail = |what: &str, e: nix::Error| IsolationError::Io(format!("cannot {what} {}: {e}", slots.display()));
+    if !mounted {
+        mount(Some(slots), slots, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| fail("bind", e))?;
+    }
+    mount(None::<&str>, slots, None::<&str>, MsFlags::MS_SHARED, None::<&str>).map_err(|e| fail("share", e))
+}
+
+impl RuntimeBackend {
+    /// Starts standby containers in the background until there are as many as configured.
+    pub(super) fn refill_standby(&self) {
+        let pool = &self.standby;
+        if self.config.standby == 0 || pool.closed.load(Ordering::SeqCst) || pool.refilling.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            let pool = &me.standby;
+            while !pool.closed.load(Ordering::SeqCst) && pool.ready.lock().unwrap().len() < me.config.standby {
+                match me.start_standby().await {
+                    Ok(c) if !pool.closed.load(Ordering::SeqCst) => pool.ready.lock().unwrap().push(c),
+                    Ok(c) => {
+                        let _ = me.destroy(c.id).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "starting a standby container failed; cold starts start containers");
+                        break;
+                    }
+                }
+            }
+            pool.refilling.store(false, Ordering::SeqCst);
+        });
+    }
+
+    async fn start_standby(&self) -> Result<RuntimeContainer, IsolationError> {
+        let n = self.standby.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("standby-{:08x}-{n}", super::fnv1a(self.dirs.root.to_string_lossy().as_bytes()) as u32);
+        let key = Self::key(&id);
+        let files = self.files(&key);
+        let started = async {
+            self.prepare_dirs(&files)?;
+            std::fs::create_dir_all(&files.slot).map_err(|e| io_err("cannot create", &files.slot, e))?;
+            let (binds, args, mut env) =
+                spec::code_function(&files.slot, &self.dirs.agent, &files.sockets, &self.config.python);
+            env.push("ILUVATAR_STANDBY=1".into());
+            let memory = self.config.standby_memory_mb;
+            let config = self.spec(&key, &self.dirs.rootfs, binds, args, env, "/tmp", memory, 1);
+            self.boot(&id, "standby", &files, config, memory).await
+        };
+        match started.await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                let _ = self.destroy(id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives a standby container to a code function, or `None` if there is none (or it
+    /// could not be given: then it is destroyed and the caller starts a container).
+    pub(super) async fn take_standby(
+        &self,
+        req: &CreateRequest<'_>,
+        code: &Path,
+        env: &[String],
+    ) -> Option<RuntimeContainer> {
+        let mut c = self.standby.ready.lock().unwrap().pop()?;
+        self.refill_standby();
+        match self.assign(&mut c, req, code, env).await {
+            Ok(()) => Some(c),
+            Err(why) => {
+                tracing::warn!(tid = req.tid, container = c.id, why, "a standby container could not be used");
+                let _ = self.destroy(c.id).await;
+                None
+            }
+        }
+    }
+
+    async fn assign(
+        &self,
+        c: &mut RuntimeContainer,
+        req: &CreateRequest<'_>,
+        code: &Path,
+        env: &[String],
+    ) -> Result<(), String> {
+        let files = self.files(&Self::key(&c.id));
+        self.mount_read_only(code, &files)?;
+        cgroup::set_limits(&c.cgroup_path, req.spec.memory_mb, req.spec.cpus)?;
+        c.memory_mb = req.spec.memory_mb;
+        let mut guard = c.conn.lock().await;
+        let conn = guard.as_mut().ok_or("the standby container has no connection")?;
+        match conn.load(env).await {
+            Ok(import_ms) => {
+                tracing::debug!(tid = req.tid, container = c.id, import_ms, "standby container given a function");
+                Ok(())
+            }
+            Err(Ok(fe)) => Err(format!("the function failed to import: {}: {}", fe.kind, fe.message)),
+            Err(Err(AgentFailure::Closed(why) | AgentFailure::Protocol(why))) => Err(why),
+        }
+    }
+
+    /// Mounts `code` read-only at the container's slot. The mount is made read-only before
+    /// it reaches the slot, because a remount does not propagate to the container's copy.
+    fn mount_read_only(&self, code: &Path, files: &Files) -> Result<(), String> {
+        let stage = self.dirs.staging.join(files.slot.file_name().unwrap_or_default());
+        std::fs::create_dir_all(&stage).map_err(|e| format!("creating {}: {e}", stage.display()))?;
+        let result = (|| {
+            fn err(what: &'static str) -> impl Fn(nix::Error) -> String {
+                move |e| format!("{what}: {e}")
+            }
+            mount(Some(code), &stage, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(err("binding the code"))?;
+            let ro =
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            mount(None::<&str>, &stage, None::<&str>, ro, None::<&str>).map_err(err("making it read-only"))?;
+            mount(Some(&stage), &files.slot, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(err("binding it at the slot"))
+        })();
+        let _ = umount2(&stage, MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&stage);
+        result
+    }
+}
