@@ -4,6 +4,7 @@
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use iluvatar_rpc as rpc;
+use iluvatar_rpc::iluvatar_controller_client::IluvatarControllerClient;
 use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -17,6 +18,10 @@ struct Cli {
     /// The worker's gRPC port.
     #[arg(long, global = true, default_value_t = 8079)]
     port: u16,
+    /// Talk to a controller (IluvatarController) instead of a worker: ping, register,
+    /// invoke, invoke-async, invoke-async-check and prewarm.
+    #[arg(long, global = true)]
+    controller: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -152,13 +157,58 @@ fn invoke_report(r: rpc::InvokeResponse) -> Result<Value, Value> {
     if r.success { Ok(report) } else { Err(report) }
 }
 
+/// A worker or a controller: the calls both services offer go to either.
+enum Target {
+    Worker(IluvatarWorkerClient<Channel>),
+    Controller(IluvatarControllerClient<Channel>),
+}
+
+type Reply<T> = Result<tonic::Response<T>, tonic::Status>;
+
+macro_rules! both {
+    ($($name:ident($req:ty) -> $resp:ty;)*) => {
+        impl Target {
+            $(async fn $name(&mut self, r: $req) -> Reply<$resp> {
+                match self {
+                    Target::Worker(c) => c.$name(r).await,
+                    Target::Controller(c) => c.$name(r).await,
+                }
+            })*
+        }
+    };
+}
+
+both! {
+    ping(rpc::PingRequest) -> rpc::PingResponse;
+    register(rpc::RegisterRequest) -> rpc::RegisterResponse;
+    invoke(rpc::InvokeRequest) -> rpc::InvokeResponse;
+    invoke_async(rpc::InvokeAsyncRequest) -> rpc::InvokeAsyncResponse;
+    invoke_async_check(rpc::InvokeAsyncLookupRequest) -> rpc::InvokeResponse;
+    prewarm(rpc::PrewarmRequest) -> rpc::PrewarmResponse;
+}
+
+impl Target {
+    /// The worker client, for the calls only a worker offers.
+    fn worker(&mut self) -> anyhow::Result<&mut IluvatarWorkerClient<Channel>> {
+        match self {
+            Target::Worker(c) => Ok(c),
+            Target::Controller(_) => {
+                bail!("the controller offers ping, register, invoke, invoke-async, invoke-async-check and prewarm")
+            }
+        }
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<Value> {
     let endpoint = format!("http://{}:{}", cli.address, cli.port);
-    let channel = Channel::from_shared(endpoint.clone())?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the worker at {endpoint}"))?;
-    let mut c = IluvatarWorkerClient::new(channel);
+    let channel = Channel::from_shared(endpoint.clone())?.connect().await.with_context(|| {
+        format!("cannot reach the {} at {endpoint}", if cli.controller { "controller" } else { "worker" })
+    })?;
+    let mut c = if cli.controller {
+        Target::Controller(IluvatarControllerClient::new(channel))
+    } else {
+        Target::Worker(IluvatarWorkerClient::new(channel))
+    };
     let tid = tid();
     let out = match cli.command {
         Command::Ping => {
@@ -247,20 +297,21 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
             json!({"success": true, "message": r.message})
         }
         Command::Status => {
-            let r = c.status(rpc::StatusRequest { transaction_id: tid }).await?.into_inner();
+            let r = c.worker()?.status(rpc::StatusRequest { transaction_id: tid }).await?.into_inner();
             serde_json::to_value(r)?
         }
         Command::Health => {
-            let r = c.health(rpc::HealthRequest { transaction_id: tid }).await?.into_inner();
+            let r = c.worker()?.health(rpc::HealthRequest { transaction_id: tid }).await?.into_inner();
             let status = rpc::RpcHealthStatus::try_from(r.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
             json!({"status": status})
         }
         Command::List => {
-            let r = c.list_registered_funcs(rpc::ListFunctionRequest { transaction_id: tid }).await?.into_inner();
+            let r =
+                c.worker()?.list_registered_funcs(rpc::ListFunctionRequest { transaction_id: tid }).await?.into_inner();
             serde_json::to_value(r)?
         }
         Command::Clean => {
-            c.clean(rpc::CleanRequest { transaction_id: tid }).await?;
+            c.worker()?.clean(rpc::CleanRequest { transaction_id: tid }).await?;
             json!({"success": true})
         }
     };

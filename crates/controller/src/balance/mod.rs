@@ -1,0 +1,230 @@
+//! Load balancing: which worker gets an invocation. Every policy is a [`Balancer`] built by
+//! [`BalancerConfig`], a `#[serde(tag = "type")]` enum. Policies do no IO: they see a
+//! [`ClusterView`] (the workers in a fixed order with their load) and answer an index, so
+//! the same code runs live and in simulation and is unit tested here.
+
+mod ch;
+mod simple;
+
+pub use ch::{ChBl, ChRlu};
+use serde::{Deserialize, Serialize};
+pub use simple::{LeastLoaded, RoundRobin};
+
+/// One worker as a policy sees it.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerView {
+    /// Stable identity: placement on the hash ring depends on it.
+    pub name: std::sync::Arc<str>,
+    pub cpus: u32,
+    /// Invocations the controller has sent to this worker and not yet seen answered.
+    pub inflight: u64,
+    /// From the worker's last status: its queue and its running invocations.
+    pub queued: u64,
+    pub running: u64,
+    /// The worker host's one-minute load average, from its last status.
+    pub load_avg: f64,
+    /// Healthy, and not already tried for this invocation.
+    pub available: bool,
+}
+
+impl WorkerView {
+    /// Outstanding invocations: the controller's live count, or the worker's own figure
+    /// when the worker reports more (work from other clients).
+    pub fn load(&self) -> u64 {
+        self.inflight.max(self.queued + self.running)
+    }
+
+    fn cpus(&self) -> f64 {
+        self.cpus.max(1) as f64
+    }
+
+    /// Load per core, the figure that compares workers of different sizes.
+    pub fn load_per_core(&self) -> f64 {
+        self.load() as f64 / self.cpus()
+    }
+}
+
+/// The cluster at one moment. `version` changes whenever the set or order of workers does,
+/// so that policies may cache what they derive from the names (the hash ring).
+pub struct ClusterView<'a> {
+    pub version: u64,
+    pub workers: &'a [WorkerView],
+}
+
+impl ClusterView<'_> {
+    pub fn available(&self) -> impl Iterator<Item = (usize, &WorkerView)> {
+        self.workers.iter().enumerate().filter(|(_, w)| w.available)
+    }
+}
+
+pub trait Balancer: Send + Sync {
+    /// The index in `view.workers` of the worker that should run `fqdn`, or `None` when no
+    /// worker is available.
+    fn choose(&self, fqdn: &str, view: &ClusterView) -> Option<usize>;
+}
+
+fn default_vnodes() -> usize {
+    100
+}
+fn default_load_factor() -> f64 {
+    1.25
+}
+fn default_popular_share() -> f64 {
+    0.1
+}
+fn default_window() -> usize {
+    1000
+}
+fn default_spread_load() -> f64 {
+    1.0
+}
+
+/// The balancing policy, by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BalancerConfig {
+    /// Each available worker in turn.
+    #[default]
+    RoundRobin,
+    /// The worker with the least outstanding work per core (its queue and running
+    /// invocations from status, or the controller's in-flight count if higher); ties go
+    /// to the lower load average, then in turn.
+    LeastLoaded,
+    /// Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam, SODA'18):
+    /// a function goes to its home on the ring unless that worker already holds more than
+    /// `load_factor` times its share of the outstanding work; then to the next on the ring.
+    ChBl {
+        /// Points per worker on the ring.
+        #[serde(default = "default_vnodes")]
+        vnodes: usize,
+        /// The bound `c` (> 1): a worker is full at `ceil(c * (total + 1) * its share)`.
+        #[serde(default = "default_load_factor")]
+        load_factor: f64,
+    },
+    /// CH-RLU (Fuerst and Sharma, HPDC'22): bounded-load consistent hashing where a popular
+    /// function (at least `popular_share` of the last `window` invocations) is spread over
+    /// more workers, the first k on its ring walk, as its home's load per core rises
+    /// (k = 1 + home load per core / `spread_load`); the least loaded of those k gets it,
+    /// ties broken at random so that stale loads do not herd invocations.
+    ChRlu {
+        #[serde(default = "default_vnodes")]
+        vnodes: usize,
+        #[serde(default = "default_load_factor")]
+        load_factor: f64,
+        #[serde(default = "default_popular_share")]
+        popular_share: f64,
+        #[serde(default = "default_window")]
+        window: usize,
+        #[serde(default = "default_spread_load")]
+        spread_load: f64,
+    },
+}
+
+impl BalancerConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            BalancerConfig::RoundRobin => "round_robin",
+            BalancerConfig::LeastLoaded => "least_loaded",
+            BalancerConfig::ChBl { .. } => "ch_bl",
+            BalancerConfig::ChRlu { .. } => "ch_rlu",
+        }
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        let (vnodes, load_factor) = match self {
+            BalancerConfig::ChBl { vnodes, load_factor } => (*vnodes, *load_factor),
+            BalancerConfig::ChRlu { vnodes, load_factor, popular_share, window, spread_load } => {
+                if *window == 0 || *spread_load <= 0.0 || !(0.0..=1.0).contains(popular_share) {
+                    return Err("balancer: window and spread_load must be above 0, popular_share in 0..=1".into());
+                }
+                (*vnodes, *load_factor)
+            }
+            _ => return Ok(()),
+        };
+        if vnodes == 0 || load_factor <= 1.0 {
+            return Err(format!("balancer: vnodes must be above 0 and load_factor above 1 (got {load_factor})"));
+        }
+        Ok(())
+    }
+
+    /// Builds the policy; `seed` feeds the random tie-breaks of CH-RLU.
+    pub fn build(&self, seed: u64) -> Box<dyn Balancer> {
+        match self.clone() {
+            BalancerConfig::RoundRobin => Box::new(RoundRobin::default()),
+            BalancerConfig::LeastLoaded => Box::new(LeastLoaded::default()),
+            BalancerConfig::ChBl { vnodes, load_factor } => Box::new(ChBl::new(vnodes, load_factor)),
+            BalancerConfig::ChRlu { vnodes, load_factor, popular_share, window, spread_load } => {
+                Box::new(ChRlu::new(vnodes, load_factor, popular_share, window, spread_load, seed))
+            }
+        }
+    }
+}
+
+/// A stable 64-bit hash (FNV-1a, then SplitMix64's finaliser for avalanche), the same in
+/// every process and run, so a function's home does not move across restarts.
+pub fn stable_hash(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// `n` available workers w0..w{n-1} with 2 cpus and no load.
+    pub fn workers(n: usize) -> Vec<WorkerView> {
+        (0..n)
+            .map(|i| WorkerView { name: format!("w{i}").into(), cpus: 2, available: true, ..Default::default() })
+            .collect()
+    }
+
+    /// Sends `count` invocations of `fqdn`, each finishing before the next: where they went.
+    pub fn sequential(b: &dyn Balancer, fqdn: &str, ws: &[WorkerView], count: usize) -> Vec<usize> {
+        let view = ClusterView { version: 1, workers: ws };
+        (0..count).map(|_| b.choose(fqdn, &view).unwrap()).collect()
+    }
+
+    /// Sends `count` invocations of `fqdn` that all stay in flight: how many each worker got.
+    pub fn concurrent(b: &dyn Balancer, fqdn: &str, ws: &mut [WorkerView], count: usize) -> Vec<u64> {
+        for _ in 0..count {
+            let i = b.choose(fqdn, &ClusterView { version: 1, workers: ws }).unwrap();
+            ws[i].inflight += 1;
+        }
+        ws.iter().map(|w| w.inflight).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_names_and_defaults() {
+        let c: BalancerConfig = serde_json::from_str(r#"{"type": "ch_rlu"}"#).unwrap();
+        assert_eq!(c.name(), "ch_rlu");
+        assert!(c.check().is_ok());
+        let e = serde_json::from_str::<BalancerConfig>(r#"{"type": "ch_bl", "vnode": 3}"#).unwrap_err();
+        assert!(e.to_string().contains("vnode"), "{e}");
+        let bad: BalancerConfig = serde_json::from_str(r#"{"type": "ch_bl", "load_factor": 0.5}"#).unwrap();
+        assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn no_available_worker_means_none() {
+        let mut ws = testing::workers(2);
+        ws.iter_mut().for_each(|w| w.available = false);
+        for c in
+            [r#"{"type":"round_robin"}"#, r#"{"type":"least_loaded"}"#, r#"{"type":"ch_bl"}"#, r#"{"type":"ch_rlu"}"#]
+        {
+            let b = serde_json::from_str::<BalancerConfig>(c).unwrap().build(1);
+            assert_eq!(b.choose("f-1", &ClusterView { version: 1, workers: &ws }), None, "{c}");
+            assert_eq!(b.choose("f-1", &ClusterView { version: 2, workers: &[] }), None, "{c}");
+        }
+    }
+}

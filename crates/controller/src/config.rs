@@ -1,0 +1,226 @@
+//! Controller configuration: a JSON or TOML file where every field has a default and unknown
+//! fields are rejected, then environment overrides `ILUVATAR_CONTROLLER__section__key=value`.
+//! The loading rules are the worker's (crates/worker/src/config.rs), kept identical.
+
+use crate::balance::BalancerConfig;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+pub const ENV_PREFIX: &str = "ILUVATAR_CONTROLLER__";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllerConfig {
+    pub name: String,
+    /// Where the store of functions and workers (controller.redb) lives.
+    pub state_dir: PathBuf,
+    pub grpc: ListenConfig,
+    pub http: HttpConfig,
+    pub balancer: BalancerConfig,
+    pub health: HealthConfig,
+    pub forward: ForwardConfig,
+    /// Log filter in `tracing` syntax.
+    pub log_level: String,
+    /// Runtime threads; 0 means the number of cores.
+    pub threads: usize,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            name: "controller".into(),
+            state_dir: PathBuf::from("/var/lib/iluvatar/controller"),
+            grpc: ListenConfig { address: "127.0.0.1".into(), port: 8089 },
+            http: HttpConfig { enabled: true, address: "127.0.0.1".into(), port: 8090 },
+            balancer: BalancerConfig::default(),
+            health: HealthConfig::default(),
+            forward: ForwardConfig::default(),
+            log_level: "info".into(),
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    pub address: String,
+    /// 0 picks a free port; the controller prints the one it bound.
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    pub address: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// How often every worker's health and status are asked for.
+    pub interval_ms: u64,
+    /// A worker that does not answer within this is unhealthy.
+    pub timeout_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig { interval_ms: 1_000, timeout_ms: 500 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// Connecting to a worker that takes longer counts as not reaching it.
+    pub connect_timeout_ms: u64,
+    /// A forwarded invocation without an answer after this fails (the worker's own
+    /// invocation timeout should be shorter).
+    pub invoke_timeout_ms: u64,
+    /// Other workers tried when an invocation could not reach the chosen one.
+    pub retries: usize,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig { connect_timeout_ms: 1_000, invoke_timeout_ms: 330_000, retries: 2 }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid {format}: {message}")]
+    Parse { path: PathBuf, format: &'static str, message: String },
+    #[error("config is invalid: {0}")]
+    Invalid(String),
+    #[error("environment override {var} is invalid: {why}")]
+    Override { var: String, why: String },
+}
+
+impl ControllerConfig {
+    /// Loads the file (if any), applies the overrides, and checks the result.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut merged = serde_json::to_value(ControllerConfig::default()).expect("defaults serialise");
+        if let Some(path) = path {
+            merge(&mut merged, read_file(path)?);
+        }
+        for (var, value) in env {
+            if let Some(rest) = var.strip_prefix(ENV_PREFIX) {
+                apply_override(&mut merged, &var, rest, &value)?;
+            }
+        }
+        let config: ControllerConfig =
+            serde_json::from_value(merged).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.health.interval_ms == 0 || self.health.timeout_ms == 0 {
+            return Err(ConfigError::Invalid("health.interval_ms and health.timeout_ms must be above 0".into()));
+        }
+        if self.forward.invoke_timeout_ms == 0 || self.forward.connect_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("forward timeouts must be above 0".into()));
+        }
+        self.balancer.check().map_err(ConfigError::Invalid)
+    }
+}
+
+fn read_file(path: &Path) -> Result<Value, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let parse_err = |format, message: String| ConfigError::Parse { path: path.to_path_buf(), format, message };
+    if path.extension().is_some_and(|e| e == "toml") {
+        toml::from_str::<Value>(&text).map_err(|e| parse_err("TOML", e.to_string()))
+    } else {
+        serde_json::from_str::<Value>(&text).map_err(|e| parse_err("JSON", e.to_string()))
+    }
+}
+
+/// Overlays `top` on `base`. A tagged object (one with a "type") replaces the default
+/// whole, so that one variant's default fields do not leak into another.
+fn merge(base: &mut Value, top: Value) {
+    match (base, top) {
+        (Value::Object(b), Value::Object(t)) => {
+            for (k, v) in t {
+                match b.get_mut(&k) {
+                    Some(slot) if v.is_object() && v.get("type").is_none() => merge(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, top) => *slot = top,
+    }
+}
+
+/// `section__key` sets `{"section": {"key": value}}`. The value keeps the type of the
+/// field it replaces: text for strings, JSON for everything else.
+fn apply_override(root: &mut Value, var: &str, path: &str, value: &str) -> Result<(), ConfigError> {
+    let bad = |why: String| ConfigError::Override { var: var.to_string(), why };
+    let keys: Vec<&str> = path.split("__").collect();
+    if keys.iter().any(|k| k.is_empty()) {
+        return Err(bad("empty key between '__' separators".into()));
+    }
+    let mut node = root;
+    for key in &keys[..keys.len() - 1] {
+        node = node
+            .as_object_mut()
+            .ok_or_else(|| bad(format!("{key} is inside a value that is not a section")))?
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    let obj = node.as_object_mut().ok_or_else(|| bad("parent is not a section".into()))?;
+    let last = keys[keys.len() - 1];
+    let new = match obj.get(last) {
+        Some(Value::String(_)) => Value::String(value.to_string()),
+        _ => serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string())),
+    };
+    obj.insert(last.to_string(), new);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("iluvatar-controller-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn defaults_files_and_overrides() {
+        assert_eq!(ControllerConfig::load(None, vec![]).unwrap(), ControllerConfig::default());
+        let t = write("c.toml", "[grpc]\naddress = \"0.0.0.0\"\nport = 0\n[balancer]\ntype = \"ch_bl\"\n");
+        let c = ControllerConfig::load(Some(&t), vec![]).unwrap();
+        assert_eq!((c.grpc.port, c.balancer.name()), (0, "ch_bl"));
+        let env = vec![
+            ("ILUVATAR_CONTROLLER__health__interval_ms".to_string(), "250".to_string()),
+            ("ILUVATAR_CONTROLLER__balancer__type".to_string(), "least_loaded".to_string()),
+        ];
+        let c = ControllerConfig::load(None, env).unwrap();
+        assert_eq!((c.health.interval_ms, c.balancer.name()), (250, "least_loaded"));
+    }
+
+    #[test]
+    fn unknown_fields_and_policies_are_refused_by_name() {
+        let j = write("bad.json", r#"{"health": {"intervl_ms": 3}}"#);
+        let e = ControllerConfig::load(Some(&j), vec![]).unwrap_err().to_string();
+        assert!(e.contains("intervl_ms"), "{e}");
+        let j = write("bad2.json", r#"{"balancer": {"type": "random"}}"#);
+        let e = ControllerConfig::load(Some(&j), vec![]).unwrap_err().to_string();
+        assert!(e.contains("random") && e.contains("ch_rlu"), "{e}");
+    }
+}
