@@ -107,17 +107,13 @@ pub enum ConfigError {
 impl ControllerConfig {
     /// Loads the file (if any), applies the overrides, and checks the result.
     pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let mut merged = serde_json::to_value(ControllerConfig::default()).expect("defaults serialise");
-        if let Some(path) = path {
-            merge(&mut merged, read_file(path)?);
-        }
-        for (var, value) in env {
-            if let Some(rest) = var.strip_prefix(ENV_PREFIX) {
-                apply_override(&mut merged, &var, rest, &value)?;
-            }
-        }
-        let config: ControllerConfig =
-            serde_json::from_value(merged).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let file = path.map(read_file).transpose()?;
+        let config = iluvatar_core::layered::layer(&ControllerConfig::default(), file, env, ENV_PREFIX).map_err(
+            |e| match e {
+                iluvatar_core::layered::LayerError::Override { var, why } => ConfigError::Override { var, why },
+                iluvatar_core::layered::LayerError::Invalid(m) => ConfigError::Invalid(m),
+            },
+        )?;
         config.check()?;
         Ok(config)
     }
@@ -136,56 +132,12 @@ impl ControllerConfig {
 fn read_file(path: &Path) -> Result<Value, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    let parse_err = |format, message: String| ConfigError::Parse { path: path.to_path_buf(), format, message };
-    if path.extension().is_some_and(|e| e == "toml") {
-        toml::from_str::<Value>(&text).map_err(|e| parse_err("TOML", e.to_string()))
-    } else {
-        serde_json::from_str::<Value>(&text).map_err(|e| parse_err("JSON", e.to_string()))
-    }
-}
-
-/// Overlays `top` on `base`. A tagged object (one with a "type") replaces the default
-/// whole, so that one variant's default fields do not leak into another.
-fn merge(base: &mut Value, top: Value) {
-    match (base, top) {
-        (Value::Object(b), Value::Object(t)) => {
-            for (k, v) in t {
-                match b.get_mut(&k) {
-                    Some(slot) if v.is_object() && v.get("type").is_none() => merge(slot, v),
-                    _ => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, top) => *slot = top,
-    }
-}
-
-/// `section__key` sets `{"section": {"key": value}}`. The value keeps the type of the
-/// field it replaces: text for strings, JSON for everything else.
-fn apply_override(root: &mut Value, var: &str, path: &str, value: &str) -> Result<(), ConfigError> {
-    let bad = |why: String| ConfigError::Override { var: var.to_string(), why };
-    let keys: Vec<&str> = path.split("__").collect();
-    if keys.iter().any(|k| k.is_empty()) {
-        return Err(bad("empty key between '__' separators".into()));
-    }
-    let mut node = root;
-    for key in &keys[..keys.len() - 1] {
-        node = node
-            .as_object_mut()
-            .ok_or_else(|| bad(format!("{key} is inside a value that is not a section")))?
-            .entry(key.to_string())
-            .or_insert_with(|| Value::Object(Default::default()));
-    }
-    let obj = node.as_object_mut().ok_or_else(|| bad("parent is not a section".into()))?;
-    let last = keys[keys.len() - 1];
-    let new = match obj.get(last) {
-        Some(Value::String(_)) => Value::String(value.to_string()),
-        _ => serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string())),
-    };
-    obj.insert(last.to_string(), new);
-    Ok(())
+    let toml = path.extension().is_some_and(|e| e == "toml");
+    iluvatar_core::layered::parse(&text, toml).map_err(|message| ConfigError::Parse {
+        path: path.to_path_buf(),
+        format: if toml { "TOML" } else { "JSON" },
+        message,
+    })
 }
 
 #[cfg(test)]

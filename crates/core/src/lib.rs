@@ -5,6 +5,7 @@
 pub mod env;
 pub mod function;
 pub mod invocation;
+pub mod layered;
 pub mod policy;
 
 pub use env::{Clock, Env, Rng, SplitMix64};
