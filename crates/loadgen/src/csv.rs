@@ -92,6 +92,60 @@ impl Table {
     }
 }
 
+/// A CSV file read record by record, for files too large to hold (traces of millions of
+/// invocations). `table` holds the header only, for column look-ups and errors.
+pub struct Records {
+    pub table: Table,
+    lines: std::io::Lines<std::io::BufReader<std::fs::File>>,
+    line: usize,
+}
+
+impl Records {
+    pub fn open(path: &Path) -> Result<Records, InputError> {
+        use std::io::BufRead;
+        let err = |line, reason: String| InputError { file: path.to_path_buf(), line, reason };
+        let file = std::fs::File::open(path).map_err(|e| err(0, format!("cannot read the file: {e}")))?;
+        let mut lines = std::io::BufReader::with_capacity(1 << 16, file).lines();
+        let mut line = 0;
+        let header = loop {
+            line += 1;
+            match lines.next() {
+                Some(Ok(l)) if l.trim().is_empty() => continue,
+                Some(Ok(l)) => break l,
+                Some(Err(e)) => return Err(err(line, format!("cannot read the file: {e}"))),
+                None => return Err(err(0, "the file is empty (a header line is expected)".into())),
+            }
+        };
+        let header = split(header.trim_end_matches('\r')).map_err(|r| err(line, r))?;
+        let header = header.into_iter().map(|h| h.trim().to_string()).collect();
+        Ok(Records { table: Table { file: path.to_path_buf(), header, rows: Vec::new() }, lines, line })
+    }
+
+    /// The next record and its line number, skipping blank lines.
+    pub fn next_record(&mut self) -> Option<Result<(usize, Vec<String>), InputError>> {
+        loop {
+            self.line += 1;
+            let l = match self.lines.next()? {
+                Ok(l) => l,
+                Err(e) => return Some(Err(self.table.error(self.line, format!("cannot read the file: {e}")))),
+            };
+            let l = l.trim_end_matches('\r');
+            if l.trim().is_empty() {
+                continue;
+            }
+            let fields = match split(l) {
+                Ok(f) => f,
+                Err(r) => return Some(Err(self.table.error(self.line, r))),
+            };
+            if fields.len() != self.table.header.len() {
+                let why = format!("{} fields where the header has {}", fields.len(), self.table.header.len());
+                return Some(Err(self.table.error(self.line, why)));
+            }
+            return Some(Ok((self.line, fields)));
+        }
+    }
+}
+
 pub fn split(line: &str) -> Result<Vec<String>, String> {
     let mut fields = Vec::new();
     let mut cur = String::new();

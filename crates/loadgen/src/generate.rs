@@ -119,7 +119,7 @@ pub fn run(cmd: GenerateCommand) -> anyhow::Result<()> {
     }
 }
 
-fn write(out: &Path, meta: &[FunctionMeta], arrivals: &mut [Arrival]) -> anyhow::Result<()> {
+pub fn write(out: &Path, meta: &[FunctionMeta], arrivals: &mut [Arrival]) -> anyhow::Result<()> {
     arrivals.sort_by(|a, b| a.time_ms.total_cmp(&b.time_ms).then(a.func.cmp(&b.func)));
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write_metadata(&out.join("metadata.csv"), meta)?;
@@ -139,6 +139,12 @@ fn r3(x: f64) -> f64 {
 }
 
 pub fn synthetic(a: SyntheticArgs) -> anyhow::Result<()> {
+    let (meta, mut arrivals) = synthetic_workload(&a)?;
+    write(&a.out, &meta, &mut arrivals)
+}
+
+/// The functions and arrivals (not yet sorted) of a synthetic workload.
+pub fn synthetic_workload(a: &SyntheticArgs) -> anyhow::Result<(Vec<FunctionMeta>, Vec<Arrival>)> {
     if a.functions == 0 || a.duration_s <= 0.0 || a.mean_rate <= 0.0 || a.mean_warm_ms <= 0.0 || a.mem_mb.is_empty() {
         bail!("--functions, --duration-s, --mean-rate, --mean-warm-ms and --mem-mb must be positive");
     }
@@ -160,7 +166,7 @@ pub fn synthetic(a: SyntheticArgs) -> anyhow::Result<()> {
             t += d.exponential(rate) * 1e3;
         }
     }
-    write(&a.out, &meta, &mut arrivals)
+    Ok((meta, arrivals))
 }
 
 type Key = (String, String, String);

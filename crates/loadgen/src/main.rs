@@ -1,6 +1,7 @@
 //! `iluvatar_load_gen`: drives load at a worker and measures it.
 
 use clap::{Parser, Subcommand};
+use iluvatar_load_gen::target::Setup;
 
 #[derive(Parser)]
 #[command(name = "iluvatar_load_gen", version, about = "Load generation and benchmarks for Ilúvatar")]
@@ -31,6 +32,16 @@ enum Command {
     /// loopback with closed-loop clients; prints p50/p99 overhead and invocations/s and
     /// writes JSON.
     ControlPlane(iluvatar_load_gen::control_plane::Args),
+    /// Simulation speed: replays a generated workload of about 1.3 million invocations in
+    /// simulation; prints invocations per wall-clock second and peak memory, writes JSON.
+    SimBench(iluvatar_load_gen::sim_bench::Args),
+    /// Live vs simulated: a calibration trace, metadata calibrated from a live run of it,
+    /// and a per-function comparison of a live and a simulated run (scripts/fidelity.sh).
+    #[command(subcommand)]
+    Fidelity(iluvatar_load_gen::fidelity::Command),
+    /// Simulations over a parameter grid (`--grid 'container_pool.memory_mb=1024,2048;...'`),
+    /// in parallel; writes sweep.csv with a row per point.
+    Sweep(iluvatar_load_gen::sweep::Args),
     /// Real containers (runtime backend): cold starts, warm overhead closed- and open-loop,
     /// idle container memory; prints a table and writes JSON.
     WorkerBench(iluvatar_load_gen::worker_bench::Args),
@@ -42,8 +53,29 @@ fn main() -> anyhow::Result<()> {
     if cli.threads > 0 {
         runtime.worker_threads(cli.threads);
     }
-    if let Command::Generate(cmd) = cli.command {
-        return iluvatar_load_gen::generate::run(cmd);
+    match cli.command {
+        Command::Generate(cmd) => return iluvatar_load_gen::generate::run(cmd),
+        Command::Sweep(args) => return iluvatar_load_gen::sweep::run(args),
+        Command::Fidelity(cmd) => return iluvatar_load_gen::fidelity::run(cmd),
+        _ => {}
+    }
+    let simulated = match &cli.command {
+        Command::Trace(a) => a.target.setup == Setup::Simulation,
+        Command::Rate(a) => a.target.setup == Setup::Simulation,
+        Command::SimBench(_) => true,
+        _ => false,
+    };
+    if simulated {
+        // Virtual time: one thread, a paused clock that jumps to the next timer.
+        let runtime = iluvatar_load_gen::sim::runtime()?;
+        return runtime.block_on(async {
+            match cli.command {
+                Command::Trace(args) => iluvatar_load_gen::replay::run_trace(args).await,
+                Command::Rate(args) => iluvatar_load_gen::replay::run_rate(args).await,
+                Command::SimBench(args) => iluvatar_load_gen::sim_bench::run(args).await,
+                _ => unreachable!("only trace, rate and sim-bench simulate"),
+            }
+        });
     }
     if matches!(cli.command, Command::Trace(_) | Command::Rate(_))
         && std::env::var_os("ILUVATAR_LOADGEN_NO_RT").is_none()
@@ -61,7 +93,9 @@ fn main() -> anyhow::Result<()> {
             Command::Rate(args) => iluvatar_load_gen::replay::run_rate(args).await,
             Command::Scaling(args) => iluvatar_load_gen::scaling::run(args).await,
             Command::Benchmark(args) => iluvatar_load_gen::benchmark::run(args).await,
-            Command::Generate(_) => unreachable!("handled above"),
+            Command::Generate(_) | Command::SimBench(_) | Command::Sweep(_) | Command::Fidelity(_) => {
+                unreachable!("handled above")
+            }
             Command::ControlPlane(args) => iluvatar_load_gen::control_plane::run(args).await,
             Command::WorkerBench(args) => iluvatar_load_gen::worker_bench::run(args).await,
         }

@@ -4,8 +4,11 @@
 use crate::dist::Draw;
 use crate::progress::Progress;
 use crate::results;
-use crate::target::{TargetArgs, connect, register_all, requests};
+use crate::results::{Recorded, Recorder};
+use crate::sim::{InProcess, SimWorker};
+use crate::target::{Plan, Setup, TargetArgs, connect, requests};
 use crate::trace::{Arrival, FunctionMeta, read_metadata, read_trace, write_metadata, write_trace};
+use crate::transport::{Grpc, register_all};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -24,6 +27,10 @@ pub struct TraceArgs {
     /// The results directory.
     #[arg(long, default_value = "results/trace")]
     pub out: PathBuf,
+    /// The simulation's seed (--setup simulation): the same inputs and seed give the same
+    /// results.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,7 +72,7 @@ pub async fn run_trace(args: TraceArgs) -> anyhow::Result<()> {
     let meta = read_metadata(&args.metadata)?;
     let arrivals = read_trace(&args.input, &meta)?;
     let info = json!({"kind": "trace", "input": args.input, "metadata": args.metadata});
-    execute(&args.target, meta, arrivals, &args.out, info).await.map(|_| ())
+    execute(&args.target, args.seed, meta, arrivals, &args.out, info).await.map(|_| ())
 }
 
 pub async fn run_rate(args: RateArgs) -> anyhow::Result<()> {
@@ -100,7 +107,7 @@ pub async fn run_rate(args: RateArgs) -> anyhow::Result<()> {
     write_trace(&args.out.join("trace.csv"), &meta, &arrivals)?;
     let info = json!({"kind": "rate", "rate_per_s": args.rate, "duration_s": args.duration_s, "seed": args.seed,
         "arrivals": match args.arrivals { Arrivals::Poisson => "poisson", Arrivals::Uniform => "uniform" }});
-    execute(&args.target, meta, arrivals, &args.out, info).await.map(|_| ())
+    execute(&args.target, args.seed, meta, arrivals, &args.out, info).await.map(|_| ())
 }
 
 /// Functions from a metadata file or from NAME:COLD:WARM:MEM specs.
@@ -124,7 +131,7 @@ pub fn functions_of(metadata: Option<&Path>, specs: &[String]) -> anyhow::Result
 }
 
 /// Keeps only the functions the arrivals use (registering others would cost for nothing).
-fn used_only(meta: Vec<FunctionMeta>, arrivals: &mut [Arrival]) -> Vec<FunctionMeta> {
+pub fn used_only(meta: Vec<FunctionMeta>, arrivals: &mut [Arrival]) -> Vec<FunctionMeta> {
     let mut map = vec![usize::MAX; meta.len()];
     let mut kept = Vec::new();
     for a in arrivals.iter_mut() {
@@ -137,9 +144,11 @@ fn used_only(meta: Vec<FunctionMeta>, arrivals: &mut [Arrival]) -> Vec<FunctionM
     kept
 }
 
-/// Registers, prewarms, sends the arrivals open-loop and writes the results to `out`.
+/// Registers, prewarms, sends the arrivals open-loop (live, or simulated with `seed`) and
+/// writes the results to `out`.
 pub async fn execute(
     target: &TargetArgs,
+    seed: u64,
     meta: Vec<FunctionMeta>,
     mut arrivals: Vec<Arrival>,
     out: &Path,
@@ -148,39 +157,105 @@ pub async fn execute(
     let meta = used_only(meta, &mut arrivals);
     let plans = target.plans(&meta)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let endpoint = target.endpoint();
-    let mut clients = connect(&endpoint, target.connections).await?;
-    register_all(&mut clients[0], &plans, target.prewarm).await?;
     let span_s = arrivals.last().map(|a| a.time_ms / 1e3).unwrap_or(0.0);
+    let (n, f) = (arrivals.len(), meta.len());
+    let arrivals = Arc::new(arrivals);
+    if target.setup == Setup::Simulation {
+        let config = crate::sim::worker_config(target.worker_config.as_deref(), &[])?;
+        if !target.quiet {
+            println!("simulating {n} invocations of {f} functions over {span_s:.1} s (virtual), seed {seed}");
+        }
+        let run = SimRun { config, seed, prewarm: target.prewarm, version: target.version.clone() };
+        let summary = run.execute(&plans, &meta, arrivals, out, info).await?;
+        if !target.quiet {
+            print_written(out, &summary);
+        }
+        return Ok(summary);
+    }
+    let endpoint = target.endpoint();
+    let grpc = Grpc::new(connect(&endpoint, target.connections).await?);
+    register_all(&grpc, &plans, target.prewarm).await?;
     println!(
-        "sending {} invocations of {} functions over {:.1} s to {endpoint} ({:?} backend), open loop",
-        arrivals.len(),
-        meta.len(),
-        span_s,
+        "sending {n} invocations of {f} functions over {span_s:.1} s to {endpoint} ({:?} backend), open loop",
         target.isolation
     );
-    let tid = "lg".to_string();
-    let arrivals = Arc::new(arrivals);
-    let progress = Progress::new(arrivals.len() as u64, target.quiet);
-    let mut run = crate::schedule::run(&clients, requests(&plans), arrivals.clone(), tid.clone(), progress).await?;
-    let wake = std::mem::take(&mut run.wake_lateness_ns);
-    let realtime = run.realtime;
-    let rows = results::rows(run, &arrivals, &tid);
-    results::write_csv(&out.join("invocations.csv"), &rows, &meta, &target.version)?;
-    let mut summary = crate::report::context();
-    let s = results::summary(&rows, &meta, &wake, realtime);
-    summary["run"] = info;
-    summary["target"] = json!({"endpoint": endpoint, "isolation": format!("{:?}", target.isolation).to_lowercase(),
+    let mut recorder = Recorder::create(&out.join("invocations.csv"), &meta, &target.version, TID, n)?;
+    let progress = Progress::new(n as u64, target.quiet);
+    let run = crate::schedule::run(&grpc, requests(&plans), arrivals, TID.into(), progress, &mut recorder).await?;
+    let target_info = json!({"endpoint": endpoint, "isolation": format!("{:?}", target.isolation).to_lowercase(),
         "version": target.version, "prewarm": target.prewarm, "connections": target.connections});
-    for (k, v) in s.as_object().expect("summary is an object") {
-        summary[k] = v.clone();
-    }
-    std::fs::write(out.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
-    results::write_plots(out, &rows, &meta)?;
-    results::print_table(&summary);
+    let recorded = recorder.finish()?;
+    let summary = write_results(out, &recorded, &meta, &run.wake_lateness_ns, run.realtime, info, target_info)?;
+    print_written(out, &summary);
+    Ok(summary)
+}
+
+fn print_written(out: &Path, summary: &Value) {
+    results::print_table(summary);
     println!(
         "wrote {0}/invocations.csv, {0}/summary.json, {0}/latency_cdf.svg, {0}/overhead_over_time.svg, {0}/cold_starts_throughput.svg",
         out.display()
     );
+}
+
+/// The transaction id prefix of a run's invocations.
+const TID: &str = "lg";
+
+/// One simulation: a worker config, a seed, and how functions are set up.
+pub struct SimRun {
+    pub config: iluvatar_worker::config::WorkerConfig,
+    pub seed: u64,
+    pub prewarm: u32,
+    pub version: String,
+}
+
+impl SimRun {
+    /// Builds a simulated worker (in the current paused runtime), registers and prewarms
+    /// the functions, replays the arrivals on the virtual clock, shuts the worker down and
+    /// writes the results to `out` as a live run does; returns the summary.
+    pub async fn execute(
+        &self,
+        plans: &[Plan],
+        meta: &[FunctionMeta],
+        arrivals: Arc<Vec<Arrival>>,
+        out: &Path,
+        info: Value,
+    ) -> anyhow::Result<Value> {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let recorder = Recorder::create(&out.join("invocations.csv"), meta, &self.version, TID, arrivals.len())?;
+        let worker = SimWorker::build(self.config.clone(), self.seed)?;
+        let transport = InProcess::single(worker.api.clone());
+        register_all(&transport, plans, self.prewarm).await?;
+        let recorder = recorder.shared();
+        let clock = worker.clock.clone();
+        crate::sim::run_virtual(&transport, clock, requests(plans), arrivals, TID.into(), recorder.clone()).await?;
+        worker.api.shutdown().await;
+        let recorded = Recorder::unshare(recorder)?;
+        let target = json!({"setup": "simulation", "isolation": "sim", "seed": self.seed,
+            "version": self.version, "prewarm": self.prewarm,
+            "worker_config": crate::sim::config_json(&self.config)});
+        write_results(out, &recorded, meta, &[], false, info, target)
+    }
+}
+
+/// summary.json and the plots; returns the summary.
+fn write_results(
+    out: &Path,
+    recorded: &Recorded,
+    meta: &[FunctionMeta],
+    wake: &[u64],
+    realtime: bool,
+    info: Value,
+    target_info: Value,
+) -> anyhow::Result<Value> {
+    let mut summary = crate::report::context();
+    let s = results::summary(recorded, meta, wake, realtime);
+    summary["run"] = info;
+    summary["target"] = target_info;
+    for (k, v) in s.as_object().expect("summary is an object") {
+        summary[k] = v.clone();
+    }
+    std::fs::write(out.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
+    results::write_plots(out, &recorded.samples, meta)?;
     Ok(summary)
 }

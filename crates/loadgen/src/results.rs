@@ -1,20 +1,37 @@
 //! The results of an open-loop run: one CSV row per invocation, a JSON summary, SVG plots
 //! and a printed table. Times in rows are milliseconds from the run's time zero (the
 //! trace's 0 ms); the summary carries that instant's Unix time.
+//!
+//! Rows are streamed: a [`Recorder`] writes each row to invocations.csv as soon as every
+//! earlier invocation has answered, and keeps only a compact [`Sample`] per invocation for
+//! the summary and the plots, so a run of millions of invocations holds no text in memory.
 
-use crate::csv::record;
+use crate::csv::field;
 use crate::plots::{Chart, Series};
-use crate::schedule::Run;
-use crate::trace::{Arrival, FunctionMeta};
+use crate::trace::FunctionMeta;
 use iluvatar_rpc as rpc;
+use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
+
+/// What happened to one invocation; times are nanoseconds from the run's time zero.
+pub struct Outcome {
+    /// The function, an index into the run's metadata.
+    pub func: usize,
+    pub scheduled_ns: u64,
+    pub sent_ns: u64,
+    pub done_ns: u64,
+    pub response: Result<rpc::InvokeResponse, String>,
+}
 
 /// One invocation, as written to invocations.csv.
 pub struct Row {
     pub func: usize,
-    pub tid: String,
+    /// The invocation's index in the run; its transaction id is `{prefix}-{index}`.
+    pub index: usize,
     pub scheduled_ms: f64,
     pub sent_ms: f64,
     pub done_ms: f64,
@@ -27,6 +44,52 @@ pub struct Row {
     pub cold_start_ms: Option<f64>,
     pub success: bool,
     pub error: String,
+}
+
+/// What the summary and the plots need of a row: numbers only (48 bytes).
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub func: u32,
+    pub state: State,
+    pub success: bool,
+    pub scheduled_ms: f64,
+    pub sent_ms: f64,
+    pub done_ms: f64,
+    /// NaN when unknown.
+    func_duration_ms: f64,
+    /// NaN when unknown.
+    cold_start_ms: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Cold,
+    Warm,
+    Prewarm,
+    Unhealthy,
+    Error,
+}
+
+impl State {
+    fn of(s: i32) -> State {
+        match rpc::ContainerState::try_from(s) {
+            Ok(rpc::ContainerState::Cold) => State::Cold,
+            Ok(rpc::ContainerState::Warm) => State::Warm,
+            Ok(rpc::ContainerState::Prewarm) => State::Prewarm,
+            Ok(rpc::ContainerState::Unhealthy) => State::Unhealthy,
+            _ => State::Error,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Cold => "cold",
+            State::Warm => "warm",
+            State::Prewarm => "prewarm",
+            State::Unhealthy => "unhealthy",
+            State::Error => "error",
+        }
+    }
 }
 
 impl Row {
@@ -42,102 +105,276 @@ impl Row {
     pub fn overhead_ms(&self) -> Option<f64> {
         self.func_duration_ms.map(|f| self.client_latency_ms() - f)
     }
+
+    fn sample(&self, state: State) -> Sample {
+        Sample {
+            func: self.func as u32,
+            state,
+            success: self.success,
+            scheduled_ms: self.scheduled_ms,
+            sent_ms: self.sent_ms,
+            done_ms: self.done_ms,
+            func_duration_ms: self.func_duration_ms.unwrap_or(f64::NAN),
+            cold_start_ms: self.cold_start_ms.unwrap_or(f64::NAN),
+        }
+    }
+}
+
+impl Sample {
+    pub fn lateness_ms(&self) -> f64 {
+        (self.sent_ms - self.scheduled_ms).max(0.0)
+    }
+    pub fn client_latency_ms(&self) -> f64 {
+        self.done_ms - self.sent_ms
+    }
+    pub fn latency_from_schedule_ms(&self) -> f64 {
+        self.done_ms - self.scheduled_ms
+    }
+    pub fn overhead_ms(&self) -> Option<f64> {
+        (!self.func_duration_ms.is_nan()).then(|| self.client_latency_ms() - self.func_duration_ms)
+    }
+    pub fn cold_start_ms(&self) -> Option<f64> {
+        (!self.cold_start_ms.is_nan()).then_some(self.cold_start_ms)
+    }
 }
 
 pub const CSV_HEADER: &str = "function,version,transaction_id,scheduled_ms,sent_ms,lateness_ms,client_latency_ms,\
 latency_from_schedule_ms,worker_duration_ms,func_start_ms,func_end_ms,func_duration_ms,container_state,queue_ms,\
 cold_start_ms,overhead_ms,success,error\n";
 
-fn state_name(s: i32) -> &'static str {
-    match rpc::ContainerState::try_from(s) {
-        Ok(rpc::ContainerState::Cold) => "cold",
-        Ok(rpc::ContainerState::Warm) => "warm",
-        Ok(rpc::ContainerState::Prewarm) => "prewarm",
-        Ok(rpc::ContainerState::Unhealthy) => "unhealthy",
-        _ => "error",
-    }
+/// The parts of `InvokeResponse.json_result` a row needs (typed: faster than a `Value`).
+#[derive(Deserialize)]
+struct ResultView {
+    start: Option<f64>,
+    end: Option<f64>,
+    timings: Option<TimingsView>,
+    kind: Option<String>,
+    #[serde(rename = "Error")]
+    error: Option<String>,
 }
 
-/// Turns the raw outcomes into rows.
-pub fn rows(run: Run, arrivals: &[Arrival], tid_prefix: &str) -> Vec<Row> {
+#[derive(Deserialize)]
+struct TimingsView {
+    function_us: Option<f64>,
+    queue_us: Option<f64>,
+    cold_start_us: Option<f64>,
+}
+
+/// Turns one raw outcome into a row; `start_unix_s` is the Unix time of the run's zero.
+pub fn row(i: usize, o: Outcome, start_unix_s: f64) -> (Row, State) {
     let ms = |ns: u64| ns as f64 / 1e6;
-    run.outcomes
-        .into_iter()
-        .enumerate()
-        .map(|(i, o)| {
-            let mut row = Row {
-                func: arrivals[i].func,
-                tid: format!("{tid_prefix}-{i}"),
-                scheduled_ms: ms(o.scheduled_ns),
-                sent_ms: ms(o.sent_ns),
-                done_ms: ms(o.done_ns),
-                worker_duration_ms: None,
-                func_start_ms: None,
-                func_end_ms: None,
-                func_duration_ms: None,
-                state: "error",
-                queue_ms: None,
-                cold_start_ms: None,
-                success: false,
-                error: String::new(),
-            };
-            match o.response {
-                Err(e) => row.error = e,
-                Ok(r) => {
-                    let v: Value = serde_json::from_str(&r.json_result).unwrap_or(Value::Null);
-                    row.success = r.success;
-                    row.state = state_name(r.container_state);
-                    row.worker_duration_ms = (r.duration_us > 0).then(|| r.duration_us as f64 / 1e3);
-                    if r.success {
-                        let rel = |k: &str| v[k].as_f64().map(|t| (t - run.start_unix_s) * 1e3);
-                        let us = |k: &str| v["timings"][k].as_f64().map(|t| t / 1e3);
-                        row.func_start_ms = rel("start");
-                        row.func_end_ms = rel("end");
-                        row.func_duration_ms = us("function_us");
-                        row.queue_ms = us("queue_us");
-                        row.cold_start_ms = us("cold_start_us");
-                    } else {
-                        let kind = v["kind"].as_str().unwrap_or("error");
-                        let msg = v["Error"].as_str().map(str::to_string).unwrap_or(r.json_result);
-                        row.error = format!("{kind}: {msg}");
+    let mut row = Row {
+        func: o.func,
+        index: i,
+        scheduled_ms: ms(o.scheduled_ns),
+        sent_ms: ms(o.sent_ns),
+        done_ms: ms(o.done_ns),
+        worker_duration_ms: None,
+        func_start_ms: None,
+        func_end_ms: None,
+        func_duration_ms: None,
+        state: "error",
+        queue_ms: None,
+        cold_start_ms: None,
+        success: false,
+        error: String::new(),
+    };
+    let mut state = State::Error;
+    match o.response {
+        Err(e) => row.error = e,
+        Ok(r) => {
+            let v: Option<ResultView> = serde_json::from_str(&r.json_result).ok();
+            row.success = r.success;
+            state = State::of(r.container_state);
+            row.state = state.name();
+            row.worker_duration_ms = (r.duration_us > 0).then(|| r.duration_us as f64 / 1e3);
+            match (r.success, v) {
+                (true, Some(v)) => {
+                    let rel = |t: Option<f64>| t.map(|t| (t - start_unix_s) * 1e3);
+                    let us = |t: Option<f64>| t.map(|t| t / 1e3);
+                    row.func_start_ms = rel(v.start);
+                    row.func_end_ms = rel(v.end);
+                    if let Some(t) = v.timings {
+                        row.func_duration_ms = us(t.function_us);
+                        row.queue_ms = us(t.queue_us);
+                        row.cold_start_ms = us(t.cold_start_us);
                     }
                 }
+                (true, None) => {}
+                (false, v) => {
+                    let (kind, msg) = v.map(|v| (v.kind, v.error)).unwrap_or_default();
+                    let kind = kind.unwrap_or_else(|| "error".into());
+                    row.error = format!("{kind}: {}", msg.unwrap_or(r.json_result));
+                }
             }
-            row
-        })
-        .collect()
-}
-
-fn opt(x: Option<f64>) -> String {
-    x.map(|v| format!("{v:.3}")).unwrap_or_default()
-}
-
-pub fn write_csv(path: &Path, rows: &[Row], meta: &[FunctionMeta], version: &str) -> std::io::Result<()> {
-    let mut s = String::with_capacity(rows.len() * 160 + 256);
-    s.push_str(CSV_HEADER);
-    for r in rows {
-        s.push_str(&record(&[
-            meta[r.func].name.clone(),
-            version.to_string(),
-            r.tid.clone(),
-            format!("{:.3}", r.scheduled_ms),
-            format!("{:.3}", r.sent_ms),
-            format!("{:.3}", r.lateness_ms()),
-            format!("{:.3}", r.client_latency_ms()),
-            format!("{:.3}", r.latency_from_schedule_ms()),
-            opt(r.worker_duration_ms),
-            opt(r.func_start_ms),
-            opt(r.func_end_ms),
-            opt(r.func_duration_ms),
-            r.state.to_string(),
-            opt(r.queue_ms),
-            opt(r.cold_start_ms),
-            opt(r.overhead_ms()),
-            r.success.to_string(),
-            r.error.clone(),
-        ]));
+        }
     }
-    std::fs::write(path, s)
+    (row, state)
+}
+
+/// `x` with three decimals, as `{:.3}` writes it (but without the float formatting
+/// machinery, which dominated the cost of writing rows).
+fn fixed3(s: &mut String, x: f64) {
+    let m = (x * 1000.0).round();
+    if m.is_nan() || m.abs() >= 9e15 {
+        let _ = write!(s, "{x:.3}");
+        return;
+    }
+    let m = m as i64;
+    if m < 0 {
+        s.push('-');
+    }
+    let a = m.unsigned_abs();
+    let _ = write!(s, "{}.{:03}", a / 1000, a % 1000);
+}
+
+fn opt(s: &mut String, x: Option<f64>) {
+    if let Some(v) = x {
+        fixed3(s, v);
+    }
+}
+
+/// Appends a row of invocations.csv to `s`; `function` is the row's function name.
+pub fn format_row(s: &mut String, r: &Row, function: &str, version: &str, tid_prefix: &str) {
+    s.push_str(&field(function));
+    s.push(',');
+    s.push_str(&field(version));
+    s.push(',');
+    s.push_str(&field(tid_prefix));
+    let _ = write!(s, "-{}", r.index);
+    for x in [r.scheduled_ms, r.sent_ms, r.lateness_ms(), r.client_latency_ms(), r.latency_from_schedule_ms()] {
+        s.push(',');
+        fixed3(s, x);
+    }
+    s.push(',');
+    for x in [r.worker_duration_ms, r.func_start_ms, r.func_end_ms, r.func_duration_ms] {
+        opt(s, x);
+        s.push(',');
+    }
+    s.push_str(r.state);
+    for x in [r.queue_ms, r.cold_start_ms, r.overhead_ms()] {
+        s.push(',');
+        opt(s, x);
+    }
+    let _ = write!(s, ",{},", r.success);
+    s.push_str(&field(&r.error));
+    s.push('\n');
+}
+
+/// What a run keeps in memory once its rows are written.
+#[derive(Default)]
+pub struct Recorded {
+    /// One per invocation, in the arrivals' order.
+    pub samples: Vec<Sample>,
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// The error of the earliest failed invocation.
+    pub first_error: Option<String>,
+}
+
+/// Streams rows to invocations.csv in the arrivals' order, whatever order they complete in.
+/// Invocations record themselves as they finish (it is shared behind a mutex, see
+/// [`SharedRecorder`]), so no channel or extra task sits between them and the file.
+pub struct Recorder {
+    out: std::io::BufWriter<std::fs::File>,
+    functions: Vec<String>,
+    version: String,
+    tid_prefix: String,
+    start_unix_s: f64,
+    /// Completed rows waiting for an earlier one; slot k is invocation `next + k`.
+    waiting: VecDeque<Option<(Row, State)>>,
+    next: usize,
+    line: String,
+    recorded: Recorded,
+    /// The first write error; reported by `finish`.
+    failed: Option<std::io::Error>,
+}
+
+pub type SharedRecorder = std::sync::Arc<std::sync::Mutex<Recorder>>;
+
+impl Recorder {
+    pub fn create(
+        path: &Path,
+        meta: &[FunctionMeta],
+        version: &str,
+        tid_prefix: &str,
+        expected: usize,
+    ) -> std::io::Result<Self> {
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(path)?);
+        out.write_all(CSV_HEADER.as_bytes())?;
+        Ok(Recorder {
+            out,
+            functions: meta.iter().map(|f| f.name.clone()).collect(),
+            version: version.into(),
+            tid_prefix: tid_prefix.into(),
+            start_unix_s: 0.0,
+            waiting: VecDeque::new(),
+            next: 0,
+            line: String::with_capacity(256),
+            recorded: Recorded { samples: Vec::with_capacity(expected), ..Default::default() },
+            failed: None,
+        })
+    }
+
+    pub fn shared(self) -> SharedRecorder {
+        std::sync::Arc::new(std::sync::Mutex::new(self))
+    }
+
+    /// Sets the Unix time (seconds) of the run's zero; in-function times are relative to it.
+    pub fn set_start_unix_s(&mut self, start_unix_s: f64) {
+        self.start_unix_s = start_unix_s;
+    }
+
+    /// Records invocation `i`; writes it and every following one already complete.
+    pub fn record(&mut self, i: usize, o: Outcome) {
+        let r = row(i, o, self.start_unix_s);
+        let k = i.checked_sub(self.next).expect("each invocation is recorded once");
+        if self.waiting.len() <= k {
+            self.waiting.resize_with(k + 1, || None);
+        }
+        self.waiting[k] = Some(r);
+        while let Some(Some(_)) = self.waiting.front() {
+            let (row, state) = self.waiting.pop_front().flatten().expect("checked");
+            self.write(row, state);
+            self.next += 1;
+        }
+    }
+
+    fn write(&mut self, row: Row, state: State) {
+        self.line.clear();
+        format_row(&mut self.line, &row, &self.functions[row.func], &self.version, &self.tid_prefix);
+        if self.failed.is_none()
+            && let Err(e) = self.out.write_all(self.line.as_bytes())
+        {
+            self.failed = Some(e);
+        }
+        self.recorded.samples.push(row.sample(state));
+        if !row.success {
+            let kind = row.error.split(':').next().unwrap_or("error").to_string();
+            *self.recorded.errors_by_kind.entry(kind).or_default() += 1;
+            if self.recorded.first_error.is_none() {
+                self.recorded.first_error = Some(row.error);
+            }
+        }
+    }
+
+    /// Flushes the file; every invocation must have been recorded.
+    pub fn finish(mut self) -> anyhow::Result<Recorded> {
+        if !self.waiting.is_empty() {
+            anyhow::bail!("invocation {} never answered", self.next);
+        }
+        if let Some(e) = self.failed.take() {
+            return Err(anyhow::Error::new(e).context("writing invocations.csv"));
+        }
+        self.out.flush()?;
+        Ok(self.recorded)
+    }
+
+    /// Takes the recorder out of its sharing once every invocation has finished.
+    pub fn unshare(shared: SharedRecorder) -> anyhow::Result<Recorded> {
+        let m = std::sync::Arc::try_unwrap(shared)
+            .map_err(|_| anyhow::anyhow!("an invocation still holds the recorder"))?;
+        m.into_inner().map_err(|_| anyhow::anyhow!("an invocation panicked while recording"))?.finish()
+    }
 }
 
 /// Exact percentiles of a sample (milliseconds in, milliseconds out).
@@ -160,50 +397,54 @@ pub fn percentiles(mut xs: Vec<f64>) -> Value {
     })
 }
 
-fn group_stats(rows: &[&Row]) -> Value {
-    let ok: Vec<&&Row> = rows.iter().filter(|r| r.success).collect();
-    let count = |s: &str| rows.iter().filter(|r| r.success && r.state == s).count();
+fn group_stats(rows: &[&Sample]) -> Value {
+    let ok: Vec<&&Sample> = rows.iter().filter(|r| r.success).collect();
+    let count = |s: State| ok.iter().filter(|r| r.state == s).count();
     json!({
         "invocations": rows.len(),
         "succeeded": ok.len(),
         "failed": rows.len() - ok.len(),
-        "cold": count("cold"),
-        "warm": count("warm"),
-        "prewarm": count("prewarm"),
-        "cold_start_rate": if ok.is_empty() { 0.0 } else { count("cold") as f64 / ok.len() as f64 },
+        "cold": count(State::Cold),
+        "warm": count(State::Warm),
+        "prewarm": count(State::Prewarm),
+        "cold_start_rate": if ok.is_empty() { 0.0 } else { count(State::Cold) as f64 / ok.len() as f64 },
         "client_latency_ms": percentiles(ok.iter().map(|r| r.client_latency_ms()).collect()),
         "latency_from_schedule_ms": percentiles(ok.iter().map(|r| r.latency_from_schedule_ms()).collect()),
         "overhead_ms": percentiles(ok.iter().filter_map(|r| r.overhead_ms()).collect()),
-        "cold_start_ms": percentiles(ok.iter().filter(|r| r.state == "cold").filter_map(|r| r.cold_start_ms).collect()),
+        "cold_start_ms": percentiles(ok.iter().filter(|r| r.state == State::Cold).filter_map(|r| r.cold_start_ms()).collect()),
     })
+}
+
+/// The samples of each function, by metadata index.
+fn by_function(samples: &[Sample], functions: usize) -> Vec<Vec<&Sample>> {
+    let mut per: Vec<Vec<&Sample>> = vec![Vec::new(); functions];
+    for r in samples {
+        per[r.func as usize].push(r);
+    }
+    per
 }
 
 /// The JSON summary: counts, errors, cold starts, percentiles overall and per function,
 /// requested vs achieved rate, schedule lateness.
-pub fn summary(rows: &[Row], meta: &[FunctionMeta], wake_lateness_ns: &[u64], realtime: bool) -> Value {
-    let all: Vec<&Row> = rows.iter().collect();
+pub fn summary(rec: &Recorded, meta: &[FunctionMeta], wake_lateness_ns: &[u64], realtime: bool) -> Value {
+    let rows = &rec.samples;
+    let all: Vec<&Sample> = rows.iter().collect();
     let mut s = group_stats(&all);
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    for r in rows.iter().filter(|r| !r.success) {
-        let kind = r.error.split(':').next().unwrap_or("error").to_string();
-        *errors.entry(kind).or_default() += 1;
-    }
-    s["errors_by_kind"] = json!(errors);
-    s["first_error"] = json!(rows.iter().find(|r| !r.success).map(|r| r.error.clone()));
+    s["errors_by_kind"] = json!(rec.errors_by_kind);
+    s["first_error"] = json!(rec.first_error);
     let span = |a: f64, b: f64| (b - a).max(1e-9) / 1e3;
-    let first = |f: fn(&Row) -> f64| rows.iter().map(f).fold(f64::INFINITY, f64::min);
-    let last = |f: fn(&Row) -> f64| rows.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
+    let first = |f: fn(&Sample) -> f64| rows.iter().map(f).fold(f64::INFINITY, f64::min);
+    let last = |f: fn(&Sample) -> f64| rows.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
     let n = rows.len() as f64;
     s["requested_rate_per_s"] = json!(n / span(first(|r| r.scheduled_ms), last(|r| r.scheduled_ms)));
     s["achieved_send_rate_per_s"] = json!(n / span(first(|r| r.sent_ms), last(|r| r.sent_ms)));
     s["completion_rate_per_s"] = json!(n / span(first(|r| r.sent_ms), last(|r| r.done_ms)));
     s["duration_s"] = json!(span(0.0, last(|r| r.done_ms)));
-    s["lateness_ms"] = percentiles(rows.iter().map(Row::lateness_ms).collect());
+    s["lateness_ms"] = percentiles(rows.iter().map(Sample::lateness_ms).collect());
     s["scheduler_wake_lateness_ms"] = percentiles(wake_lateness_ns.iter().map(|&x| x as f64 / 1e6).collect());
     s["scheduler_realtime_priority"] = json!(realtime);
     let mut per = serde_json::Map::new();
-    for (i, f) in meta.iter().enumerate() {
-        let mine: Vec<&Row> = rows.iter().filter(|r| r.func == i).collect();
+    for (f, mine) in meta.iter().zip(by_function(rows, meta.len())) {
         if !mine.is_empty() {
             per.insert(f.name.clone(), group_stats(&mine));
         }
@@ -266,9 +507,9 @@ fn bucket_width(secs: f64) -> f64 {
 }
 
 /// latency_cdf.svg, overhead_over_time.svg and cold_starts_throughput.svg.
-pub fn write_plots(dir: &Path, rows: &[Row], meta: &[FunctionMeta]) -> std::io::Result<()> {
-    let mut counts: Vec<(usize, usize)> =
-        (0..meta.len()).map(|i| (rows.iter().filter(|r| r.func == i).count(), i)).collect();
+pub fn write_plots(dir: &Path, rows: &[Sample], meta: &[FunctionMeta]) -> std::io::Result<()> {
+    let per = by_function(rows, meta.len());
+    let mut counts: Vec<(usize, usize)> = per.iter().enumerate().map(|(i, v)| (v.len(), i)).collect();
     counts.sort_by(|a, b| b.cmp(a));
     let cdf = |xs: &mut Vec<f64>| {
         xs.sort_by(f64::total_cmp);
@@ -283,8 +524,7 @@ pub fn write_plots(dir: &Path, rows: &[Row], meta: &[FunctionMeta]) -> std::io::
     let mut series = Vec::new();
     for &(n, i) in counts.iter().take(8).filter(|c| c.0 > 0) {
         let _ = n;
-        let mut xs: Vec<f64> =
-            rows.iter().filter(|r| r.func == i && r.success).map(|r| r.client_latency_ms()).collect();
+        let mut xs: Vec<f64> = per[i].iter().filter(|r| r.success).map(|r| r.client_latency_ms()).collect();
         series.push(Series { name: meta[i].name.clone(), points: cdf(&mut xs) });
     }
     if counts.iter().filter(|c| c.0 > 0).count() > 1 {
@@ -314,7 +554,7 @@ pub fn write_plots(dir: &Path, rows: &[Row], meta: &[FunctionMeta]) -> std::io::
         if r.success {
             done[d.min(nb - 1)] += 1;
         }
-        if r.state == "cold" {
+        if r.state == State::Cold {
             cold[d.min(nb - 1)] += 1;
         }
     }

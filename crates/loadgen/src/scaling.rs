@@ -5,7 +5,8 @@ use crate::closed_loop::run_step;
 use crate::plots::{Chart, Series};
 use crate::replay::functions_of;
 use crate::report::{context, percentiles_us};
-use crate::target::{TargetArgs, connect, register_all, requests};
+use crate::target::{TargetArgs, connect, requests};
+use crate::transport::{Grpc, register_all};
 use anyhow::{Context, bail};
 use serde_json::json;
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ pub struct ScalingArgs {
 
 pub async fn run(args: ScalingArgs) -> anyhow::Result<()> {
     args.target.check_supported()?;
+    if args.target.setup == crate::target::Setup::Simulation {
+        bail!("scaling runs closed-loop clients in real time; --setup simulation is for trace and rate");
+    }
     if args.start == 0 || args.end < args.start || args.step == 0 {
         bail!("--start must be at least 1, --end at least --start, --step at least 1");
     }
@@ -46,8 +50,8 @@ pub async fn run(args: ScalingArgs) -> anyhow::Result<()> {
     let plans = args.target.plans(&meta[..1])?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let endpoint = args.target.endpoint();
-    let mut clients = connect(&endpoint, 1).await?;
-    register_all(&mut clients[0], &plans, args.target.prewarm).await?;
+    let grpc = Grpc::new(connect(&endpoint, 1).await?);
+    register_all(&grpc, &plans, args.target.prewarm).await?;
     let request = requests(&plans).remove(0);
     println!(
         "scaling {}: closed-loop clients {}..{} step {}, {} s each",

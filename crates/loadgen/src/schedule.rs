@@ -7,26 +7,15 @@
 
 use crate::open_loop::set_fine_timer_slack;
 use crate::progress::Progress;
+use crate::results::{Outcome, Recorder};
 use crate::trace::Arrival;
+use crate::transport::Transport;
 use iluvatar_rpc as rpc;
-use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tonic::transport::Channel;
 
-/// What happened to one invocation; times are nanoseconds from the start of the run.
-pub struct Outcome {
-    pub scheduled_ns: u64,
-    pub sent_ns: u64,
-    pub done_ns: u64,
-    pub response: Result<rpc::InvokeResponse, String>,
-}
-
+/// How the schedule went, beyond the rows.
 pub struct Run {
-    /// One per arrival, in the arrivals' order.
-    pub outcomes: Vec<Outcome>,
-    /// The Unix time (seconds) of the run's time zero.
-    pub start_unix_s: f64,
     /// How late the scheduler thread woke for each arrival (before the hand-off to the
     /// runtime), nanoseconds; the per-row lateness also counts the hand-off.
     pub wake_lateness_ns: Vec<u64>,
@@ -34,24 +23,26 @@ pub struct Run {
     pub realtime: bool,
 }
 
-/// Sends `arrivals`; `requests[func]` is the request of each function (its transaction id
-/// is replaced by `{tid_prefix}-{index}`).
-pub async fn run(
-    clients: &[IluvatarWorkerClient<Channel>],
+/// Sends `arrivals` through `transport` in real time and records every outcome;
+/// `requests[func]` is the request of each function (its transaction id is replaced by
+/// `{tid_prefix}-{index}`).
+pub async fn run<T: Transport>(
+    transport: &T,
     requests: Vec<rpc::InvokeRequest>,
     arrivals: Arc<Vec<Arrival>>,
     tid_prefix: String,
     progress: Progress,
+    recorder: &mut Recorder,
 ) -> anyhow::Result<Run> {
-    let n = arrivals.len();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Outcome)>();
     let handle = tokio::runtime::Handle::current();
-    let clients = clients.to_vec();
     let start = Instant::now() + Duration::from_millis(100);
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let start_unix_s = since_epoch.as_secs_f64() + start.saturating_duration_since(Instant::now()).as_secs_f64();
+    recorder
+        .set_start_unix_s(since_epoch.as_secs_f64() + start.saturating_duration_since(Instant::now()).as_secs_f64());
     let sched_progress = progress.clone();
     let sched_arrivals = arrivals.clone();
+    let transport = transport.clone();
     // The schedule is kept by a dedicated thread with fine timer slack: tokio's timers tick
     // in whole milliseconds, which would make every request up to 1 ms late.
     let scheduler = std::thread::Builder::new().name("schedule".into()).spawn(move || {
@@ -65,40 +56,35 @@ pub async fn run(
                 std::thread::sleep(scheduled - now);
             }
             wake.push(Instant::now().saturating_duration_since(scheduled).as_nanos() as u64);
-            let mut client = clients[i % clients.len()].clone();
+            let t = transport.clone();
             let mut req = requests[a.func].clone();
             req.transaction_id = format!("{tid_prefix}-{i}");
             let tx = tx.clone();
             let p = sched_progress.clone();
+            let func = a.func;
             handle.spawn(async move {
                 let sent = Instant::now();
-                let r = client.invoke(req).await;
+                let response = t.invoke(req).await;
                 let done = Instant::now();
                 let ns = |t: Instant| t.saturating_duration_since(start).as_nanos() as u64;
-                let response = match r {
-                    Ok(r) => Ok(r.into_inner()),
-                    Err(s) => Err(format!("gRPC error: {} ({})", s.message(), s.code())),
-                };
                 p.done(response.as_ref().map(|r| r.success).unwrap_or(false));
-                let _ = tx
-                    .send((i, Outcome { scheduled_ns: ns(scheduled), sent_ns: ns(sent), done_ns: ns(done), response }));
+                let o = Outcome { func, scheduled_ns: ns(scheduled), sent_ns: ns(sent), done_ns: ns(done), response };
+                let _ = tx.send((i, o));
             });
             sched_progress.sent();
         }
         (wake, realtime)
     })?;
     let ticker = progress.start_ticker();
-    let mut slots: Vec<Option<Outcome>> = (0..n).map(|_| None).collect();
     while let Some((i, o)) = rx.recv().await {
-        slots[i] = Some(o);
+        recorder.record(i, o);
     }
     ticker.abort();
     progress.finish();
     let (wake_lateness_ns, realtime) = tokio::task::spawn_blocking(move || scheduler.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the scheduler thread panicked"))?;
-    let outcomes = slots.into_iter().map(|o| o.expect("every invocation answers")).collect();
-    Ok(Run { outcomes, start_unix_s, wake_lateness_ns, realtime })
+    Ok(Run { wake_lateness_ns, realtime })
 }
 
 /// Gives the scheduler thread a real-time priority (SCHED_FIFO) when allowed (root or

@@ -23,7 +23,8 @@ pub enum TargetKind {
 pub enum Setup {
     /// Real load against a running target.
     Live,
-    /// The same workload in simulated time, in process (not implemented yet).
+    /// The same workload in virtual time: the real worker code in this process, with the
+    /// `sim` backend, configured by --worker-config, seeded by --seed.
     Simulation,
 }
 
@@ -76,6 +77,11 @@ pub struct TargetArgs {
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,
+    /// Simulation: the worker's config file (JSON or TOML, as for iluvatar_worker); its
+    /// isolation backends are replaced by its `sim` one (or a default `sim`) and its state
+    /// directory by a temporary one. No file means the worker's defaults.
+    #[arg(long)]
+    pub worker_config: Option<PathBuf>,
 }
 
 /// One function measured by `benchmark`.
@@ -107,8 +113,8 @@ pub struct Plan {
 impl TargetArgs {
     /// Refuses what is not implemented, before anything else happens.
     pub fn check_supported(&self) -> anyhow::Result<()> {
-        if self.setup == Setup::Simulation {
-            bail!("--setup simulation is not implemented yet (issue 5); use --setup live");
+        if self.setup == Setup::Live && self.worker_config.is_some() {
+            bail!("--worker-config configures a simulated worker; it needs --setup simulation");
         }
         if self.target == TargetKind::Controller {
             bail!("--target controller is not implemented yet (the controller does not exist); use --target worker");
@@ -134,11 +140,19 @@ impl TargetArgs {
             }
             None => None,
         };
-        let synthetic = match (self.isolation, &data) {
+        let synthetic = match (self.isolation(), &data) {
             (Isolation::Runtime, None) => Some(code_folder(&self.functions_dir.join("synthetic"))?),
             _ => None,
         };
         Ok(meta.iter().map(|f| self.plan(f, data.as_ref(), synthetic.as_deref())).collect())
+    }
+
+    /// The backend functions are registered with: always `sim` in a simulation.
+    pub fn isolation(&self) -> Isolation {
+        match self.setup {
+            Setup::Simulation => Isolation::Sim,
+            Setup::Live => self.isolation,
+        }
     }
 
     fn plan(&self, f: &FunctionMeta, data: Option<&FunctionData>, synthetic: Option<&Path>) -> Plan {
@@ -153,7 +167,7 @@ impl TargetArgs {
             ..Default::default()
         };
         let json_args;
-        match (self.isolation, data) {
+        match (self.isolation(), data) {
             (Isolation::Sim, _) => {
                 register.image_name = "sim:synthetic".into();
                 register.isolate = rpc::isolation::SIM;
@@ -220,37 +234,6 @@ pub async fn connect(endpoint: &str, n: usize) -> anyhow::Result<Vec<IluvatarWor
         })?
         .with_context(|| format!("the target at {endpoint} does not answer the worker protocol"))?;
     Ok(out)
-}
-
-/// Registers every function, then prewarms `prewarm` containers of each.
-pub async fn register_all(
-    client: &mut IluvatarWorkerClient<Channel>,
-    plans: &[Plan],
-    prewarm: u32,
-) -> anyhow::Result<()> {
-    for p in plans {
-        let r = client.register(p.register.clone()).await?.into_inner();
-        if !r.success {
-            bail!("registering {}-{}: {}", p.register.function_name, p.register.function_version, r.error);
-        }
-    }
-    for p in plans {
-        for i in 0..prewarm {
-            let r = client
-                .prewarm(rpc::PrewarmRequest {
-                    function_name: p.register.function_name.clone(),
-                    function_version: p.register.function_version.clone(),
-                    transaction_id: format!("prewarm-{}-{i}", p.register.function_name),
-                    compute: rpc::compute::CPU,
-                })
-                .await?
-                .into_inner();
-            if !r.success {
-                bail!("prewarming {}: {}", p.register.function_name, r.message);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The invoke request of each plan.

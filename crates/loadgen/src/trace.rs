@@ -1,7 +1,7 @@
 //! The Ilúvatar trace formats: a trace (`func_name,invoke_time_ms`, sorted, 0-based) and
 //! function metadata (`func_name,cold_dur_ms,warm_dur_ms,mem_mb`, extra columns allowed).
 
-use crate::csv::{InputError, Table, record};
+use crate::csv::{InputError, Records, Table, record};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -71,18 +71,23 @@ fn metadata_of(t: Table) -> Result<Vec<FunctionMeta>, InputError> {
     Ok(out)
 }
 
-/// Reads a trace whose functions must all be in `meta`.
+/// Reads a trace whose functions must all be in `meta`, record by record (a trace may hold
+/// millions of invocations).
 pub fn read_trace(path: &Path, meta: &[FunctionMeta]) -> Result<Vec<Arrival>, InputError> {
-    let t = Table::read(path)?;
+    let mut records = Records::open(path)?;
+    let t = &records.table;
     let (n, time) = (t.column("func_name")?, t.column("invoke_time_ms")?);
     let index: HashMap<&str, usize> = meta.iter().enumerate().map(|(i, f)| (f.name.as_str(), i)).collect();
-    let mut out = Vec::with_capacity(t.rows.len());
+    let mut out = Vec::new();
     let mut last = 0.0f64;
-    for (line, row) in &t.rows {
+    while let Some(record) = records.next_record() {
+        let (line, row) = record?;
+        let t = &records.table;
+        let line = &line;
         let name = row[n].trim();
         let func =
             *index.get(name).ok_or_else(|| t.error(*line, format!("function {name:?} is not in the metadata file")))?;
-        let ms = t.number(*line, row, time)?;
+        let ms = t.number(*line, &row, time)?;
         if ms < 0.0 {
             return Err(t.error(*line, format!("invoke_time_ms is negative ({ms})")));
         }
@@ -93,7 +98,7 @@ pub fn read_trace(path: &Path, meta: &[FunctionMeta]) -> Result<Vec<Arrival>, In
         out.push(Arrival { func, time_ms: ms });
     }
     if out.is_empty() {
-        return Err(t.error(0, "the trace holds no invocation"));
+        return Err(records.table.error(0, "the trace holds no invocation"));
     }
     Ok(out)
 }

@@ -25,6 +25,10 @@ pub struct Args {
     /// Cold starts to measure (each the first call of a freshly registered version).
     #[arg(long, default_value_t = 200)]
     cold_starts: usize,
+    /// Pause between cold starts (lets the worker restore its standby containers, as a
+    /// workload that is not only cold starts would).
+    #[arg(long, default_value_t = 100)]
+    cold_gap_ms: u64,
     /// Closed-loop client counts.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
     clients: Vec<usize>,
@@ -179,6 +183,7 @@ async fn cold_starts(c: &mut IluvatarWorkerClient<Channel>, image: &str, args: &
             worker_cold.saturating_record(v["timings"]["cold_start_us"].as_u64().unwrap_or(0) * 1000);
         }
         c.clean(rpc::CleanRequest::default()).await?;
+        tokio::time::sleep(Duration::from_millis(args.cold_gap_ms)).await;
     }
     let q = |p: f64| lat.value_at_quantile(p) as f64 / 1e6;
     println!(
@@ -189,8 +194,10 @@ async fn cold_starts(c: &mut IluvatarWorkerClient<Channel>, image: &str, args: &
         q(0.99),
         worker_cold.value_at_quantile(0.5) as f64 / 1e6
     );
-    Ok(json!({"attempts": args.cold_starts, "ok": lat.len(), "failed": failed, "not_cold": not_cold,
-        "first_error": first_error, "latency_us": percentiles_us(&lat), "container_start_us": percentiles_us(&worker_cold)}))
+    Ok(
+        json!({"attempts": args.cold_starts, "gap_ms": args.cold_gap_ms, "ok": lat.len(), "failed": failed, "not_cold": not_cold,
+        "first_error": first_error, "latency_us": percentiles_us(&lat), "container_start_us": percentiles_us(&worker_cold)}),
+    )
 }
 
 /// RSS of the worker's container processes (its children) and their cgroups' usage.

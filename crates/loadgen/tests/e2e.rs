@@ -295,9 +295,9 @@ fn bad_inputs_fail_before_any_load_with_file_line_and_reason() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the worker at http://127.0.0.1:"));
 
-    let o = load_gen(&["trace", "--setup", "simulation", "--input", s(&trace), "--metadata", s(&good_meta)]);
+    let o = load_gen(&["trace", "--worker-config", "w.json", "--input", s(&trace), "--metadata", s(&good_meta)]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not implemented yet (issue 5)"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("it needs --setup simulation"));
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -1,0 +1,85 @@
+//! How requests reach a target: the one abstraction the replay loop sends through. A live
+//! worker is reached over gRPC ([`Grpc`]); a simulated one is called in process
+//! (`sim::InProcess`). Both take and return the protocol's messages.
+
+use anyhow::{Context, bail};
+use iluvatar_rpc as rpc;
+use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tonic::transport::Channel;
+
+use crate::target::Plan;
+
+/// The operations of the worker protocol that a load run uses.
+pub trait Transport: Clone + Send + Sync + 'static {
+    fn register(&self, req: rpc::RegisterRequest)
+    -> impl Future<Output = anyhow::Result<rpc::RegisterResponse>> + Send;
+    fn prewarm(&self, req: rpc::PrewarmRequest) -> impl Future<Output = anyhow::Result<rpc::PrewarmResponse>> + Send;
+    /// An invocation's response, or why none came (a transport error, as text).
+    fn invoke(&self, req: rpc::InvokeRequest) -> impl Future<Output = Result<rpc::InvokeResponse, String>> + Send;
+}
+
+/// gRPC channels to one live target; invocations are spread over them round robin.
+#[derive(Clone)]
+pub struct Grpc {
+    clients: Arc<Vec<IluvatarWorkerClient<Channel>>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Grpc {
+    pub fn new(clients: Vec<IluvatarWorkerClient<Channel>>) -> Self {
+        assert!(!clients.is_empty(), "at least one connection");
+        Grpc { clients: Arc::new(clients), next: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    fn client(&self) -> IluvatarWorkerClient<Channel> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.clients[i % self.clients.len()].clone()
+    }
+}
+
+impl Transport for Grpc {
+    async fn register(&self, req: rpc::RegisterRequest) -> anyhow::Result<rpc::RegisterResponse> {
+        Ok(self.clients[0].clone().register(req).await?.into_inner())
+    }
+
+    async fn prewarm(&self, req: rpc::PrewarmRequest) -> anyhow::Result<rpc::PrewarmResponse> {
+        Ok(self.clients[0].clone().prewarm(req).await?.into_inner())
+    }
+
+    async fn invoke(&self, req: rpc::InvokeRequest) -> Result<rpc::InvokeResponse, String> {
+        match self.client().invoke(req).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(format!("gRPC error: {} ({})", s.message(), s.code())),
+        }
+    }
+}
+
+/// Registers every function, then prewarms `prewarm` containers of each.
+pub async fn register_all(t: &impl Transport, plans: &[Plan], prewarm: u32) -> anyhow::Result<()> {
+    for p in plans {
+        let r = t.register(p.register.clone()).await.context("registering")?;
+        if !r.success {
+            bail!("registering {}-{}: {}", p.register.function_name, p.register.function_version, r.error);
+        }
+    }
+    for p in plans {
+        for i in 0..prewarm {
+            let r = t
+                .prewarm(rpc::PrewarmRequest {
+                    function_name: p.register.function_name.clone(),
+                    function_version: p.register.function_version.clone(),
+                    transaction_id: format!("prewarm-{}-{i}", p.register.function_name),
+                    compute: rpc::compute::CPU,
+                })
+                .await
+                .context("prewarming")?;
+            if !r.success {
+                bail!("prewarming {}: {}", p.register.function_name, r.message);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Simulation (`--setup simulation`): the real worker code in process under virtual time.
+//! Runs the library directly (no binaries needed). Every test prints its seed, and every
+//! assertion names it, so a failure can be replayed bit for bit.
+
+use clap::Parser;
+use iluvatar_load_gen::generate::{SyntheticArgs, synthetic_workload, write};
+use iluvatar_load_gen::replay::{RateArgs, TraceArgs, run_rate, run_trace};
+use iluvatar_load_gen::target::Setup;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const SEED: u64 = 42;
+const FILES: [&str; 5] =
+    ["invocations.csv", "summary.json", "latency_cdf.svg", "overhead_over_time.svg", "cold_starts_throughput.svg"];
+
+fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d =
+        std::env::temp_dir().join(format!("lg-sim-{}-{}-{tag}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[derive(Parser)]
+struct TraceCli {
+    #[command(flatten)]
+    args: TraceArgs,
+}
+
+#[derive(Parser)]
+struct RateCli {
+    #[command(flatten)]
+    args: RateArgs,
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `trace --setup simulation ...` in a virtual-time runtime, as the binary runs it.
+fn simulate(dir: &Path, config: &Path, out: &Path, seed: u64) {
+    let seed = seed.to_string();
+    let (trace, metadata) = (dir.join("trace.csv"), dir.join("metadata.csv"));
+    let argv = [
+        "trace",
+        "--setup",
+        "simulation",
+        "--quiet",
+        "--worker-config",
+        s(config),
+        "--input",
+        s(&trace),
+        "--metadata",
+        s(&metadata),
+        "--out",
+        s(out),
+        "--seed",
+        &seed,
+    ];
+    let args = TraceCli::try_parse_from(argv).unwrap().args;
+    assert!(args.target.setup == Setup::Simulation);
+    let rt = iluvatar_load_gen::sim::runtime().unwrap();
+    rt.block_on(run_trace(args)).unwrap_or_else(|e| panic!("seed {seed}: simulation failed: {e:#}"));
+}
+
+/// A workload that exercises queueing, eviction, memory waits and keep-alive expiry.
+fn workload(dir: &Path, seed: u64) {
+    let a = SyntheticArgs {
+        functions: 8,
+        duration_s: 120.0,
+        mean_rate: 4.0,
+        rate_sigma: 1.0,
+        mean_warm_ms: 30.0,
+        warm_sigma: 1.0,
+        mean_cold_extra_ms: 200.0,
+        cold_sigma: 0.5,
+        mem_mb: vec![128, 256, 512],
+        seed,
+        out: dir.to_path_buf(),
+    };
+    let (meta, mut arrivals) = synthetic_workload(&a).unwrap();
+    write(dir, &meta, &mut arrivals).unwrap();
+}
+
+fn config(dir: &Path, name: &str, ttl_ms: u64) -> PathBuf {
+    let p = dir.join(name);
+    let c = serde_json::json!({
+        "container_pool": {"memory_mb": 1024, "keep_alive": {"type": "fixed", "ttl_ms": ttl_ms}},
+        "invoker": {"concurrency": 3, "memory_wait_ms": 2000},
+    });
+    std::fs::write(&p, c.to_string()).unwrap();
+    p
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn same_inputs_and_seed_give_byte_identical_results() {
+    println!("simulation seed {SEED}");
+    let dir = temp_dir("det");
+    workload(&dir, SEED);
+    let cfg = config(&dir, "w.json", 5_000);
+    let out = dir.join("out");
+    simulate(&dir, &cfg, &out, SEED);
+    let first = dir.join("first");
+    std::fs::rename(&out, &first).unwrap();
+    // The same --out path, so that even the command line in summary.json is the same.
+    simulate(&dir, &cfg, &out, SEED);
+    for f in FILES {
+        assert!(read(&first.join(f)) == read(&out.join(f)), "seed {SEED}: {f} differs between two identical runs");
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&read(&out.join("summary.json"))).unwrap();
+    let cold = summary["cold"].as_u64().unwrap();
+    assert!(cold > 0 && summary["warm"].as_u64().unwrap() > 0, "seed {SEED}: both cold and warm starts expected");
+    assert_eq!(summary["target"]["setup"], "simulation");
+
+    // Another config changes the outcome (shorter keep-alive: more cold starts).
+    let short = config(&dir, "short.json", 200);
+    let other = dir.join("other");
+    simulate(&dir, &short, &other, SEED);
+    assert!(read(&other.join("invocations.csv")) != read(&out.join("invocations.csv")), "seed {SEED}");
+    let s2: serde_json::Value = serde_json::from_slice(&read(&other.join("summary.json"))).unwrap();
+    assert!(s2["cold"].as_u64().unwrap() > cold, "seed {SEED}: a 200 ms keep-alive should cold-start more");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn rate_seed_drives_the_arrivals() {
+    println!("simulation seed {SEED}");
+    let dir = temp_dir("rate");
+    let run = |seed: u64, out: &Path| {
+        let seed = seed.to_string();
+        let argv = [
+            "rate",
+            "--setup",
+            "simulation",
+            "--quiet",
+            "--function",
+            "f:50:5:128",
+            "--function",
+            "g:80:20:256",
+            "--rate",
+            "40",
+            "--duration-s",
+            "20",
+            "--seed",
+            &seed,
+            "--out",
+            s(out),
+        ];
+        let args = RateCli::try_parse_from(argv).unwrap().args;
+        let rt = iluvatar_load_gen::sim::runtime().unwrap();
+        rt.block_on(run_rate(args)).unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
+        read(&out.join("invocations.csv"))
+    };
+    let (a, b, c) = (run(SEED, &dir.join("a")), run(SEED, &dir.join("b")), run(SEED + 1, &dir.join("c")));
+    assert!(a == b, "seed {SEED}: the same seed gave different rows");
+    assert!(a != c, "seeds {SEED} and {}: different seeds gave the same rows", SEED + 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn virtual_time_gives_exact_cold_and_warm_latencies() {
+    println!("simulation seed {SEED}");
+    let dir = temp_dir("exact");
+    std::fs::write(dir.join("metadata.csv"), "func_name,cold_dur_ms,warm_dur_ms,mem_mb\nf,300,20,128\n").unwrap();
+    let mut trace = String::from("func_name,invoke_time_ms\n");
+    for i in 0..50 {
+        trace.push_str(&format!("f,{}\n", i * 100));
+    }
+    std::fs::write(dir.join("trace.csv"), trace).unwrap();
+    let cfg = dir.join("w.json");
+    std::fs::write(&cfg, r#"{"invoker": {"concurrency": 4}, "isolation": {"backends": [{"type": "runtime"}]}}"#)
+        .unwrap();
+    let out = dir.join("out");
+    simulate(&dir, &cfg, &out, SEED);
+    let text = String::from_utf8(read(&out.join("invocations.csv"))).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 50);
+    // client_latency_ms is column 6, container_state column 12.
+    assert_eq!((rows[0][12], rows[0][6]), ("cold", "300.000"), "seed {SEED}: {:?}", rows[0]);
+    for r in &rows[4..] {
+        assert_eq!((r[12], r[6]), ("warm", "20.000"), "seed {SEED}: {r:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Fidelity of the simulation: one trace run live (real containers, runtime backend) and
+# simulated (the same worker config), compared per function: cold starts, mean, p50 and
+# p99 client latency, relative errors. Needs root (real containers).
+#
+#   bash scripts/fidelity.sh [OUT]     # env: DURATION_S (300), FUNCTIONS (10), PORT (8391)
+#
+# Steps: generate a synthetic trace; calibrate (a live run of a calibration trace on a
+# worker with a 1 s keep-alive gives each function's measured cold and warm latency, the
+# durations the sim backend then takes); run the trace live; simulate it with the
+# calibrated metadata and the same worker config; compare.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-results/fidelity}
+DUR=${DURATION_S:-300}
+NF=${FUNCTIONS:-10}
+PORT=${PORT:-8391}
+W=target/release/iluvatar_worker
+L=target/release/iluvatar_load_gen
+cargo build --release -p iluvatar_worker -p iluvatar_load_gen
+rm -rf "$OUT" && mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+# The worker both runs use: fixed concurrency (the simulation must not guess the cores).
+worker_config() { # $1 = file, $2 = keep-alive ms, $3 = state dir
+  cat > "$1" <<JSON
+{"grpc": {"address": "127.0.0.1", "port": $PORT}, "http": {"enabled": false},
+ "state_dir": "$3", "log_level": "warn",
+ "invoker": {"concurrency": 4},
+ "container_pool": {"memory_mb": 2048, "keep_alive": {"type": "fixed", "ttl_ms": $2}, "reap_interval_ms": 250},
+ "isolation": {"backends": [{"type": "runtime"}]}}
+JSON
+}
+WORKER_PID=
+start_worker() { # $1 = config
+  "$W" -c "$1" > "$OUT/ready.line" 2>> "$OUT/worker.log" &
+  WORKER_PID=$!
+  for _ in $(seq 100); do [ -s "$OUT/ready.line" ] && return 0; sleep 0.1; done
+  echo "the worker did not start; see $OUT/worker.log" >&2; exit 1
+}
+stop_worker() { kill -TERM "$WORKER_PID"; wait "$WORKER_PID" || true; rm -f "$OUT/ready.line"; }
+trap '[ -n "$WORKER_PID" ] && kill -TERM "$WORKER_PID" 2>/dev/null || true' EXIT
+
+$L generate synthetic --functions "$NF" --duration-s "$DUR" --mean-rate 0.5 --rate-sigma 0.7 \
+  --mean-warm-ms 50 --warm-sigma 0.7 --mean-cold-extra-ms 300 --mem-mb 64,128 --seed 1 --out "$OUT/workload"
+
+echo "== calibration (live)"
+worker_config "$OUT/calibration.json" 1000 "$OUT/state-calibration"
+$L fidelity calibration-trace --metadata "$OUT/workload/metadata.csv" --out "$OUT/calibration-trace"
+start_worker "$OUT/calibration.json"
+$L trace --port "$PORT" --input "$OUT/calibration-trace/trace.csv" --metadata "$OUT/workload/metadata.csv" \
+  --out "$OUT/calibration-run" --quiet
+stop_worker
+$L fidelity calibrate --run "$OUT/calibration-run" --metadata "$OUT/workload/metadata.csv" --out "$OUT/calibrated.csv"
+
+echo "== live run"
+worker_config "$OUT/worker.json" 60000 "$OUT/state-live"
+start_worker "$OUT/worker.json"
+$L trace --port "$PORT" --input "$OUT/workload/trace.csv" --metadata "$OUT/workload/metadata.csv" --out "$OUT/live" --quiet
+stop_worker
+
+echo "== simulated run"
+$L trace --setup simulation --worker-config "$OUT/worker.json" --seed 1 \
+  --input "$OUT/workload/trace.csv" --metadata "$OUT/calibrated.csv" --out "$OUT/sim" --quiet
+
+echo "== live vs simulated"
+$L fidelity compare --live "$OUT/live" --sim "$OUT/sim" --out "$OUT/fidelity.json"
