@@ -55,6 +55,7 @@ impl InvokeError {
 
 struct Job {
     spec: Arc<FunctionSpec>,
+    fqdn: Arc<str>,
     args: String,
     tid: String,
     arrival: Duration,
@@ -128,7 +129,7 @@ impl Invoker {
         let (reply, outcome) = oneshot::channel();
         let fqdn: Arc<str> = spec.fqdn().0.into();
         let name = fqdn.clone();
-        let job = Job { spec, args, tid, arrival: self.env.now(), reply };
+        let job = Job { spec, fqdn: fqdn.clone(), args, tid, arrival: self.env.now(), reply };
         {
             let mut s = self.state.lock().unwrap();
             if s.closed {
@@ -171,7 +172,7 @@ impl Invoker {
     }
 
     async fn execute(&self, job: &Job) -> Result<Outcome, InvokeError> {
-        let fqdn = || job.spec.fqdn().0;
+        let fqdn = || job.fqdn.to_string();
         let mut abort = self.abort.subscribe();
         if *abort.borrow() {
             return Err(InvokeError::ShuttingDown { fqdn: fqdn() });
@@ -235,11 +236,7 @@ impl Invoker {
                 self.metrics.queue_wait.observe_us(o.timings.queue_us);
                 let exec = (o.timings.acquire_us + o.timings.container_us) as f64;
                 let mut stats = self.stats.lock().unwrap();
-                let fqdn = job.spec.fqdn().0;
-                if !stats.contains_key(fqdn.as_str()) {
-                    stats.insert(fqdn.as_str().into(), FnStats::default());
-                }
-                let s = stats.get_mut(fqdn.as_str()).expect("inserted above");
+                let s = stats.entry(job.fqdn.clone()).or_default();
                 let slot = if o.state == ContainerState::Cold { &mut s.cold_us } else { &mut s.warm_us };
                 *slot = if *slot == 0.0 { exec } else { *slot * (1.0 - EWMA) + exec * EWMA };
             }
