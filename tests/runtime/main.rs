@@ -11,6 +11,7 @@ mod images;
 mod isolation;
 mod lifecycle;
 mod limits;
+mod network;
 mod restart;
 mod standby;
 mod util;

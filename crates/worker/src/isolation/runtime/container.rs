@@ -42,7 +42,11 @@ impl RuntimeBackend {
         let started = async {
             self.prepare_dirs(&files)?;
             let config = self.config_for(&req, &key, &files).await?;
-            self.boot(&id, req.tid, &files, config, req.spec.memory_mb).await
+            let c = self.boot(&id, req.tid, &files, config, req.spec.memory_mb).await?;
+            if let Source::Code(_, _, true) = source(req.spec)? {
+                loopback_up(c.pid).await.map_err(|why| IsolationError::Start { id: id.clone(), why })?;
+            }
+            Ok(c)
         };
         match started.await {
             Ok(c) => Ok(c),
@@ -91,7 +95,7 @@ impl RuntimeBackend {
             Source::Code(..) => None,
         };
         let (rootfs, binds, args, env, cwd) = match (&source, &image) {
-            (Source::Code(code, extra_env), _) => {
+            (Source::Code(code, extra_env, _), _) => {
                 let (binds, args, mut env) =
                     spec::code_function(code, &self.dirs.agent, &files.sockets, &self.config.python);
                 env.extend(extra_env.iter().cloned());
@@ -192,6 +196,21 @@ impl RuntimeBackend {
         remove_files(&files);
         Ok(())
     }
+}
+
+/// Brings the loopback interface of a container's network namespace up: the network a
+/// function that asks for one gets (there is no route off the machine).
+async fn loopback_up(pid: i32) -> Result<(), String> {
+    let out = tokio::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["ip", "link", "set", "lo", "up"])
+        .output()
+        .await
+        .map_err(|e| format!("running nsenter to bring loopback up: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("bringing loopback up failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
 }
 
 /// Removes a container's files; its socket and slot directories are mount points.

@@ -74,8 +74,9 @@ struct Dirs {
 
 /// Where a function's code comes from.
 enum Source {
-    /// A folder holding main.py, and environment variables for the container.
-    Code(PathBuf, Vec<String>),
+    /// A folder holding main.py, environment variables for the container, and whether it
+    /// asked for (loopback) network.
+    Code(PathBuf, Vec<String>, bool),
     Image(image::ImageRef),
 }
 
@@ -178,11 +179,24 @@ fn source(spec: &FunctionSpec) -> Result<Source, IsolationError> {
     let Some(rest) = spec.image.strip_prefix("code:") else {
         return Err(bad("expected code:/absolute/folder, oci:/layout[:tag] or oci-archive:/file.tar[:tag]".into()));
     };
-    // `code:/folder?NAME=value&OTHER=value` sets environment variables of the container.
+    // `code:/folder?NAME=value&OTHER=value` sets environment variables of the container;
+    // the lower-case `network=loopback` asks for a network (loopback only, until a bridge
+    // mode exists).
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let mut env = Vec::new();
+    let mut network = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, _) = pair.split_once('=').ok_or_else(|| bad(format!("{pair:?} is not NAME=value")))?;
+        let (k, v) = pair.split_once('=').ok_or_else(|| bad(format!("{pair:?} is not NAME=value")))?;
+        if k == "network" {
+            network = match v {
+                "none" => false,
+                "loopback" => true,
+                other => {
+                    return Err(bad(format!("network={other} is not available: only loopback (no bridge mode yet)")));
+                }
+            };
+            continue;
+        }
         let ok = k.chars().next().is_some_and(|c| c.is_ascii_uppercase() || c == '_')
             && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
         if !ok || k.starts_with("ILUVATAR_") {
@@ -200,7 +214,7 @@ fn source(spec: &FunctionSpec) -> Result<Source, IsolationError> {
     if !dir.join("main.py").is_file() {
         return Err(bad(format!("folder {path} has no main.py")));
     }
-    Ok(Source::Code(dir, env))
+    Ok(Source::Code(dir, env, network))
 }
 
 impl IsolationBackend for RuntimeBackend {
@@ -218,7 +232,7 @@ impl IsolationBackend for RuntimeBackend {
 
     fn create<'a>(&'a self, req: CreateRequest<'a>) -> BoxFuture<'a, Result<Box<dyn Container>, IsolationError>> {
         Box::pin(async move {
-            if let Source::Code(code, env) = source(req.spec)?
+            if let Source::Code(code, env, false) = source(req.spec)?
                 && let Some(c) = self.take_standby(&req, &code, &env).await
             {
                 return Ok(Box::new(c) as Box<dyn Container>);
