@@ -5,11 +5,12 @@ use crate::dist::Draw;
 use crate::progress::Progress;
 use crate::results;
 use crate::results::{Recorded, Recorder};
-use crate::sim::{InProcess, SimWorker};
-use crate::target::{Plan, Setup, TargetArgs, connect, requests};
+use crate::sim::{Balanced, InProcess, SimWorker};
+use crate::target::{Plan, Setup, TargetArgs, TargetKind, connect, connect_controller, requests};
 use crate::trace::{Arrival, FunctionMeta, read_metadata, read_trace, write_metadata, write_trace};
-use crate::transport::{Grpc, register_all};
+use crate::transport::{ControllerGrpc, Grpc, Transport, register_all};
 use anyhow::{Context, bail};
+use iluvatar_controller::config::ControllerConfig;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -162,10 +163,22 @@ pub async fn execute(
     let arrivals = Arc::new(arrivals);
     if target.setup == Setup::Simulation {
         let config = crate::sim::worker_config(target.worker_config.as_deref(), &[])?;
+        let cluster = if target.simulated_cluster() {
+            // Simulations read no environment: their inputs are explicit.
+            let controller = ControllerConfig::load(target.controller_config.as_deref(), Vec::new())
+                .context("loading the simulated controller's config")?;
+            Some(SimCluster { controller, workers: target.workers.unwrap_or(1) })
+        } else {
+            None
+        };
         if !target.quiet {
-            println!("simulating {n} invocations of {f} functions over {span_s:.1} s (virtual), seed {seed}");
+            let on = match &cluster {
+                Some(c) => format!(" on {} workers behind {}", c.workers, c.controller.balancer.name()),
+                None => String::new(),
+            };
+            println!("simulating {n} invocations of {f} functions over {span_s:.1} s (virtual){on}, seed {seed}");
         }
-        let run = SimRun { config, seed, prewarm: target.prewarm, version: target.version.clone() };
+        let run = SimRun { config, seed, prewarm: target.prewarm, version: target.version.clone(), cluster };
         let summary = run.execute(&plans, &meta, arrivals, out, info).await?;
         if !target.quiet {
             print_written(out, &summary);
@@ -173,18 +186,28 @@ pub async fn execute(
         return Ok(summary);
     }
     let endpoint = target.endpoint();
-    let grpc = Grpc::new(connect(&endpoint, target.connections).await?);
-    register_all(&grpc, &plans, target.prewarm).await?;
-    println!(
-        "sending {n} invocations of {f} functions over {span_s:.1} s to {endpoint} ({:?} backend), open loop",
-        target.isolation
-    );
-    let mut recorder = Recorder::create(&out.join("invocations.csv"), &meta, &target.version, TID, n)?;
-    let progress = Progress::new(n as u64, target.quiet);
-    let run = crate::schedule::run(&grpc, requests(&plans), arrivals, TID.into(), progress, &mut recorder).await?;
-    let target_info = json!({"endpoint": endpoint, "isolation": format!("{:?}", target.isolation).to_lowercase(),
+    let mut target_info = json!({"endpoint": endpoint, "isolation": format!("{:?}", target.isolation).to_lowercase(),
         "version": target.version, "prewarm": target.prewarm, "connections": target.connections});
-    let recorded = recorder.finish()?;
+    let what = match target.target {
+        TargetKind::Worker => "",
+        TargetKind::Controller => "the controller at ",
+    };
+    let live = Live { plans: &plans, meta: &meta, arrivals, out, target, what, span_s };
+    let (recorded, run) = match target.target {
+        TargetKind::Worker => live.run(Grpc::new(connect(&endpoint, target.connections).await?)).await?,
+        TargetKind::Controller => {
+            let controller = ControllerGrpc::new(connect_controller(&endpoint, target.connections).await?);
+            let workers = target.wait_for_workers().await?;
+            if let Some(w) = &workers
+                && !target.quiet
+            {
+                println!("the controller has {} healthy worker(s): {}", w.len(), w.join(", "));
+            }
+            target_info["target"] = "controller".into();
+            target_info["healthy_workers_at_start"] = json!(workers);
+            live.run(controller).await?
+        }
+    };
     let summary = write_results(out, &recorded, &meta, &run.wake_lateness_ns, run.realtime, info, target_info)?;
     print_written(out, &summary);
     Ok(summary)
@@ -201,12 +224,62 @@ fn print_written(out: &Path, summary: &Value) {
 /// The transaction id prefix of a run's invocations.
 const TID: &str = "lg";
 
+/// A live run's inputs, whatever the transport.
+struct Live<'a> {
+    plans: &'a [Plan],
+    meta: &'a [FunctionMeta],
+    arrivals: Arc<Vec<Arrival>>,
+    out: &'a Path,
+    target: &'a TargetArgs,
+    what: &'static str,
+    span_s: f64,
+}
+
+impl Live<'_> {
+    /// Registers, prewarms and replays the arrivals open-loop through `transport`.
+    async fn run<T: Transport>(self, transport: T) -> anyhow::Result<(Recorded, crate::schedule::Run)> {
+        let (t, n, f) = (self.target, self.arrivals.len(), self.meta.len());
+        register_all(&transport, self.plans, t.prewarm).await?;
+        println!(
+            "sending {n} invocations of {f} functions over {:.1} s to {}{} ({:?} backend), open loop",
+            self.span_s,
+            self.what,
+            t.endpoint(),
+            t.isolation
+        );
+        let mut recorder = Recorder::create(&self.out.join("invocations.csv"), self.meta, &t.version, TID, n)?;
+        let progress = Progress::new(n as u64, t.quiet);
+        let requests = requests(self.plans);
+        let run =
+            crate::schedule::run(&transport, requests, self.arrivals, TID.into(), progress, &mut recorder).await?;
+        Ok((recorder.finish()?, run))
+    }
+}
+
+/// A simulated cluster: `workers` simulated workers behind the controller's balancer.
+#[derive(Clone)]
+pub struct SimCluster {
+    pub controller: ControllerConfig,
+    pub workers: usize,
+}
+
+/// The seeds of a simulated cluster from the run's seed: the balancer's, then each
+/// worker's (SplitMix64's sequence from `seed`).
+pub fn cluster_seeds(seed: u64, workers: usize) -> (u64, Vec<u64>) {
+    use iluvatar_core::Rng;
+    let r = iluvatar_core::SplitMix64::new(seed);
+    let balancer = r.next_u64();
+    (balancer, (0..workers).map(|_| r.next_u64()).collect())
+}
+
 /// One simulation: a worker config, a seed, and how functions are set up.
 pub struct SimRun {
     pub config: iluvatar_worker::config::WorkerConfig,
     pub seed: u64,
     pub prewarm: u32,
     pub version: String,
+    /// A cluster behind the controller's balancer instead of one worker.
+    pub cluster: Option<SimCluster>,
 }
 
 impl SimRun {
@@ -223,17 +296,42 @@ impl SimRun {
     ) -> anyhow::Result<Value> {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         let recorder = Recorder::create(&out.join("invocations.csv"), meta, &self.version, TID, arrivals.len())?;
-        let worker = SimWorker::build(self.config.clone(), self.seed)?;
-        let transport = InProcess::single(worker.api.clone());
+        let (workers, transport) = match &self.cluster {
+            None => {
+                let worker = SimWorker::build(self.config.clone(), self.seed)?;
+                let transport = InProcess::single(worker.api.clone());
+                (vec![worker], transport)
+            }
+            Some(c) => {
+                let (balancer_seed, seeds) = cluster_seeds(self.seed, c.workers);
+                let mut config = self.config.clone();
+                config.controller = None;
+                let names: Vec<String> = (0..c.workers).map(|i| format!("{}-{i}", config.name)).collect();
+                let cpus = config.spec_limits().max_cpus;
+                let workers =
+                    seeds.iter().map(|&s| SimWorker::build(config.clone(), s)).collect::<anyhow::Result<Vec<_>>>()?;
+                let ids: Vec<(String, u32)> = names.iter().map(|n| (n.clone(), cpus)).collect();
+                let chooser = Arc::new(Balanced::new(&c.controller.balancer, balancer_seed, &ids));
+                let apis = workers.iter().map(|w| w.api.clone()).collect();
+                (workers, InProcess::cluster(apis, names, chooser))
+            }
+        };
         register_all(&transport, plans, self.prewarm).await?;
         let recorder = recorder.shared();
-        let clock = worker.clock.clone();
+        let clock = workers[0].clock.clone();
         crate::sim::run_virtual(&transport, clock, requests(plans), arrivals, TID.into(), recorder.clone()).await?;
-        worker.api.shutdown().await;
+        for w in &workers {
+            w.api.shutdown().await;
+        }
         let recorded = Recorder::unshare(recorder)?;
-        let target = json!({"setup": "simulation", "isolation": "sim", "seed": self.seed,
+        let mut target = json!({"setup": "simulation", "isolation": "sim", "seed": self.seed,
             "version": self.version, "prewarm": self.prewarm,
             "worker_config": crate::sim::config_json(&self.config)});
+        if let Some(c) = &self.cluster {
+            target["target"] = "controller".into();
+            target["workers"] = c.workers.into();
+            target["balancer"] = serde_json::to_value(&c.controller.balancer)?;
+        }
         write_results(out, &recorded, meta, &[], false, info, target)
     }
 }

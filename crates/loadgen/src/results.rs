@@ -44,12 +44,23 @@ pub struct Row {
     pub cold_start_ms: Option<f64>,
     pub success: bool,
     pub error: String,
+    /// The worker that ran it, when a controller (live or simulated) names it.
+    pub worker: Option<String>,
+    /// The controller's own time (`timings.controller_us`) and its call to the worker
+    /// (`timings.worker_rpc_us`), for runs through a live controller.
+    pub controller_ms: Option<f64>,
+    pub worker_rpc_ms: Option<f64>,
 }
+
+/// No worker named (a [`Sample`]'s `worker`).
+pub const NO_WORKER: u16 = u16::MAX;
 
 /// What the summary and the plots need of a row: numbers only (48 bytes).
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {
     pub func: u32,
+    /// Index into [`Recorded::workers`], or [`NO_WORKER`].
+    pub worker: u16,
     pub state: State,
     pub success: bool,
     pub scheduled_ms: f64,
@@ -106,9 +117,10 @@ impl Row {
         self.func_duration_ms.map(|f| self.client_latency_ms() - f)
     }
 
-    fn sample(&self, state: State) -> Sample {
+    fn sample(&self, state: State, worker: u16) -> Sample {
         Sample {
             func: self.func as u32,
+            worker,
             state,
             success: self.success,
             scheduled_ms: self.scheduled_ms,
@@ -140,7 +152,7 @@ impl Sample {
 
 pub const CSV_HEADER: &str = "function,version,transaction_id,scheduled_ms,sent_ms,lateness_ms,client_latency_ms,\
 latency_from_schedule_ms,worker_duration_ms,func_start_ms,func_end_ms,func_duration_ms,container_state,queue_ms,\
-cold_start_ms,overhead_ms,success,error\n";
+cold_start_ms,overhead_ms,success,error,worker,controller_ms,worker_rpc_ms\n";
 
 /// The parts of `InvokeResponse.json_result` a row needs (typed: faster than a `Value`).
 #[derive(Deserialize)]
@@ -151,6 +163,8 @@ struct ResultView {
     kind: Option<String>,
     #[serde(rename = "Error")]
     error: Option<String>,
+    /// Added by a controller.
+    worker: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -158,6 +172,9 @@ struct TimingsView {
     function_us: Option<f64>,
     queue_us: Option<f64>,
     cold_start_us: Option<f64>,
+    /// Added by a controller.
+    controller_us: Option<f64>,
+    worker_rpc_us: Option<f64>,
 }
 
 /// Turns one raw outcome into a row; `start_unix_s` is the Unix time of the run's zero.
@@ -178,6 +195,9 @@ pub fn row(i: usize, o: Outcome, start_unix_s: f64) -> (Row, State) {
         cold_start_ms: None,
         success: false,
         error: String::new(),
+        worker: None,
+        controller_ms: None,
+        worker_rpc_ms: None,
     };
     let mut state = State::Error;
     match o.response {
@@ -188,6 +208,14 @@ pub fn row(i: usize, o: Outcome, start_unix_s: f64) -> (Row, State) {
             state = State::of(r.container_state);
             row.state = state.name();
             row.worker_duration_ms = (r.duration_us > 0).then(|| r.duration_us as f64 / 1e3);
+            let mut v = v;
+            if let Some(v) = v.as_mut() {
+                row.worker = v.worker.take();
+                if let Some(t) = &v.timings {
+                    row.controller_ms = t.controller_us.map(|t| t / 1e3);
+                    row.worker_rpc_ms = t.worker_rpc_us.map(|t| t / 1e3);
+                }
+            }
             match (r.success, v) {
                 (true, Some(v)) => {
                     let rel = |t: Option<f64>| t.map(|t| (t - start_unix_s) * 1e3);
@@ -258,6 +286,14 @@ pub fn format_row(s: &mut String, r: &Row, function: &str, version: &str, tid_pr
     }
     let _ = write!(s, ",{},", r.success);
     s.push_str(&field(&r.error));
+    s.push(',');
+    if let Some(w) = &r.worker {
+        s.push_str(&field(w));
+    }
+    for x in [r.controller_ms, r.worker_rpc_ms] {
+        s.push(',');
+        opt(s, x);
+    }
     s.push('\n');
 }
 
@@ -269,6 +305,10 @@ pub struct Recorded {
     pub errors_by_kind: BTreeMap<String, u64>,
     /// The error of the earliest failed invocation.
     pub first_error: Option<String>,
+    /// The workers results named, in order of first appearance ([`Sample::worker`]).
+    pub workers: Vec<String>,
+    /// The controller's own time per invocation (µs), where results carry it.
+    pub controller_us: Vec<u32>,
 }
 
 /// Streams rows to invocations.csv in the arrivals' order, whatever order they complete in.
@@ -285,6 +325,7 @@ pub struct Recorder {
     next: usize,
     line: String,
     recorded: Recorded,
+    worker_ids: std::collections::HashMap<String, u16>,
     /// The first write error; reported by `finish`.
     failed: Option<std::io::Error>,
 }
@@ -311,6 +352,7 @@ impl Recorder {
             next: 0,
             line: String::with_capacity(256),
             recorded: Recorded { samples: Vec::with_capacity(expected), ..Default::default() },
+            worker_ids: Default::default(),
             failed: None,
         })
     }
@@ -347,7 +389,23 @@ impl Recorder {
         {
             self.failed = Some(e);
         }
-        self.recorded.samples.push(row.sample(state));
+        let worker = match &row.worker {
+            None => NO_WORKER,
+            Some(w) => match self.worker_ids.get(w) {
+                Some(&id) => id,
+                None if self.recorded.workers.len() < NO_WORKER as usize => {
+                    let id = self.recorded.workers.len() as u16;
+                    self.recorded.workers.push(w.clone());
+                    self.worker_ids.insert(w.clone(), id);
+                    id
+                }
+                None => NO_WORKER,
+            },
+        };
+        if let Some(c) = row.controller_ms {
+            self.recorded.controller_us.push((c * 1e3).round().clamp(0.0, u32::MAX as f64) as u32);
+        }
+        self.recorded.samples.push(row.sample(state, worker));
         if !row.success {
             let kind = row.error.split(':').next().unwrap_or("error").to_string();
             *self.recorded.errors_by_kind.entry(kind).or_default() += 1;
@@ -450,6 +508,21 @@ pub fn summary(rec: &Recorded, meta: &[FunctionMeta], wake_lateness_ns: &[u64], 
         }
     }
     s["functions"] = Value::Object(per);
+    if !rec.workers.is_empty() {
+        let mut per: Vec<Vec<&Sample>> = vec![Vec::new(); rec.workers.len()];
+        for r in rows.iter().filter(|r| r.worker != NO_WORKER) {
+            per[r.worker as usize].push(r);
+        }
+        let mut workers = serde_json::Map::new();
+        for (name, mine) in rec.workers.iter().zip(per) {
+            workers.insert(name.clone(), group_stats(&mine));
+        }
+        s["workers"] = Value::Object(workers);
+        s["no_worker"] = json!(rows.iter().filter(|r| r.worker == NO_WORKER).count());
+    }
+    if !rec.controller_us.is_empty() {
+        s["controller_overhead_ms"] = percentiles(rec.controller_us.iter().map(|&u| u as f64 / 1e3).collect());
+    }
     s
 }
 
@@ -494,6 +567,23 @@ pub fn print_table(summary: &Value) {
         f(&summary["lateness_ms"]["p99"]),
         f(&summary["lateness_ms"]["max"]),
     );
+    if let Some(workers) = summary["workers"].as_object() {
+        let mut list: Vec<String> =
+            workers.iter().map(|(name, w)| format!("{name} {}", w["invocations"].as_u64().unwrap_or(0))).collect();
+        list.sort();
+        let none = summary["no_worker"].as_u64().unwrap_or(0);
+        if none > 0 {
+            list.push(format!("none {none}"));
+        }
+        println!("invocations per worker: {}", list.join(", "));
+    }
+    if let Some(c) = summary["controller_overhead_ms"].as_object() {
+        println!(
+            "controller overhead: p50 {} ms, p99 {} ms",
+            f(c.get("p50").unwrap_or(&Value::Null)),
+            f(c.get("p99").unwrap_or(&Value::Null))
+        );
+    }
     if let Some(e) = summary["first_error"].as_str() {
         println!("first error: {e}");
     }
@@ -595,4 +685,37 @@ pub fn write_plots(dir: &Path, rows: &[Sample], meta: &[FunctionMeta]) -> std::i
         ],
     };
     std::fs::write(dir.join("cold_starts_throughput.svg"), chart.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_stays_small() {
+        assert!(std::mem::size_of::<Sample>() <= 48);
+    }
+
+    #[test]
+    fn controller_annotations_become_columns() {
+        let mut json =
+            r#"{"body":{},"start":10.5,"end":10.6,"timings":{"function_us":100000,"queue_us":0}}"#.to_string();
+        iluvatar_controller::api::annotate(&mut json, "w1", Some((42, 100500)));
+        let response =
+            rpc::InvokeResponse { json_result: json, success: true, duration_us: 100100, ..Default::default() };
+        let o = Outcome { func: 0, scheduled_ns: 0, sent_ns: 0, done_ns: 101_000_000, response: Ok(response) };
+        let (r, _) = row(0, o, 10.0);
+        assert_eq!((r.worker.as_deref(), r.controller_ms, r.worker_rpc_ms), (Some("w1"), Some(0.042), Some(100.5)));
+        let mut line = String::new();
+        format_row(&mut line, &r, "f", "1", "lg");
+        assert!(line.ends_with(",true,,w1,0.042,100.500\n"), "{line}");
+        assert_eq!(line.split(',').count(), CSV_HEADER.split(',').count());
+        let failed = rpc::InvokeResponse {
+            json_result: r#"{"Error":"no healthy worker","kind":"no_worker"}"#.into(),
+            ..Default::default()
+        };
+        let o = Outcome { func: 0, scheduled_ns: 0, sent_ns: 0, done_ns: 1, response: Ok(failed) };
+        let (r, _) = row(1, o, 10.0);
+        assert_eq!((r.worker, r.error.as_str()), (None, "no_worker: no healthy worker"));
+    }
 }

@@ -133,8 +133,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         return;
                     }
                     let out = a.out.join("points").join(format!("{i:03}"));
-                    let run =
-                        SimRun { config: configs[i].clone(), seed: a.seed, prewarm: a.prewarm, version: "1".into() };
+                    let run = SimRun {
+                        config: configs[i].clone(),
+                        seed: a.seed,
+                        prewarm: a.prewarm,
+                        version: "1".into(),
+                        cluster: None,
+                    };
                     let info = json!({"kind": "sweep", "input": a.input, "metadata": a.metadata, "point": i,
                         "set": points[i].iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()});
                     let r = crate::sim::runtime()

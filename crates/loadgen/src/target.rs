@@ -4,6 +4,7 @@
 use crate::trace::FunctionMeta;
 use anyhow::{Context, bail};
 use iluvatar_rpc as rpc;
+use iluvatar_rpc::iluvatar_controller_client::IluvatarControllerClient;
 use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -15,7 +16,8 @@ use tonic::transport::Channel;
 pub enum TargetKind {
     /// One worker, over its gRPC API.
     Worker,
-    /// A controller in front of workers (not implemented yet).
+    /// A controller in front of workers, over its gRPC API (live); in simulation, a
+    /// simulated cluster behind the controller's balancer (see --controller-config).
     Controller,
 }
 
@@ -82,6 +84,26 @@ pub struct TargetArgs {
     /// directory by a temporary one. No file means the worker's defaults.
     #[arg(long)]
     pub worker_config: Option<PathBuf>,
+    /// Simulation of a cluster: the controller's config file (JSON or TOML, as for
+    /// iluvatar_controller); its `balancer` routes every invocation. Implies a cluster
+    /// (as do --target controller and --workers).
+    #[arg(long)]
+    pub controller_config: Option<PathBuf>,
+    /// Simulation of a cluster: the number of simulated workers (each configured by
+    /// --worker-config, with its own state directory and a seed derived from --seed).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Live --target controller: the controller's HTTP address (HOST:PORT), asked for its
+    /// healthy workers (GET /workers) before any load. Default: --host at --port + 1 (the
+    /// controller's default layout), used only if it answers.
+    #[arg(long)]
+    pub controller_http: Option<String>,
+    /// Live --target controller: healthy workers to wait for before registering.
+    #[arg(long, default_value_t = 1)]
+    pub min_workers: usize,
+    /// Live --target controller: how long to wait for --min-workers healthy workers.
+    #[arg(long, default_value_t = 30.0)]
+    pub wait_workers_s: f64,
 }
 
 /// One function measured by `benchmark`.
@@ -116,10 +138,22 @@ impl TargetArgs {
         if self.setup == Setup::Live && self.worker_config.is_some() {
             bail!("--worker-config configures a simulated worker; it needs --setup simulation");
         }
-        if self.target == TargetKind::Controller {
-            bail!("--target controller is not implemented yet (the controller does not exist); use --target worker");
+        if self.setup == Setup::Live && (self.controller_config.is_some() || self.workers.is_some()) {
+            bail!("--controller-config and --workers describe a simulated cluster; they need --setup simulation");
+        }
+        if self.workers == Some(0) {
+            bail!("--workers must be at least 1");
+        }
+        if self.target == TargetKind::Worker && self.controller_http.is_some() {
+            bail!("--controller-http needs --target controller");
         }
         Ok(())
+    }
+
+    /// A simulation of a cluster behind the controller's balancer (rather than one worker).
+    pub fn simulated_cluster(&self) -> bool {
+        self.setup == Setup::Simulation
+            && (self.target == TargetKind::Controller || self.controller_config.is_some() || self.workers.is_some())
     }
 
     pub fn endpoint(&self) -> String {
@@ -212,9 +246,8 @@ pub fn code_folder(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(abs)
 }
 
-/// Connects `n` gRPC channels and pings the worker; an unreachable target fails here,
-/// before any load is sent.
-pub async fn connect(endpoint: &str, n: usize) -> anyhow::Result<Vec<IluvatarWorkerClient<Channel>>> {
+/// Opens `n` gRPC channels to `endpoint`; an unreachable target fails here.
+async fn channels(endpoint: &str, n: usize, what: &str) -> anyhow::Result<Vec<Channel>> {
     let mut out = Vec::new();
     for _ in 0..n.max(1) {
         let ch = Channel::from_shared(endpoint.to_string())
@@ -223,17 +256,122 @@ pub async fn connect(endpoint: &str, n: usize) -> anyhow::Result<Vec<IluvatarWor
             .tcp_nodelay(true)
             .connect()
             .await
-            .with_context(|| format!("cannot reach the worker at {endpoint} (is it running? see --host/--port)"))?;
-        out.push(IluvatarWorkerClient::new(ch));
+            .with_context(|| format!("cannot reach the {what} at {endpoint} (is it running? see --host/--port)"))?;
+        out.push(ch);
     }
-    let ping = rpc::PingRequest { message: "loadgen".into(), transaction_id: "loadgen-ping".into() };
-    tokio::time::timeout(Duration::from_secs(5), out[0].ping(ping))
+    Ok(out)
+}
+
+fn ping() -> rpc::PingRequest {
+    rpc::PingRequest { message: "loadgen".into(), transaction_id: "loadgen-ping".into() }
+}
+
+fn no_pong(what: &str, endpoint: &str) -> anyhow::Error {
+    anyhow::anyhow!("the {what} at {endpoint} accepted a connection but did not answer a ping in 5 s")
+}
+
+/// Connects `n` gRPC channels and pings the worker; an unreachable target fails here,
+/// before any load is sent.
+pub async fn connect(endpoint: &str, n: usize) -> anyhow::Result<Vec<IluvatarWorkerClient<Channel>>> {
+    let out: Vec<_> = channels(endpoint, n, "worker").await?.into_iter().map(IluvatarWorkerClient::new).collect();
+    tokio::time::timeout(Duration::from_secs(5), out[0].clone().ping(ping()))
         .await
-        .map_err(|_| {
-            anyhow::anyhow!("the worker at {endpoint} accepted a connection but did not answer a ping in 5 s")
-        })?
+        .map_err(|_| no_pong("worker", endpoint))?
         .with_context(|| format!("the target at {endpoint} does not answer the worker protocol"))?;
     Ok(out)
+}
+
+/// Connects `n` gRPC channels to a controller and pings it.
+pub async fn connect_controller(endpoint: &str, n: usize) -> anyhow::Result<Vec<IluvatarControllerClient<Channel>>> {
+    let out: Vec<_> =
+        channels(endpoint, n, "controller").await?.into_iter().map(IluvatarControllerClient::new).collect();
+    tokio::time::timeout(Duration::from_secs(5), out[0].clone().ping(ping()))
+        .await
+        .map_err(|_| no_pong("controller", endpoint))?
+        .with_context(|| {
+            format!("the target at {endpoint} does not answer the controller protocol (a worker? use --target worker)")
+        })?;
+    Ok(out)
+}
+
+/// `GET path` over plain HTTP/1.1 at `address` (HOST:PORT): the body, if the status is 200.
+async fn http_get(address: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(address).await?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").context("not an HTTP answer")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("{}", head.lines().next().unwrap_or(""));
+    }
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        bail!("chunked answers are not read");
+    }
+    Ok(body.to_string())
+}
+
+/// The healthy workers a controller lists at `GET /workers` on `address`.
+pub async fn healthy_workers(address: &str) -> anyhow::Result<Vec<String>> {
+    let body = tokio::time::timeout(Duration::from_secs(3), http_get(address, "/workers")).await??;
+    let v: serde_json::Value = serde_json::from_str(&body).context("GET /workers: not JSON")?;
+    let list = v["workers"].as_array().context("GET /workers: no \"workers\" list (not a controller?)")?;
+    Ok(list
+        .iter()
+        .filter(|w| w["healthy"].as_bool() == Some(true))
+        .filter_map(|w| w["name"].as_str().map(String::from))
+        .collect())
+}
+
+impl TargetArgs {
+    /// Waits until the controller lists at least --min-workers healthy workers, asking its
+    /// HTTP API (--controller-http, or --port + 1 if that answers as a controller). Returns
+    /// the healthy workers, or `None` when there is no HTTP API to ask (the run goes on;
+    /// invocations then fail with `no_worker` while the controller has none).
+    pub async fn wait_for_workers(&self) -> anyhow::Result<Option<Vec<String>>> {
+        let (address, explicit) = match &self.controller_http {
+            Some(a) => (a.clone(), true),
+            None => (format!("{}:{}", self.host, self.port.wrapping_add(1)), false),
+        };
+        // Polls every 100 ms, so many times (each poll's own time aside).
+        let polls = (self.wait_workers_s.max(0.0) * 10.0).ceil() as u64;
+        let mut last = match healthy_workers(&address).await {
+            Ok(w) => w,
+            Err(e) if !explicit => {
+                eprintln!(
+                    "note: cannot list the controller's workers at http://{address}/workers ({e:#}); not waiting for \
+                     workers (set --controller-http)"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e.context(format!("asking the controller for its workers at http://{address}"))),
+        };
+        let mut said = false;
+        for poll in 0.. {
+            if last.len() >= self.min_workers {
+                break;
+            }
+            if poll >= polls {
+                bail!(
+                    "the controller at http://{address} has {} healthy worker(s) ({}) after {} s; --min-workers is {}. \
+                     Are the workers started with the controller in their config?",
+                    last.len(),
+                    last.join(", "),
+                    self.wait_workers_s,
+                    self.min_workers
+                );
+            }
+            if !said && !self.quiet {
+                println!("waiting for {} healthy worker(s) at the controller (has {})", self.min_workers, last.len());
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            last = healthy_workers(&address).await.unwrap_or_default();
+        }
+        Ok(Some(last))
+    }
 }
 
 /// The invoke request of each plan.

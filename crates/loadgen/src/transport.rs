@@ -1,9 +1,11 @@
 //! How requests reach a target: the one abstraction the replay loop sends through. A live
-//! worker is reached over gRPC ([`Grpc`]); a simulated one is called in process
-//! (`sim::InProcess`). Both take and return the protocol's messages.
+//! worker is reached over gRPC ([`Grpc`]), a live controller too ([`ControllerGrpc`]);
+//! simulated workers are called in process (`sim::InProcess`). All take and return the
+//! protocol's messages.
 
 use anyhow::{Context, bail};
 use iluvatar_rpc as rpc;
+use iluvatar_rpc::iluvatar_controller_client::IluvatarControllerClient;
 use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
 use std::future::Future;
 use std::sync::Arc;
@@ -41,6 +43,45 @@ impl Grpc {
 }
 
 impl Transport for Grpc {
+    async fn register(&self, req: rpc::RegisterRequest) -> anyhow::Result<rpc::RegisterResponse> {
+        Ok(self.clients[0].clone().register(req).await?.into_inner())
+    }
+
+    async fn prewarm(&self, req: rpc::PrewarmRequest) -> anyhow::Result<rpc::PrewarmResponse> {
+        Ok(self.clients[0].clone().prewarm(req).await?.into_inner())
+    }
+
+    async fn invoke(&self, req: rpc::InvokeRequest) -> Result<rpc::InvokeResponse, String> {
+        match self.client().invoke(req).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(format!("gRPC error: {} ({})", s.message(), s.code())),
+        }
+    }
+}
+
+/// gRPC channels to a live controller (the `IluvatarController` service, whose register,
+/// prewarm and invoke take the worker's messages); invocations are spread over the
+/// channels round robin. Results carry the controller's annotations (`"worker"`,
+/// `timings.controller_us`, `timings.worker_rpc_us`).
+#[derive(Clone)]
+pub struct ControllerGrpc {
+    clients: Arc<Vec<IluvatarControllerClient<Channel>>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl ControllerGrpc {
+    pub fn new(clients: Vec<IluvatarControllerClient<Channel>>) -> Self {
+        assert!(!clients.is_empty(), "at least one connection");
+        ControllerGrpc { clients: Arc::new(clients), next: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    fn client(&self) -> IluvatarControllerClient<Channel> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.clients[i % self.clients.len()].clone()
+    }
+}
+
+impl Transport for ControllerGrpc {
     async fn register(&self, req: rpc::RegisterRequest) -> anyhow::Result<rpc::RegisterResponse> {
         Ok(self.clients[0].clone().register(req).await?.into_inner())
     }

@@ -160,6 +160,51 @@ impl BalancerConfig {
     }
 }
 
+/// A fixed set of workers behind a policy, whose loads the caller supplies: the
+/// controller's balancing without its membership, health checks or IO. A simulation (or any
+/// client that counts its own in-flight invocations) calls [`FixedCluster::choose`] with
+/// each worker's count; every worker is available and reports no status of its own, so the
+/// load a policy sees is exactly that count, as the live controller's in-flight count is.
+pub struct FixedCluster {
+    balancer: Box<dyn Balancer>,
+    workers: std::sync::Mutex<Vec<WorkerView>>,
+}
+
+impl FixedCluster {
+    /// Workers given as (name, cpus), in this order (the index `choose` answers); the
+    /// policy is built with `seed` as the live controller builds it.
+    pub fn new(config: &BalancerConfig, seed: u64, workers: &[(String, u32)]) -> Self {
+        let workers = workers
+            .iter()
+            .map(|(name, cpus)| WorkerView {
+                name: name.as_str().into(),
+                cpus: *cpus,
+                available: true,
+                ..Default::default()
+            })
+            .collect();
+        FixedCluster { balancer: config.build(seed), workers: std::sync::Mutex::new(workers) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.workers.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The worker for `fqdn` given each worker's in-flight invocations (`inflight[i]` for
+    /// worker `i`; missing entries count as 0). Always `Some` for a non-empty cluster.
+    pub fn choose(&self, fqdn: &str, inflight: &[u64]) -> Option<usize> {
+        let mut workers = self.workers.lock().unwrap();
+        for (i, w) in workers.iter_mut().enumerate() {
+            w.inflight = inflight.get(i).copied().unwrap_or(0);
+        }
+        self.balancer.choose(fqdn, &ClusterView { version: 1, workers: &workers })
+    }
+}
+
 /// A stable 64-bit hash (FNV-1a, then SplitMix64's finaliser for avalanche), the same in
 /// every process and run, so a function's home does not move across restarts.
 pub fn stable_hash(text: &str) -> u64 {
@@ -213,6 +258,23 @@ mod tests {
         assert!(e.to_string().contains("vnode"), "{e}");
         let bad: BalancerConfig = serde_json::from_str(r#"{"type": "ch_bl", "load_factor": 0.5}"#).unwrap();
         assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn fixed_cluster_uses_the_given_loads() {
+        let ws: Vec<(String, u32)> = (0..3).map(|i| (format!("w{i}"), 2)).collect();
+        let rr = FixedCluster::new(&BalancerConfig::RoundRobin, 1, &ws);
+        let got: Vec<_> = (0..4).map(|_| rr.choose("f-1", &[0, 0, 0]).unwrap()).collect();
+        assert_eq!(got, vec![0, 1, 2, 0]);
+        let ll = FixedCluster::new(&BalancerConfig::LeastLoaded, 1, &ws);
+        assert_eq!(ll.choose("f-1", &[3, 1, 2]), Some(1));
+        let ch = FixedCluster::new(&BalancerConfig::ChBl { vnodes: 100, load_factor: 1.25 }, 1, &ws);
+        let home = ch.choose("f-1", &[0, 0, 0]).unwrap();
+        assert!((0..10).all(|_| ch.choose("f-1", &[0, 0, 0]) == Some(home)));
+        let mut loads = [0u64; 3];
+        loads[home] = 10;
+        assert_ne!(ch.choose("f-1", &loads), Some(home), "a loaded home spills");
+        assert_eq!(FixedCluster::new(&BalancerConfig::RoundRobin, 1, &[]).choose("f-1", &[]), None);
     }
 
     #[test]
