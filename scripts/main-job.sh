@@ -15,7 +15,7 @@ cat > "$OUT/worker.json" <<JSON
 JSON
 "$BIN/iluvatar_worker" -c "$OUT/worker.json" > "$OUT/worker.ready" 2> "$OUT/worker.log" &
 WORKER=$!
-trap 'kill -TERM $WORKER 2>/dev/null; wait $WORKER 2>/dev/null; rm -rf "$STATE"' EXIT
+trap 'kill -TERM $WORKER 2>/dev/null || true; wait $WORKER 2>/dev/null || true; rm -rf "$STATE"' EXIT
 for _ in $(seq 100); do [ -s "$OUT/worker.ready" ] && break; sleep 0.1; done
 PORT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["grpc"].rsplit(":",1)[1])' "$OUT/worker.ready")
 CLI="$BIN/iluvatar_worker_cli --address 127.0.0.1 --port $PORT"
@@ -24,6 +24,11 @@ $CLI register --name hello --version 1 --code functions/hello --memory 128 --cpu
 echo "== invoke (cold: a new container)"; $CLI invoke --name hello --version 1 -a name=bob
 echo "== invoke (warm)"; $CLI invoke --name hello --version 1 -a name=bob
 echo "== status"; $CLI status
+echo "== a short trace on real containers: 5 synthetic functions, 30 s"
+"$BIN/iluvatar_load_gen" generate synthetic --functions 5 --duration-s 30 --mean-rate 4 \
+  --mean-warm-ms 10 --mean-cold-extra-ms 50 --mem-mb 32 --seed 1 --out "$OUT/workload"
+"$BIN/iluvatar_load_gen" trace --port "$PORT" --isolation runtime --input "$OUT/workload/trace.csv" \
+  --metadata "$OUT/workload/metadata.csv" --out "$OUT/trace" --seed 1
 kill -TERM $WORKER; wait $WORKER || true
 echo "== worker benchmark: real containers (cold starts, closed and open loop)"
 "$BIN/iluvatar_load_gen" worker-bench --out "$OUT/worker_bench.json"
