@@ -23,80 +23,62 @@ pub trait Transport: Clone + Send + Sync + 'static {
     fn invoke(&self, req: rpc::InvokeRequest) -> impl Future<Output = Result<rpc::InvokeResponse, String>> + Send;
 }
 
-/// gRPC channels to one live target; invocations are spread over them round robin.
-#[derive(Clone)]
-pub struct Grpc {
-    clients: Arc<Vec<IluvatarWorkerClient<Channel>>>,
-    next: Arc<AtomicUsize>,
-}
-
-impl Grpc {
-    pub fn new(clients: Vec<IluvatarWorkerClient<Channel>>) -> Self {
-        assert!(!clients.is_empty(), "at least one connection");
-        Grpc { clients: Arc::new(clients), next: Arc::new(AtomicUsize::new(0)) }
-    }
-
-    fn client(&self) -> IluvatarWorkerClient<Channel> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.clients[i % self.clients.len()].clone()
-    }
-}
-
-impl Transport for Grpc {
-    async fn register(&self, req: rpc::RegisterRequest) -> anyhow::Result<rpc::RegisterResponse> {
-        Ok(self.clients[0].clone().register(req).await?.into_inner())
-    }
-
-    async fn prewarm(&self, req: rpc::PrewarmRequest) -> anyhow::Result<rpc::PrewarmResponse> {
-        Ok(self.clients[0].clone().prewarm(req).await?.into_inner())
-    }
-
-    async fn invoke(&self, req: rpc::InvokeRequest) -> Result<rpc::InvokeResponse, String> {
-        match self.client().invoke(req).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) => Err(format!("gRPC error: {} ({})", s.message(), s.code())),
+/// A transport over gRPC channels of one generated client type; invocations are spread over
+/// the channels round robin. The worker's and the controller's services take the same
+/// messages, so one definition serves both.
+macro_rules! grpc_transport {
+    ($(#[$doc:meta])* $name:ident, $client:ty) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name {
+            clients: Arc<Vec<$client>>,
+            next: Arc<AtomicUsize>,
         }
-    }
-}
 
-/// gRPC channels to a live controller (the `IluvatarController` service, whose register,
-/// prewarm and invoke take the worker's messages); invocations are spread over the
-/// channels round robin. Results carry the controller's annotations (`"worker"`,
-/// `timings.controller_us`, `timings.worker_rpc_us`).
-#[derive(Clone)]
-pub struct ControllerGrpc {
-    clients: Arc<Vec<IluvatarControllerClient<Channel>>>,
-    next: Arc<AtomicUsize>,
-}
+        impl $name {
+            pub fn new(clients: Vec<$client>) -> Self {
+                assert!(!clients.is_empty(), "at least one connection");
+                $name { clients: Arc::new(clients), next: Arc::new(AtomicUsize::new(0)) }
+            }
 
-impl ControllerGrpc {
-    pub fn new(clients: Vec<IluvatarControllerClient<Channel>>) -> Self {
-        assert!(!clients.is_empty(), "at least one connection");
-        ControllerGrpc { clients: Arc::new(clients), next: Arc::new(AtomicUsize::new(0)) }
-    }
-
-    fn client(&self) -> IluvatarControllerClient<Channel> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.clients[i % self.clients.len()].clone()
-    }
-}
-
-impl Transport for ControllerGrpc {
-    async fn register(&self, req: rpc::RegisterRequest) -> anyhow::Result<rpc::RegisterResponse> {
-        Ok(self.clients[0].clone().register(req).await?.into_inner())
-    }
-
-    async fn prewarm(&self, req: rpc::PrewarmRequest) -> anyhow::Result<rpc::PrewarmResponse> {
-        Ok(self.clients[0].clone().prewarm(req).await?.into_inner())
-    }
-
-    async fn invoke(&self, req: rpc::InvokeRequest) -> Result<rpc::InvokeResponse, String> {
-        match self.client().invoke(req).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) => Err(format!("gRPC error: {} ({})", s.message(), s.code())),
+            fn client(&self) -> $client {
+                let i = self.next.fetch_add(1, Ordering::Relaxed);
+                self.clients[i % self.clients.len()].clone()
+            }
         }
-    }
+
+        impl Transport for $name {
+            async fn register(&self, req: rpc::RegisterRequest) -> anyhow::Result<rpc::RegisterResponse> {
+                Ok(self.clients[0].clone().register(req).await?.into_inner())
+            }
+
+            async fn prewarm(&self, req: rpc::PrewarmRequest) -> anyhow::Result<rpc::PrewarmResponse> {
+                Ok(self.clients[0].clone().prewarm(req).await?.into_inner())
+            }
+
+            async fn invoke(&self, req: rpc::InvokeRequest) -> Result<rpc::InvokeResponse, String> {
+                match self.client().invoke(req).await {
+                    Ok(r) => Ok(r.into_inner()),
+                    Err(s) => Err(format!("gRPC error: {} ({})", s.message(), s.code())),
+                }
+            }
+        }
+    };
 }
+
+grpc_transport!(
+    /// gRPC channels to one live worker.
+    Grpc,
+    IluvatarWorkerClient<Channel>
+);
+
+grpc_transport!(
+    /// gRPC channels to a live controller (the `IluvatarController` service). Results carry
+    /// the controller's annotations (`"worker"`, `timings.controller_us`,
+    /// `timings.worker_rpc_us`).
+    ControllerGrpc,
+    IluvatarControllerClient<Channel>
+);
 
 /// Registers every function, then prewarms `prewarm` containers of each.
 pub async fn register_all(t: &impl Transport, plans: &[Plan], prewarm: u32) -> anyhow::Result<()> {
