@@ -6,6 +6,7 @@ pub mod env;
 pub mod function;
 pub mod invocation;
 pub mod layered;
+pub mod metrics;
 pub mod policy;
 
 pub use env::{Clock, Env, Rng, SplitMix64};
