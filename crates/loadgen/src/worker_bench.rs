@@ -44,6 +44,10 @@ pub struct Args {
     /// The worker binary to start (default: beside this one).
     #[arg(long)]
     worker_bin: Option<PathBuf>,
+    /// Standby containers the worker keeps for cold starts (0 = every cold start starts a
+    /// container).
+    #[arg(long, default_value_t = 2)]
+    standby: usize,
     /// Threads of the started worker; 0 means the number of cores.
     #[arg(long, default_value_t = 0)]
     worker_threads: usize,
@@ -56,7 +60,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = json!({
         "http": {"enabled": false},
         "log_level": "warn",
-        "isolation": {"backends": [{"type": "runtime"}]},
+        "isolation": {"backends": [{"type": "runtime", "standby": args.standby}]},
         "container_pool": {"memory_mb": 8192},
         "threads": args.worker_threads,
     });
