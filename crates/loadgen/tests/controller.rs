@@ -2,41 +2,19 @@
 //! loopback; `cargo build --workspace` builds the binaries), and simulated (a cluster of
 //! in-process workers behind the controller's balancer, under virtual time).
 
+mod common;
+use common::*;
+
 use clap::Parser;
 use iluvatar_load_gen::replay::{TraceArgs, run_trace};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const SEED: u64 = 7;
-
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
-}
-
-fn bin(name: &str) -> PathBuf {
-    let p = target_dir().join(name);
-    assert!(p.is_file(), "{} not found: run `cargo build --workspace` first", p.display());
-    p
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d =
-        std::env::temp_dir().join(format!("lg-ctl-{}-{}-{tag}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A process started with a JSON config, stopped with SIGTERM on drop.
 struct Proc {
@@ -83,32 +61,8 @@ impl Drop for Proc {
     }
 }
 
-fn load_gen(args: &[&str]) -> Output {
-    let out = Command::new(bin("iluvatar_load_gen")).args(args).output().unwrap();
-    eprintln!(
-        "--- stdout\n{}--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 const META: &str = "func_name,cold_dur_ms,warm_dur_ms,mem_mb\nhello,60,5,128\nslow,120,30,256\n";
 const TRACE: &str = "func_name,invoke_time_ms\nhello,0\nslow,0\nhello,300\nslow,400\nhello,600\nhello,650\nslow,800\n";
-
-/// Rows of invocations.csv by column name (the fields these tests read hold no commas).
-fn read_csv(path: &Path) -> Vec<HashMap<String, String>> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            assert_eq!(f.len(), header.len(), "{l}");
-            header.iter().zip(f).map(|(h, v)| (h.to_string(), v.to_string())).collect()
-        })
-        .collect()
-}
 
 #[test]
 fn a_trace_runs_through_a_live_controller_over_two_workers() {

@@ -1,35 +1,16 @@
 //! End-to-end tests of iluvatar_load_gen: the real binary against a real iluvatar_worker
 //! process (sim backend) on loopback. `cargo build --workspace` builds both binaries.
 
+mod common;
+use common::*;
+
 use iluvatar_rpc as rpc;
 use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
-}
-
-fn bin(name: &str) -> PathBuf {
-    let p = target_dir().join(name);
-    assert!(p.is_file(), "{} not found: run `cargo build --workspace` first", p.display());
-    p
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d =
-        std::env::temp_dir().join(format!("lg-e2e-{}-{}-{tag}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 struct Worker {
     child: Child,
@@ -88,34 +69,8 @@ impl Drop for Worker {
     }
 }
 
-fn load_gen(args: &[&str]) -> Output {
-    let out = Command::new(bin("iluvatar_load_gen")).args(args).output().unwrap();
-    eprintln!(
-        "--- stdout\n{}--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 const META: &str = "func_name,cold_dur_ms,warm_dur_ms,mem_mb,note\nhello,60,5,128,x\nslow,120,30,256,y\n";
 const TRACE: &str = "func_name,invoke_time_ms\nhello,0\nslow,0\nhello,300\nslow,400\nhello,600\nhello,650\nslow,800\n";
-
-fn read_csv(path: &Path) -> Vec<HashMap<String, String>> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.splitn(header.len(), ',').collect();
-            header.iter().zip(f).map(|(h, v)| (h.to_string(), v.to_string())).collect()
-        })
-        .collect()
-}
 
 /// Well-formed enough: one svg root, balanced elements, something drawn.
 fn check_svg(path: &Path) {

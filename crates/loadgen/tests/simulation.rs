@@ -2,25 +2,18 @@
 //! Runs the library directly (no binaries needed). Every test prints its seed, and every
 //! assertion names it, so a failure can be replayed bit for bit.
 
+mod common;
+use common::*;
+
 use clap::Parser;
 use iluvatar_load_gen::generate::{SyntheticArgs, synthetic_workload, write};
 use iluvatar_load_gen::replay::{RateArgs, TraceArgs, run_rate, run_trace};
 use iluvatar_load_gen::target::Setup;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 const SEED: u64 = 42;
 const FILES: [&str; 5] =
     ["invocations.csv", "summary.json", "latency_cdf.svg", "overhead_over_time.svg", "cold_starts_throughput.svg"];
-
-fn temp_dir(tag: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d =
-        std::env::temp_dir().join(format!("lg-sim-{}-{}-{tag}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 #[derive(Parser)]
 struct TraceCli {
@@ -32,10 +25,6 @@ struct TraceCli {
 struct RateCli {
     #[command(flatten)]
     args: RateArgs,
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// `trace --setup simulation ...` in a virtual-time runtime, as the binary runs it.
