@@ -198,9 +198,14 @@ impl ControllerApi {
                 tokio::time::timeout(timeout, w.client().status(rpc::StatusRequest { transaction_id: tid() })).await
         {
             let s = s.into_inner();
+            // Keep only the load that is not this controller's own in-flight invocations:
+            // those are counted exactly, and a status taken while one of them ran would
+            // otherwise count it again until the next poll (and push CH off its home).
+            let mine = w.inflight();
+            let running = s.num_running_funcs as u64;
             w.set_status(StatusFigures {
-                queued: s.cpu_queue_len,
-                running: s.num_running_funcs as u64,
+                queued: s.cpu_queue_len.saturating_sub(mine.saturating_sub(running)),
+                running: running.saturating_sub(mine),
                 load_avg: s.cpu_load_avg,
             });
         }

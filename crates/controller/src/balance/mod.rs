@@ -18,7 +18,8 @@ pub struct WorkerView {
     pub cpus: u32,
     /// Invocations the controller has sent to this worker and not yet seen answered.
     pub inflight: u64,
-    /// From the worker's last status: its queue and its running invocations.
+    /// From the worker's last status: its queue and its running invocations beyond the
+    /// controller's own in-flight ones (load from elsewhere).
     pub queued: u64,
     pub running: u64,
     /// The worker host's one-minute load average, from its last status.
@@ -28,10 +29,10 @@ pub struct WorkerView {
 }
 
 impl WorkerView {
-    /// Outstanding invocations: the controller's live count, or the worker's own figure
-    /// when the worker reports more (work from other clients).
+    /// Outstanding invocations: the controller's live count plus the work from elsewhere
+    /// the worker last reported.
     pub fn load(&self) -> u64 {
-        self.inflight.max(self.queued + self.running)
+        self.inflight + self.queued + self.running
     }
 
     fn cpus(&self) -> f64 {
