@@ -1,6 +1,6 @@
 //! The live `Env` of the controller: the one module of this crate allowed to read ambient
-//! time and randomness (clippy.toml bans them everywhere else). Like the worker's
-//! `TokioClock`, it reads tokio's clock, which is virtual under a paused runtime.
+//! time and randomness (clippy.toml bans them everywhere else). A copy of the worker's
+//! `LiveClock`, so that the controller does not depend on the worker crate.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -8,21 +8,29 @@ use iluvatar_core::{Clock, Env};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub struct TokioClock {
-    origin: tokio::time::Instant,
+/// The OS's monotonic clock, read directly (tokio's takes a lock when its test utilities
+/// are compiled in, as they are in a workspace build with the load generator).
+pub struct LiveClock {
+    origin: std::time::Instant,
     unix_origin_us: u64,
 }
 
-impl TokioClock {
-    pub fn live() -> Self {
+impl LiveClock {
+    pub fn new() -> Self {
         let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        TokioClock { origin: tokio::time::Instant::now(), unix_origin_us: unix.as_micros() as u64 }
+        LiveClock { origin: std::time::Instant::now(), unix_origin_us: unix.as_micros() as u64 }
     }
 }
 
-impl Clock for TokioClock {
+impl Default for LiveClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for LiveClock {
     fn now(&self) -> Duration {
-        tokio::time::Instant::now().duration_since(self.origin)
+        self.origin.elapsed()
     }
     fn unix_time_us(&self) -> u64 {
         self.unix_origin_us + self.now().as_micros() as u64
@@ -35,7 +43,7 @@ pub fn live_env() -> Env {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         t.map(|d| d.as_nanos() as u64).unwrap_or(1)
     });
-    Env::new(Arc::new(TokioClock::live()), seed)
+    Env::new(Arc::new(LiveClock::new()), seed)
 }
 
 fn read_urandom_u64() -> Option<u64> {

@@ -1,8 +1,8 @@
 //! The live `Env` and host figures: the one module allowed to read ambient time and
 //! randomness (clippy.toml bans them everywhere else).
 //!
-//! `TokioClock` reads tokio's clock, which is the OS clock in a live runtime and a virtual
-//! clock in a paused one (simulation), so the same worker code runs under both.
+//! A live worker reads `LiveClock` (the OS clock). `TokioClock` reads tokio's clock, which
+//! is virtual in a paused runtime: simulation runs the same worker code on it.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -17,12 +17,6 @@ pub struct TokioClock {
 }
 
 impl TokioClock {
-    /// A clock whose calendar time follows the OS.
-    pub fn live() -> Self {
-        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        TokioClock { origin: tokio::time::Instant::now(), unix_origin_us: unix.as_micros() as u64 }
-    }
-
     /// A clock whose calendar time starts at a fixed point (simulation, replays).
     pub fn starting_at(unix_origin_us: u64) -> Self {
         TokioClock { origin: tokio::time::Instant::now(), unix_origin_us }
