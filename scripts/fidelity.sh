@@ -3,17 +3,23 @@
 # simulated (the same worker config), compared per function: cold starts, mean, p50 and
 # p99 client latency, relative errors. Needs root (real containers).
 #
-#   bash scripts/fidelity.sh [OUT]     # env: DURATION_S (300), FUNCTIONS (10), PORT (8391)
+#   bash scripts/fidelity.sh [OUT]
+#   env: DURATION_S (300), CALIBRATION_S (DURATION_S), FUNCTIONS (10), KEEP_ALIVE_MS (10000),
+#        SEED (1), PORT (8391)
 #
-# Steps: generate a synthetic trace; calibrate (a live run of a calibration trace on a
-# worker with a 1 s keep-alive gives each function's measured cold and warm latency, the
-# durations the sim backend then takes); run the trace live; simulate it with the
-# calibrated metadata and the same worker config; compare.
+# Steps: generate a synthetic trace; calibrate: a calibration trace (each function's
+# arrivals resampled at its rate in the trace, with another seed) is run live, and each
+# function's measured service times (client latency minus queue wait), cold and warm,
+# become the samples the sim backend draws its durations from; run the trace live;
+# simulate it with the calibrated metadata and the same worker config; compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-results/fidelity}
 DUR=${DURATION_S:-300}
+CAL=${CALIBRATION_S:-$DUR}
 NF=${FUNCTIONS:-10}
+KEEP=${KEEP_ALIVE_MS:-10000}
+SEED=${SEED:-1}
 PORT=${PORT:-8391}
 W=target/release/iluvatar_worker
 L=target/release/iluvatar_load_gen
@@ -42,11 +48,12 @@ stop_worker() { kill -TERM "$WORKER_PID"; wait "$WORKER_PID" || true; rm -f "$OU
 trap '[ -n "$WORKER_PID" ] && kill -TERM "$WORKER_PID" 2>/dev/null || true' EXIT
 
 $L generate synthetic --functions "$NF" --duration-s "$DUR" --mean-rate 0.5 --rate-sigma 0.7 \
-  --mean-warm-ms 50 --warm-sigma 0.7 --mean-cold-extra-ms 300 --mem-mb 64,128 --seed 1 --out "$OUT/workload"
+  --mean-warm-ms 50 --warm-sigma 0.7 --mean-cold-extra-ms 300 --mem-mb 64,128 --seed "$SEED" --out "$OUT/workload"
 
 echo "== calibration (live)"
-worker_config "$OUT/calibration.json" 1000 "$OUT/state-calibration"
-$L fidelity calibration-trace --metadata "$OUT/workload/metadata.csv" --out "$OUT/calibration-trace"
+$L fidelity calibration-trace --input "$OUT/workload/trace.csv" --metadata "$OUT/workload/metadata.csv" \
+  --duration-s "$CAL" --seed $((SEED + 1000)) --out "$OUT/calibration-trace"
+worker_config "$OUT/calibration.json" "$KEEP" "$OUT/state-calibration"
 start_worker "$OUT/calibration.json"
 $L trace --port "$PORT" --input "$OUT/calibration-trace/trace.csv" --metadata "$OUT/workload/metadata.csv" \
   --out "$OUT/calibration-run" --quiet
@@ -54,13 +61,13 @@ stop_worker
 $L fidelity calibrate --run "$OUT/calibration-run" --metadata "$OUT/workload/metadata.csv" --out "$OUT/calibrated.csv"
 
 echo "== live run"
-worker_config "$OUT/worker.json" 60000 "$OUT/state-live"
+worker_config "$OUT/worker.json" "$KEEP" "$OUT/state-live"
 start_worker "$OUT/worker.json"
 $L trace --port "$PORT" --input "$OUT/workload/trace.csv" --metadata "$OUT/workload/metadata.csv" --out "$OUT/live" --quiet
 stop_worker
 
 echo "== simulated run"
-$L trace --setup simulation --worker-config "$OUT/worker.json" --seed 1 \
+$L trace --setup simulation --worker-config "$OUT/worker.json" --seed "$SEED" \
   --input "$OUT/workload/trace.csv" --metadata "$OUT/calibrated.csv" --out "$OUT/sim" --quiet
 
 echo "== live vs simulated"

@@ -1,9 +1,12 @@
 # Synthetic Ilúvatar function for load generation: burns CPU, sleeps, allocates memory, prints, fails on request.
 #
 # Environment: SYNTHETIC_IMPORT_MS (default 0) burns that much CPU at import to model a cold-start cost.
-# Arguments (all optional): compute_ms, sleep_ms, memory_mb (numbers >= 0), output_kb (integer >= 0), fail.
-# The memory is held while computing and sleeping, so it counts in the container's footprint for the whole call;
-# `fail` raises after the work is done, so a failing call still costs what was asked.
+# Arguments (all optional): compute_ms, sleep_ms, memory_mb, resident_mb (numbers >= 0), output_kb (integer >= 0),
+# fail. memory_mb is allocated and touched on every call and held while computing and sleeping, so it counts in
+# the container's footprint for the whole call; resident_mb is a working set kept across calls (allocated and
+# touched by the first call that asks for it, grown by a later call that asks for more), so only a container's
+# first call pays for it, as a real function's loaded data. `fail` raises after the work is done, so a failing
+# call still costs what was asked.
 import math
 import os
 import sys
@@ -43,23 +46,33 @@ def _import_ms():
 
 IMPORT_MS = _burn(_import_ms())
 
+# The working set kept across calls (resident_mb).
+_resident = bytearray(0)
+
+
+def _touched(mb):
+    buf = bytearray(int(mb * _MB))
+    # bytearray's zeroed pages may be mapped lazily: write one byte per page so they are really resident.
+    count = len(range(0, len(buf), _PAGE))
+    buf[::_PAGE] = b"\x01" * count
+    return buf
+
 
 def main(args):
     # Validate everything first, so that a bad argument costs nothing.
     compute_ms = _number(args, "compute_ms")
     sleep_ms = _number(args, "sleep_ms")
     memory_mb = _number(args, "memory_mb")
+    resident_mb = _number(args, "resident_mb")
     output_kb = args.get("output_kb", 0)
     if isinstance(output_kb, bool) or not isinstance(output_kb, int) or output_kb < 0:
         raise ValueError(f"output_kb must be an integer >= 0, got {output_kb!r} ({type(output_kb).__name__})")
     fail = args.get("fail")
 
-    buf = None
-    if memory_mb:
-        buf = bytearray(int(memory_mb * _MB))
-        # bytearray's zeroed pages may be mapped lazily: write one byte per page so they are really resident.
-        count = len(range(0, len(buf), _PAGE))
-        buf[::_PAGE] = b"\x01" * count
+    global _resident
+    if int(resident_mb * _MB) > len(_resident):
+        _resident = _touched(resident_mb)
+    buf = _touched(memory_mb) if memory_mb else None
 
     computed = _burn(compute_ms) if compute_ms else 0.0
 
@@ -80,4 +93,7 @@ def main(args):
     del buf
     if fail:
         raise RuntimeError(str(fail))
-    return {"body": {"compute_ms": round(computed, 3), "memory_mb": memory_mb, "slept_ms": round(slept, 3)}}
+    body = {"compute_ms": round(computed, 3), "memory_mb": memory_mb, "slept_ms": round(slept, 3)}
+    if resident_mb:
+        body["resident_mb"] = len(_resident) / _MB
+    return {"body": body}

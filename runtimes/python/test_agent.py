@@ -306,7 +306,11 @@ class AgentTest(unittest.TestCase):
         self.assertEqual(conn.call({})["result"], {"body": {"compute_ms": 0.0, "memory_mb": 0, "slept_ms": 0.0}})
         r = conn.call({"fail": "on purpose"})
         self.assertEqual((r["error"]["kind"], r["error"]["message"]), ("RuntimeError", "on purpose"))
-        for bad in [{"compute_ms": "5"}, {"sleep_ms": -1}, {"memory_mb": True}, {"output_kb": 1.5}]:
+        # resident_mb is kept across calls: the first call that asks pays, later ones do not shrink it.
+        self.assertEqual(conn.call({"resident_mb": 4})["result"]["body"]["resident_mb"], 4)
+        self.assertEqual(conn.call({"resident_mb": 2})["result"]["body"]["resident_mb"], 4)
+        self.assertEqual(conn.call({"resident_mb": 6})["result"]["body"]["resident_mb"], 6)
+        for bad in [{"compute_ms": "5"}, {"sleep_ms": -1}, {"memory_mb": True}, {"output_kb": 1.5}, {"resident_mb": -2}]:
             r = conn.call(bad)
             self.assertEqual(r["error"]["kind"], "ValueError", bad)
             self.assertIn(next(iter(bad)), r["error"]["message"])

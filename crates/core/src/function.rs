@@ -115,12 +115,20 @@ pub struct SpecLimits {
 /// A function's cold and warm durations, from `resource_timings_json`.
 ///
 /// Two shapes are accepted: `{"cold_dur_ms": 500, "warm_dur_ms": 20}` (this project's, and
-/// the trace metadata's columns) and Ilúvatar's `{"cpu": {"cold_results_sec": [..],
-/// "warm_results_sec": [..]}}`, whose means are taken.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// the trace metadata's columns), optionally with measured samples
+/// `"cold_samples_ms": [..], "warm_samples_ms": [..]`, and Ilúvatar's `{"cpu":
+/// {"cold_results_sec": [..], "warm_results_sec": [..]}}`, whose lists are the samples and
+/// whose means are the durations. The `sim` backend draws each duration from the samples
+/// when there are some (so that a simulation has the measured spread), else takes the
+/// fixed durations.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResourceTimings {
     pub cold_ms: f64,
     pub warm_ms: f64,
+    /// End-to-end times of cold invocations (container start plus the call), in ms.
+    pub cold_samples_ms: Vec<f64>,
+    /// Times of warm calls, in ms.
+    pub warm_samples_ms: Vec<f64>,
 }
 
 impl ResourceTimings {
@@ -130,28 +138,50 @@ impl ResourceTimings {
         }
         let bad = |why: &str| SpecError::ResourceTimings(why.to_string());
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
+        // A list of numbers at `key` of `obj`, each times `scale`; absent is empty.
+        let list = |obj: &serde_json::Value, key: &str, what: &str, scale: f64| -> Result<Vec<f64>, SpecError> {
+            match obj.get(key) {
+                None => Ok(Vec::new()),
+                Some(x) => {
+                    let xs = x.as_array().ok_or_else(|| bad(&format!("{what} must be a list of numbers")))?;
+                    xs.iter()
+                        .map(|x| {
+                            x.as_f64().map(|x| x * scale).ok_or_else(|| bad(&format!("{what} must hold numbers only")))
+                        })
+                        .collect()
+                }
+            }
+        };
         let t = if let (Some(c), Some(w)) = (v.get("cold_dur_ms"), v.get("warm_dur_ms")) {
             let num = |x: &serde_json::Value, k: &str| x.as_f64().ok_or_else(|| bad(&format!("{k} must be a number")));
-            ResourceTimings { cold_ms: num(c, "cold_dur_ms")?, warm_ms: num(w, "warm_dur_ms")? }
+            ResourceTimings {
+                cold_ms: num(c, "cold_dur_ms")?,
+                warm_ms: num(w, "warm_dur_ms")?,
+                cold_samples_ms: list(&v, "cold_samples_ms", "cold_samples_ms", 1.0)?,
+                warm_samples_ms: list(&v, "warm_samples_ms", "warm_samples_ms", 1.0)?,
+            }
         } else if let Some(cpu) = v.get("cpu") {
-            let mean_ms = |k: &str| -> Result<f64, SpecError> {
-                let xs = cpu
-                    .get(k)
-                    .and_then(|x| x.as_array())
-                    .ok_or_else(|| bad(&format!("cpu.{k} must be a list of seconds")))?;
-                let xs: Vec<f64> = xs.iter().filter_map(|x| x.as_f64()).collect();
-                if xs.is_empty() {
-                    return Err(bad(&format!("cpu.{k} has no numbers")));
+            let samples = |k: &str| -> Result<Vec<f64>, SpecError> {
+                let what = format!("cpu.{k}");
+                if cpu.get(k).is_none() {
+                    return Err(bad(&format!("{what} must be a list of seconds")));
                 }
-                Ok(xs.iter().sum::<f64>() / xs.len() as f64 * 1000.0)
+                let xs = list(cpu, k, &what, 1000.0)?;
+                if xs.is_empty() {
+                    return Err(bad(&format!("{what} has no numbers")));
+                }
+                Ok(xs)
             };
-            ResourceTimings { cold_ms: mean_ms("cold_results_sec")?, warm_ms: mean_ms("warm_results_sec")? }
+            let (cold, warm) = (samples("cold_results_sec")?, samples("warm_results_sec")?);
+            let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+            ResourceTimings { cold_ms: mean(&cold), warm_ms: mean(&warm), cold_samples_ms: cold, warm_samples_ms: warm }
         } else {
             return Err(bad(
                 "expected {\"cold_dur_ms\", \"warm_dur_ms\"} or {\"cpu\": {\"cold_results_sec\", \"warm_results_sec\"}}",
             ));
         };
-        if !(t.cold_ms.is_finite() && t.warm_ms.is_finite()) || t.cold_ms < 0.0 || t.warm_ms < 0.0 {
+        let ok = |x: &f64| x.is_finite() && *x >= 0.0;
+        if ![t.cold_ms, t.warm_ms].iter().chain(&t.cold_samples_ms).chain(&t.warm_samples_ms).all(ok) {
             return Err(bad("durations must be finite and not negative"));
         }
         Ok(Some(t))
@@ -233,14 +263,24 @@ mod tests {
     #[test]
     fn resource_timings_both_shapes() {
         let a = ResourceTimings::parse(r#"{"cold_dur_ms": 500, "warm_dur_ms": 20}"#).unwrap();
-        assert_eq!(a, Some(ResourceTimings { cold_ms: 500.0, warm_ms: 20.0 }));
+        let fixed = ResourceTimings { cold_ms: 500.0, warm_ms: 20.0, cold_samples_ms: vec![], warm_samples_ms: vec![] };
+        assert_eq!(a, Some(fixed.clone()));
+        let s = r#"{"cold_dur_ms": 500, "warm_dur_ms": 20, "cold_samples_ms": [450, 550], "warm_samples_ms": [19]}"#;
+        let s = ResourceTimings::parse(s).unwrap().unwrap();
+        assert_eq!((s.cold_samples_ms, s.warm_samples_ms), (vec![450.0, 550.0], vec![19.0]));
         let b =
             ResourceTimings::parse(r#"{"cpu": {"cold_results_sec": [0.4, 0.6], "warm_results_sec": [0.01, 0.03]}}"#)
                 .unwrap()
                 .unwrap();
         assert!((b.cold_ms - 500.0).abs() < 1e-9 && (b.warm_ms - 20.0).abs() < 1e-9);
+        assert!((b.cold_samples_ms[1] - 600.0).abs() < 1e-9 && b.warm_samples_ms.len() == 2);
         assert_eq!(ResourceTimings::parse("").unwrap(), None);
         assert!(ResourceTimings::parse(r#"{"cold_dur_ms": -1, "warm_dur_ms": 0}"#).is_err());
         assert!(ResourceTimings::parse(r#"{"x": 1}"#).is_err());
+        for bad in [r#""warm_samples_ms": [1, -2]"#, r#""cold_samples_ms": 5"#, r#""cold_samples_ms": ["a"]"#] {
+            let text = format!(r#"{{"cold_dur_ms": 5, "warm_dur_ms": 1, {bad}}}"#);
+            let e = ResourceTimings::parse(&text).unwrap_err().to_string();
+            assert!(e.contains("samples") || e.contains("negative"), "{bad}: {e}");
+        }
     }
 }

@@ -1,17 +1,21 @@
 //! `fidelity`: how closely a simulation matches a live run of the same trace.
 //!
-//! - `calibration-trace` writes a trace that, against a worker whose keep-alive is shorter
-//!   than its gaps, gives each function several cold starts and many warm calls;
-//! - `calibrate` turns a live run of that trace into metadata whose cold_dur_ms and
-//!   warm_dur_ms are the measured p50 client latencies (what the `sim` backend takes);
+//! - `calibration-trace` resamples a trace: Poisson arrivals at each function's rate in it,
+//!   with another seed, so that the functions can be measured live under the same kind of
+//!   load (the same contention, the same idle gaps) without measuring the trace itself;
+//! - `calibrate` turns a live run of that trace into metadata whose cold_samples_ms and
+//!   warm_samples_ms are the measured service times (client latency minus queue wait) of
+//!   the function's cold and warm invocations, and whose cold_dur_ms/warm_dur_ms are their
+//!   p50s: the `sim` backend draws each duration from the samples;
 //! - `compare` prints, per function, cold-start count, mean, p50 and p99 client latency of
 //!   a live and a simulated run side by side with their relative errors; writes JSON.
 //!
 //! `scripts/fidelity.sh` runs the whole experiment.
 
 use crate::csv::Table;
+use crate::dist::Draw;
 use crate::results::percentiles;
-use crate::trace::{Arrival, read_metadata, write_metadata, write_trace};
+use crate::trace::{Arrival, read_metadata, read_trace, write_metadata, write_trace};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -24,28 +28,29 @@ pub enum Command {
     Compare(CompareArgs),
 }
 
-/// A trace of `--rounds` rounds per function, one function after another: each round is
-/// one call then `--warm` calls `--gap-ms` apart, then `--pause-ms` of silence (longer than
-/// the calibration worker's keep-alive, so that the next round starts cold).
+/// A trace of `--duration-s` with Poisson arrivals at each function's average rate in
+/// `--input` (its invocations over the trace's span), drawn with `--seed`.
 #[derive(clap::Args)]
 pub struct CalibrationTraceArgs {
     #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long)]
     pub metadata: PathBuf,
-    #[arg(long, default_value_t = 3)]
-    pub rounds: usize,
-    #[arg(long, default_value_t = 10)]
-    pub warm: usize,
-    #[arg(long, default_value_t = 200.0)]
-    pub gap_ms: f64,
-    #[arg(long, default_value_t = 4000.0)]
-    pub pause_ms: f64,
-    /// Writes trace.csv (and a copy of metadata.csv) here.
+    #[arg(long, default_value_t = 120.0)]
+    pub duration_s: f64,
+    /// Use another seed than the trace's generator did.
+    #[arg(long, default_value_t = 2)]
+    pub seed: u64,
+    /// Writes trace.csv and metadata.csv here.
     #[arg(long)]
     pub out: PathBuf,
 }
 
-/// Metadata with measured durations: cold_dur_ms and warm_dur_ms become the p50 client
-/// latency of the function's cold and warm invocations in a live run (`--run`).
+/// Metadata with measured durations from a live run (`--run`) of the functions in
+/// `--metadata`: per function, the service time (client latency minus queue wait) of every
+/// successful cold and warm invocation, as cold_samples_ms and warm_samples_ms, and their
+/// p50s as cold_dur_ms and warm_dur_ms. A function the run has no cold (or warm) invocation
+/// of keeps its metadata duration, shifted by the measured difference of the other.
 #[derive(clap::Args)]
 pub struct CalibrateArgs {
     /// A live run's results directory (its invocations.csv).
@@ -54,6 +59,7 @@ pub struct CalibrateArgs {
     /// The metadata the run was made from.
     #[arg(long)]
     pub metadata: PathBuf,
+    /// The calibrated metadata (CSV).
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -80,22 +86,76 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
 }
 
 fn calibration_trace(a: CalibrationTraceArgs) -> anyhow::Result<()> {
+    if !(a.duration_s > 0.0 && a.duration_s.is_finite()) {
+        bail!("--duration-s must be positive");
+    }
     let meta = read_metadata(&a.metadata)?;
+    let trace = read_trace(&a.input, &meta)?;
+    let span_ms = trace.last().map(|x| x.time_ms).unwrap_or(0.0).max(1.0);
+    let mut counts = vec![0usize; meta.len()];
+    for x in &trace {
+        counts[x.func] += 1;
+    }
+    let mut draw = Draw::new(a.seed);
+    let end_ms = a.duration_s * 1e3;
     let mut arrivals = Vec::new();
-    let mut t = 0.0;
-    for f in 0..meta.len() {
-        for _ in 0..a.rounds {
-            for _ in 0..=a.warm {
-                arrivals.push(Arrival { func: f, time_ms: t });
-                t += a.gap_ms;
-            }
-            t += a.pause_ms;
+    for (func, &n) in counts.iter().enumerate() {
+        let per_ms = n as f64 / span_ms;
+        if per_ms <= 0.0 {
+            continue;
+        }
+        let mut t = draw.exponential(per_ms);
+        while t < end_ms {
+            arrivals.push(Arrival { func, time_ms: (t * 1e3).round() / 1e3 });
+            t += draw.exponential(per_ms);
         }
     }
+    arrivals.sort_by(|x, y| x.time_ms.total_cmp(&y.time_ms).then(x.func.cmp(&y.func)));
     std::fs::create_dir_all(&a.out)?;
     write_metadata(&a.out.join("metadata.csv"), &meta)?;
     write_trace(&a.out.join("trace.csv"), &meta, &arrivals)?;
-    println!("wrote {} invocations over {:.0} s to {}/trace.csv", arrivals.len(), t / 1e3, a.out.display());
+    println!(
+        "wrote {} invocations over {:.0} s (each function at its rate in {}) to {}/trace.csv",
+        arrivals.len(),
+        a.duration_s,
+        a.input.display(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
+    let mut meta = read_metadata(&a.metadata)?;
+    let seen = observed(&a.run, true)?;
+    let p50 = |xs: &[f64]| percentiles(xs.to_vec())["p50"].as_f64();
+    let r3 = |x: f64| (x * 1e3).round() / 1e3;
+    println!("{:<20} {:>28} {:>28}", "function", "cold p50 ms (metadata, n)", "warm p50 ms (metadata, n)");
+    for f in meta.iter_mut() {
+        let none = Observed { cold: vec![], warm: vec![], all: vec![], failed: 0 };
+        let o = seen.get(&f.name).unwrap_or(&none);
+        let (cold, warm) = match (p50(&o.cold), p50(&o.warm)) {
+            (Some(c), Some(w)) => (c, w),
+            (Some(c), None) => (c, (f.warm_dur_ms + c - f.cold_dur_ms).max(0.0)),
+            (None, Some(w)) => (f.cold_dur_ms + w - f.warm_dur_ms, w),
+            (None, None) => bail!("{}: {} holds no successful invocation of it", f.name, a.run.display()),
+        };
+        println!(
+            "{:<20} {:>9.1} ({:>9.1}, {:>4}) {:>9.1} ({:>9.1}, {:>4})",
+            f.name,
+            cold,
+            f.cold_dur_ms,
+            o.cold.len(),
+            warm,
+            f.warm_dur_ms,
+            o.warm.len()
+        );
+        f.warm_dur_ms = r3(warm);
+        f.cold_dur_ms = r3(cold.max(warm));
+        f.cold_samples_ms = o.cold.iter().map(|x| r3(*x)).collect();
+        f.warm_samples_ms = o.warm.iter().map(|x| r3(*x)).collect();
+    }
+    write_metadata(&a.out, &meta).with_context(|| format!("writing {}", a.out.display()))?;
+    println!("wrote {}", a.out.display());
     Ok(())
 }
 
@@ -107,10 +167,12 @@ struct Observed {
     failed: usize,
 }
 
-fn observed(run: &Path) -> anyhow::Result<BTreeMap<String, Observed>> {
+/// With `service`, the time queued in the worker is taken off each latency.
+fn observed(run: &Path, service: bool) -> anyhow::Result<BTreeMap<String, Observed>> {
     let t = Table::read(&run.join("invocations.csv"))?;
     let (f, lat, state, ok) =
         (t.column("function")?, t.column("client_latency_ms")?, t.column("container_state")?, t.column("success")?);
+    let queue = t.column("queue_ms")?;
     let mut out: BTreeMap<String, Observed> = BTreeMap::new();
     for (line, row) in &t.rows {
         let o = out.entry(row[f].clone()).or_insert_with(|| Observed {
@@ -123,7 +185,10 @@ fn observed(run: &Path) -> anyhow::Result<BTreeMap<String, Observed>> {
             o.failed += 1;
             continue;
         }
-        let x = t.number(*line, row, lat)?;
+        let mut x = t.number(*line, row, lat)?;
+        if service {
+            x = (x - t.number(*line, row, queue)?).max(0.0);
+        }
         o.all.push(x);
         match row[state].as_str() {
             "cold" => o.cold.push(x),
@@ -134,40 +199,13 @@ fn observed(run: &Path) -> anyhow::Result<BTreeMap<String, Observed>> {
     Ok(out)
 }
 
-fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
-    let mut meta = read_metadata(&a.metadata)?;
-    let seen = observed(&a.run)?;
-    let p50 = |xs: &[f64]| percentiles(xs.to_vec())["p50"].as_f64();
-    for f in meta.iter_mut() {
-        let o = seen.get(&f.name).with_context(|| format!("{} has no invocation in {}", f.name, a.run.display()))?;
-        let (Some(cold), Some(warm)) = (p50(&o.cold), p50(&o.warm)) else {
-            bail!("{}: the run needs both cold and warm invocations of it", f.name);
-        };
-        println!(
-            "{:<20} cold {:>8.1} ms (metadata {:>8.1}, {} samples)  warm {:>7.1} ms (metadata {:>7.1}, {} samples)",
-            f.name,
-            cold,
-            f.cold_dur_ms,
-            o.cold.len(),
-            warm,
-            f.warm_dur_ms,
-            o.warm.len()
-        );
-        f.warm_dur_ms = warm;
-        f.cold_dur_ms = cold.max(warm);
-    }
-    write_metadata(&a.out, &meta)?;
-    println!("wrote {}", a.out.display());
-    Ok(())
-}
-
 fn rel(sim: f64, live: f64) -> Option<f64> {
     (live != 0.0).then(|| (sim - live) / live)
 }
 
 /// Prints the side-by-side table and writes the JSON; returns it.
 pub fn compare(a: CompareArgs) -> anyhow::Result<Value> {
-    let (live, sim) = (observed(&a.live)?, observed(&a.sim)?);
+    let (live, sim) = (observed(&a.live, false)?, observed(&a.sim, false)?);
     let stats = |o: &Observed| {
         let p = percentiles(o.all.clone());
         (

@@ -159,7 +159,13 @@ pub fn synthetic_workload(a: &SyntheticArgs) -> anyhow::Result<(Vec<FunctionMeta
             r3(warm
                 + if a.mean_cold_extra_ms > 0.0 { d.lognormal_mean(a.mean_cold_extra_ms, a.cold_sigma) } else { 0.0 });
         let mem = a.mem_mb[(d.uniform() * a.mem_mb.len() as f64) as usize % a.mem_mb.len()];
-        meta.push(FunctionMeta { name: format!("f{i:0width$}"), cold_dur_ms: cold, warm_dur_ms: warm, mem_mb: mem });
+        meta.push(FunctionMeta {
+            name: format!("f{i:0width$}"),
+            cold_dur_ms: cold,
+            warm_dur_ms: warm,
+            mem_mb: mem,
+            ..Default::default()
+        });
         let mut t = d.exponential(rate) * 1e3;
         while t < a.duration_s * 1e3 {
             arrivals.push(Arrival { func: i, time_ms: r3(t) });
@@ -305,7 +311,13 @@ pub fn azure(a: AzureArgs) -> anyhow::Result<()> {
         let name = if *seen == 1 { short } else { format!("{short}-{seen}") };
         let (warm, cold) = durations[key];
         let mb = memory[&(key.0.clone(), key.1.clone())].ceil().max(a.min_mem_mb as f64) as u64;
-        meta.push(FunctionMeta { name, cold_dur_ms: r3(cold), warm_dur_ms: r3(warm), mem_mb: mb });
+        meta.push(FunctionMeta {
+            name,
+            cold_dur_ms: r3(cold),
+            warm_dur_ms: r3(warm),
+            mem_mb: mb,
+            ..Default::default()
+        });
         for (m, &c) in counts[key].iter().enumerate() {
             let base = m as f64 * 60_000.0;
             for k in 0..c {

@@ -35,8 +35,9 @@ enum Command {
     /// Simulation speed: replays a generated workload of about 1.3 million invocations in
     /// simulation; prints invocations per wall-clock second and peak memory, writes JSON.
     SimBench(iluvatar_load_gen::sim_bench::Args),
-    /// Live vs simulated: a calibration trace, metadata calibrated from a live run of it,
-    /// and a per-function comparison of a live and a simulated run (scripts/fidelity.sh).
+    /// Live vs simulated: a resampled calibration trace, metadata calibrated from a live run
+    /// of it, and a per-function comparison of a live and a simulated run
+    /// (scripts/fidelity.sh).
     #[command(subcommand)]
     Fidelity(iluvatar_load_gen::fidelity::Command),
     /// Simulations over a parameter grid (`--grid 'container_pool.memory_mb=1024,2048;...'`),

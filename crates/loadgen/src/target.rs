@@ -52,8 +52,10 @@ pub struct TargetArgs {
     #[arg(long, default_value_t = 8079)]
     pub port: u16,
     /// The backend functions are registered with: `runtime` registers functions/synthetic
-    /// parameterised from the metadata (compute_ms = warm_dur_ms, memory_mb = mem_mb);
-    /// `sim` registers simulated functions taking cold_dur_ms/warm_dur_ms.
+    /// parameterised from the metadata (compute_ms = warm_dur_ms, resident_mb = mem_mb: a
+    /// working set the container's first call allocates and keeps, and an import cost of
+    /// cold_dur_ms - warm_dur_ms); `sim` registers simulated functions taking
+    /// cold_dur_ms/warm_dur_ms (or drawn from the metadata's samples).
     #[arg(long, value_enum, default_value = "runtime")]
     pub isolation: Isolation,
     /// The folder holding the example functions (synthetic/ for the runtime backend).
@@ -190,7 +192,14 @@ impl TargetArgs {
     }
 
     fn plan(&self, f: &FunctionMeta, data: Option<&FunctionData>, synthetic: Option<&Path>) -> Plan {
-        let timings = json!({"cold_dur_ms": f.cold_dur_ms, "warm_dur_ms": f.warm_dur_ms}).to_string();
+        let mut timings = json!({"cold_dur_ms": f.cold_dur_ms, "warm_dur_ms": f.warm_dur_ms});
+        if !f.cold_samples_ms.is_empty() {
+            timings["cold_samples_ms"] = json!(f.cold_samples_ms);
+        }
+        if !f.warm_samples_ms.is_empty() {
+            timings["warm_samples_ms"] = json!(f.warm_samples_ms);
+        }
+        let timings = timings.to_string();
         let mut register = rpc::RegisterRequest {
             function_name: f.name.clone(),
             function_version: self.version.clone(),
@@ -229,7 +238,7 @@ impl TargetArgs {
                 register.isolate = rpc::isolation::RUNTIME;
                 register.language = rpc::LanguageRuntime::Python3 as i32;
                 register.memory = (f.mem_mb + self.runtime_headroom_mb) as i64;
-                json_args = json!({"compute_ms": f.warm_dur_ms, "memory_mb": f.mem_mb}).to_string();
+                json_args = json!({"compute_ms": f.warm_dur_ms, "resident_mb": f.mem_mb}).to_string();
             }
         }
         Plan { register, json_args }

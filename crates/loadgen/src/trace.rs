@@ -1,17 +1,23 @@
 //! The Ilúvatar trace formats: a trace (`func_name,invoke_time_ms`, sorted, 0-based) and
 //! function metadata (`func_name,cold_dur_ms,warm_dur_ms,mem_mb`, extra columns allowed).
+//! Metadata may also hold `cold_samples_ms` and `warm_samples_ms` columns: measured
+//! durations separated by spaces (written by `fidelity calibrate`), which a simulation
+//! draws each duration from.
 
 use crate::csv::{InputError, Records, Table, record};
 use std::collections::HashMap;
 use std::path::Path;
 
 /// One function of a workload, as the metadata describes it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FunctionMeta {
     pub name: String,
     pub cold_dur_ms: f64,
     pub warm_dur_ms: f64,
     pub mem_mb: u64,
+    /// Measured cold and warm durations (optional columns; empty when absent).
+    pub cold_samples_ms: Vec<f64>,
+    pub warm_samples_ms: Vec<f64>,
 }
 
 /// One invocation to send: which function (an index into the metadata) and when, in
@@ -38,6 +44,7 @@ pub fn parse_metadata(path: &Path, text: &str) -> Result<Vec<FunctionMeta>, Inpu
 fn metadata_of(t: Table) -> Result<Vec<FunctionMeta>, InputError> {
     let (n, c, w, m) =
         (t.column("func_name")?, t.column("cold_dur_ms")?, t.column("warm_dur_ms")?, t.column("mem_mb")?);
+    let (cs, ws) = (t.column("cold_samples_ms").ok(), t.column("warm_samples_ms").ok());
     let mut out: Vec<FunctionMeta> = Vec::new();
     let mut seen = HashMap::new();
     for (line, row) in &t.rows {
@@ -63,7 +70,24 @@ fn metadata_of(t: Table) -> Result<Vec<FunctionMeta>, InputError> {
         if mem < 1.0 {
             return Err(t.error(*line, format!("mem_mb must be at least 1 for {name:?}")));
         }
-        out.push(FunctionMeta { name, cold_dur_ms: cold, warm_dur_ms: warm, mem_mb: mem.ceil() as u64 });
+        let samples = |col: Option<usize>| -> Result<Vec<f64>, InputError> {
+            let Some(col) = col else { return Ok(Vec::new()) };
+            let xs: Result<Vec<f64>, _> = row[col].split_whitespace().map(str::parse::<f64>).collect();
+            match xs {
+                Ok(xs) if xs.iter().all(|x| x.is_finite() && *x >= 0.0) => Ok(xs),
+                _ => Err(
+                    t.error(*line, format!("{} of {name:?} must be numbers >= 0 separated by spaces", t.header[col]))
+                ),
+            }
+        };
+        out.push(FunctionMeta {
+            cold_samples_ms: samples(cs)?,
+            warm_samples_ms: samples(ws)?,
+            name,
+            cold_dur_ms: cold,
+            warm_dur_ms: warm,
+            mem_mb: mem.ceil() as u64,
+        });
     }
     if out.is_empty() {
         return Err(t.error(0, "no function is listed"));
@@ -107,10 +131,18 @@ fn num(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 { format!("{}", x as i64) } else { format!("{x:.3}") }
 }
 
+/// Writes metadata; the sample columns only if some function has samples.
 pub fn write_metadata(path: &Path, meta: &[FunctionMeta]) -> std::io::Result<()> {
-    let mut s = String::from("func_name,cold_dur_ms,warm_dur_ms,mem_mb\n");
+    let samples = meta.iter().any(|f| !f.cold_samples_ms.is_empty() || !f.warm_samples_ms.is_empty());
+    let mut s = String::from("func_name,cold_dur_ms,warm_dur_ms,mem_mb");
+    s.push_str(if samples { ",cold_samples_ms,warm_samples_ms\n" } else { "\n" });
+    let list = |xs: &[f64]| xs.iter().map(|x| num(*x)).collect::<Vec<_>>().join(" ");
     for f in meta {
-        s.push_str(&record(&[f.name.clone(), num(f.cold_dur_ms), num(f.warm_dur_ms), f.mem_mb.to_string()]));
+        let mut fields = vec![f.name.clone(), num(f.cold_dur_ms), num(f.warm_dur_ms), f.mem_mb.to_string()];
+        if samples {
+            fields.extend([list(&f.cold_samples_ms), list(&f.warm_samples_ms)]);
+        }
+        s.push_str(&record(&fields));
     }
     std::fs::write(path, s)
 }
@@ -139,7 +171,8 @@ mod tests {
     fn reads_and_rejects() {
         let m = tmp("m.csv", "func_name,cold_dur_ms,warm_dur_ms,mem_mb,extra\na,100,10,128,x\nb,5,5,64,y\n");
         let meta = read_metadata(&m).unwrap();
-        assert_eq!(meta[1], FunctionMeta { name: "b".into(), cold_dur_ms: 5.0, warm_dur_ms: 5.0, mem_mb: 64 });
+        let b = FunctionMeta { name: "b".into(), cold_dur_ms: 5.0, warm_dur_ms: 5.0, mem_mb: 64, ..Default::default() };
+        assert_eq!(meta[1], b);
         let t = tmp("t.csv", "func_name,invoke_time_ms\na,0\nb,10\na,10.5\n");
         assert_eq!(read_trace(&t, &meta).unwrap().len(), 3);
         let bad = tmp("u.csv", "func_name,invoke_time_ms\na,10\nb,5\n");
@@ -150,7 +183,18 @@ mod tests {
         assert!(read_trace(&missing, &meta).unwrap_err().reason.contains("not in the metadata"));
         let neg = tmp("n.csv", "func_name,cold_dur_ms,warm_dur_ms,mem_mb\na,100,-1,128\n");
         assert!(read_metadata(&neg).unwrap_err().to_string().ends_with(":2: warm_dur_ms is negative (-1) for \"a\""));
-        for p in [m, t, bad, missing, neg] {
+        let sampled = tmp("s.csv", "func_name,cold_dur_ms,warm_dur_ms,mem_mb,warm_samples_ms\na,100,10,128,9 11.5\n");
+        assert_eq!(read_metadata(&sampled).unwrap()[0].warm_samples_ms, vec![9.0, 11.5]);
+        write_metadata(&sampled, &read_metadata(&sampled).unwrap()).unwrap();
+        let text = std::fs::read_to_string(&sampled).unwrap();
+        assert_eq!(
+            text,
+            "func_name,cold_dur_ms,warm_dur_ms,mem_mb,cold_samples_ms,warm_samples_ms\na,100,10,128,,9 11.500\n"
+        );
+        let bad_sample = tmp("bs.csv", "func_name,cold_dur_ms,warm_dur_ms,mem_mb,cold_samples_ms\na,100,10,128,5 x\n");
+        let e = read_metadata(&bad_sample).unwrap_err().to_string();
+        assert!(e.ends_with(":2: cold_samples_ms of \"a\" must be numbers >= 0 separated by spaces"), "{e}");
+        for p in [m, t, bad, missing, neg, sampled, bad_sample] {
             let _ = std::fs::remove_file(p);
         }
     }

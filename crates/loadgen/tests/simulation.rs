@@ -176,3 +176,36 @@ fn virtual_time_gives_exact_cold_and_warm_latencies() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Metadata with measured samples (as `fidelity calibrate` writes it): every simulated
+/// latency is one of the samples, and the seed decides which, reproducibly.
+#[test]
+fn trace_seed_draws_durations_from_measured_samples() {
+    println!("simulation seed {SEED}");
+    let dir = temp_dir("samples");
+    let meta =
+        "func_name,cold_dur_ms,warm_dur_ms,mem_mb,cold_samples_ms,warm_samples_ms\nf,300,20,128,280 320,15 20 25\n";
+    std::fs::write(dir.join("metadata.csv"), meta).unwrap();
+    let mut trace = String::from("func_name,invoke_time_ms\n");
+    for i in 0..60 {
+        trace.push_str(&format!("f,{}\n", i * 500));
+    }
+    std::fs::write(dir.join("trace.csv"), trace).unwrap();
+    let cfg = config(&dir, "w.json", 60_000);
+    let latencies = |out: &Path| -> Vec<String> {
+        let text = String::from_utf8(read(&out.join("invocations.csv"))).unwrap();
+        // client_latency_ms is column 6.
+        text.lines().skip(1).map(|l| l.split(',').nth(6).unwrap().to_string()).collect()
+    };
+    let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
+    simulate(&dir, &cfg, &a, SEED);
+    simulate(&dir, &cfg, &b, SEED);
+    simulate(&dir, &cfg, &c, SEED + 1);
+    let la = latencies(&a);
+    assert!(["280.000", "320.000"].contains(&la[0].as_str()), "seed {SEED}: cold {}", la[0]);
+    assert!(la[1..].iter().all(|x| ["15.000", "20.000", "25.000"].contains(&x.as_str())), "seed {SEED}: {la:?}");
+    assert!(la[1..].iter().collect::<std::collections::BTreeSet<_>>().len() == 3, "seed {SEED}: {la:?}");
+    assert_eq!(la, latencies(&b), "seed {SEED}: the same seed gave other latencies");
+    assert_ne!(la, latencies(&c), "seeds {SEED} and {}: different seeds gave the same latencies", SEED + 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,7 +6,7 @@ use iluvatar_core::policy::{EvictionConfig, KeepAliveConfig, QueueConfig};
 use iluvatar_core::{ContainerState, Env, FunctionSpec, Language};
 use iluvatar_worker::env::TokioClock;
 use iluvatar_worker::invoker::{InvokeError, Invoker, InvokerSettings};
-use iluvatar_worker::isolation::{BackendConfig, BackendContext, Backends};
+use iluvatar_worker::isolation::{BackendConfig, BackendContext, Backends, CallRequest};
 use iluvatar_worker::metrics::Metrics;
 use iluvatar_worker::pool::{Acquire, ContainerPool, PoolError, PoolPolicies};
 use std::sync::Arc;
@@ -15,10 +15,18 @@ use std::time::Duration;
 const SEED: u64 = 7;
 
 fn env() -> Env {
-    Env::new(Arc::new(TokioClock::starting_at(0)), SEED)
+    seeded(SEED)
+}
+
+fn seeded(seed: u64) -> Env {
+    Env::new(Arc::new(TokioClock::starting_at(0)), seed)
 }
 
 fn spec(name: &str, memory_mb: u64, cold_ms: u64, warm_ms: u64) -> Arc<FunctionSpec> {
+    timed(name, memory_mb, format!(r#"{{"cold_dur_ms": {cold_ms}, "warm_dur_ms": {warm_ms}}}"#))
+}
+
+fn timed(name: &str, memory_mb: u64, resource_timings_json: String) -> Arc<FunctionSpec> {
     Arc::new(FunctionSpec {
         name: name.into(),
         version: "1".into(),
@@ -30,13 +38,16 @@ fn spec(name: &str, memory_mb: u64, cold_ms: u64, warm_ms: u64) -> Arc<FunctionS
         compute: 1,
         isolation: iluvatar_rpc::isolation::SIM,
         container_server: 1,
-        resource_timings_json: format!(r#"{{"cold_dur_ms": {cold_ms}, "warm_dur_ms": {warm_ms}}}"#),
+        resource_timings_json,
         system_function: false,
     })
 }
 
 fn pool(total_mb: u64, ttl_ms: u64, memory_wait_ms: u64) -> Arc<ContainerPool> {
-    let env = env();
+    pool_with(env(), total_mb, ttl_ms, memory_wait_ms)
+}
+
+fn pool_with(env: Env, total_mb: u64, ttl_ms: u64, memory_wait_ms: u64) -> Arc<ContainerPool> {
     let ctx = BackendContext { env: env.clone(), state_dir: std::env::temp_dir() };
     let backends = Backends::build(&[BackendConfig::Sim(Default::default())], &ctx).unwrap();
     let policies = PoolPolicies {
@@ -73,6 +84,37 @@ async fn cold_then_warm_then_prewarm() {
     p.release(lease, true);
     let s = p.snapshot();
     assert_eq!((s.used_mb, s.idle, s.busy), (256, 2, 0));
+}
+
+/// With measured samples, the sim backend draws each duration from them with the Env's
+/// seed: a cold invocation (start plus first call) takes a cold sample, a warm call a warm
+/// sample, the same seed gives the same draws and another seed others.
+#[tokio::test(start_paused = true)]
+async fn sim_durations_are_drawn_from_samples_with_the_seed() {
+    async fn draws(seed: u64) -> Vec<u64> {
+        let p = pool_with(seeded(seed), 1024, 60_000, 0);
+        let timings = r#"{"cold_dur_ms": 300, "warm_dur_ms": 20, "cold_samples_ms": [250, 300, 350],
+            "warm_samples_ms": [10, 20, 30, 40]}"#;
+        let f = timed("f", 128, timings.into());
+        let call_ms = |r: iluvatar_worker::isolation::CallResult| (r.end_unix_us - r.start_unix_us) / 1000;
+        let mut out = Vec::new();
+        for i in 0..41 {
+            let lease = p.acquire(&f, "t", Acquire::Invoke).await.unwrap();
+            assert_eq!(lease.state, if i == 0 { ContainerState::Cold } else { ContainerState::Warm });
+            let startup = lease.cold_start.map(|d| d.as_millis() as u64).unwrap_or(0);
+            let r = lease.container().call(CallRequest { args: "{}", tid: "t" }).await.unwrap();
+            out.push(startup + call_ms(r));
+            p.release(lease, true);
+        }
+        out
+    }
+    let a = draws(1).await;
+    assert!([250, 300, 350].contains(&a[0]), "a cold invocation takes a cold sample: {a:?}");
+    assert!(a[1..].iter().all(|d| [10, 20, 30, 40].contains(d)), "warm calls take warm samples: {a:?}");
+    let distinct: std::collections::BTreeSet<_> = a[1..].iter().collect();
+    assert_eq!(distinct.len(), 4, "40 draws see every sample: {a:?}");
+    assert_eq!(a, draws(1).await, "the same seed draws the same");
+    assert_ne!(a, draws(2).await, "another seed draws otherwise");
 }
 
 #[tokio::test(start_paused = true)]

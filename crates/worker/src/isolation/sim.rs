@@ -1,9 +1,11 @@
 //! The simulated backend: no process at all. A container takes the function's cold or warm
 //! duration on the `Env` clock (virtual in simulation, real in a live worker), and memory is
-//! accounted by the pool exactly as for real containers.
+//! accounted by the pool exactly as for real containers. With measured samples in the
+//! registration's timings, each duration is drawn from them with the `Env`'s seeded
+//! generator: a simulation then has the measured spread, and its seed matters.
 
 use super::{BoxFuture, CallRequest, CallResult, Container, CreateRequest, IsolationBackend, IsolationError};
-use iluvatar_core::{Env, FunctionSpec};
+use iluvatar_core::{Env, FunctionSpec, ResourceTimings};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -34,14 +36,61 @@ impl SimBackend {
         SimBackend { config, env }
     }
 
-    /// (start-up time, call time) of a function.
-    fn durations(&self, spec: &FunctionSpec) -> (Duration, Duration) {
-        let (cold, warm) = match spec.timings() {
-            Ok(Some(t)) => (t.cold_ms, t.warm_ms),
-            _ => (self.config.default_cold_ms, self.config.default_warm_ms),
+    /// How long a new container of `spec` takes to start, and its calls' durations.
+    fn model(&self, spec: &FunctionSpec) -> (Duration, Durations) {
+        let t = match spec.timings() {
+            Ok(Some(t)) => t,
+            _ => ResourceTimings {
+                cold_ms: self.config.default_cold_ms,
+                warm_ms: self.config.default_warm_ms,
+                cold_samples_ms: Vec::new(),
+                warm_samples_ms: Vec::new(),
+            },
         };
-        let ms = |x: f64| Duration::from_secs_f64(x.max(0.0) / 1000.0);
-        (ms(cold - warm), ms(warm))
+        let warm = Durations::new(ms(t.warm_ms), &t.warm_samples_ms);
+        let cold = Durations::new(ms(t.cold_ms), &t.cold_samples_ms);
+        // The cold invocation (start plus first call) takes a cold duration in all: the
+        // first call takes a warm one, and the start the rest (none if the warm one is
+        // longer).
+        let (cold, first) = (cold.draw(&self.env), warm.draw(&self.env));
+        (cold.saturating_sub(first), Durations { fixed: first, samples: warm.samples, first: Some(first) })
+    }
+}
+
+/// A duration in whole milliseconds, the nearest: tokio's timers (and so virtual time) tick
+/// every millisecond and round a sleep up to the next tick, which would otherwise add half
+/// a millisecond to every duration on average.
+fn ms(x: f64) -> Duration {
+    Duration::from_millis(x.max(0.0).round() as u64)
+}
+
+/// A container's call durations: drawn from measured samples (seeded by the `Env`), else
+/// fixed; the first call's is decided at creation.
+struct Durations {
+    fixed: Duration,
+    samples: Vec<Duration>,
+    first: Option<Duration>,
+}
+
+impl Durations {
+    fn new(fixed: Duration, samples_ms: &[f64]) -> Self {
+        let samples = samples_ms.iter().map(|x| ms(*x)).collect();
+        Durations { fixed, samples, first: None }
+    }
+
+    fn draw(&self, env: &Env) -> Duration {
+        match self.samples.len() {
+            0 => self.fixed,
+            1 => self.samples[0],
+            n => self.samples[(env.rng.next_u64() % n as u64) as usize],
+        }
+    }
+
+    fn call(&self, first_call: bool, env: &Env) -> Duration {
+        match self.first {
+            Some(d) if first_call => d,
+            _ => self.draw(env),
+        }
     }
 }
 
@@ -67,14 +116,14 @@ impl IsolationBackend for SimBackend {
 
     fn create<'a>(&'a self, req: CreateRequest<'a>) -> BoxFuture<'a, Result<Box<dyn Container>, IsolationError>> {
         Box::pin(async move {
-            let (startup, call) = self.durations(req.spec);
+            let (startup, durations) = self.model(req.spec);
             if !startup.is_zero() {
                 tokio::time::sleep(startup).await;
             }
             let c: Box<dyn Container> = Box::new(SimContainer {
                 id: req.container_id.to_string(),
                 fqdn: req.spec.fqdn().0,
-                call,
+                durations,
                 calls: AtomicU64::new(0),
                 env: self.env.clone(),
             });
@@ -94,7 +143,7 @@ impl IsolationBackend for SimBackend {
 struct SimContainer {
     id: String,
     fqdn: String,
-    call: Duration,
+    durations: Durations,
     calls: AtomicU64,
     env: Env,
 }
@@ -108,8 +157,9 @@ impl Container for SimContainer {
         Box::pin(async move {
             let first_call = self.calls.fetch_add(1, Ordering::Relaxed) == 0;
             let start_unix_us = self.env.clock.unix_time_us();
-            if !self.call.is_zero() {
-                tokio::time::sleep(self.call).await;
+            let call = self.durations.call(first_call, &self.env);
+            if !call.is_zero() {
+                tokio::time::sleep(call).await;
             }
             let end_unix_us = self.env.clock.unix_time_us();
             let output = format!(r#"{{"sim":true,"fqdn":{:?},"args":{}}}"#, self.fqdn, req.args);
