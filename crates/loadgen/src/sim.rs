@@ -232,6 +232,8 @@ impl Transport for InProcess {
 /// Sends `arrivals` through `transport` on the virtual `clock`, each at its time from now
 /// (tokio's timers have whole-millisecond ticks, so a send is up to 1 ms late, as the
 /// lateness column shows), and records every outcome; returns once all have answered.
+/// Each invocation runs in its own task (as a request would in a live worker); an
+/// invocation whose task died without an outcome is reported by the recorder.
 pub async fn run_virtual<T: Transport>(
     transport: &T,
     clock: Arc<dyn Clock>,
@@ -243,29 +245,55 @@ pub async fn run_virtual<T: Transport>(
     let zero = clock.now();
     recorder.lock().unwrap().set_start_unix_s(clock.unix_time_us() as f64 / 1e6);
     let ns = move |d: Duration| d.saturating_sub(zero).as_nanos() as u64;
-    let mut running = tokio::task::JoinSet::new();
+    let running = Arc::new(Running { count: AtomicUsize::new(0), idle: tokio::sync::Notify::new() });
     for (i, a) in arrivals.iter().enumerate() {
         let at = zero + Duration::from_nanos((a.time_ms * 1e6) as u64);
-        let now = clock.now();
+        let mut now = clock.now();
         if at > now {
             tokio::time::sleep(at - now).await;
+            now = clock.now();
         }
         let mut req = requests[a.func].clone();
-        req.transaction_id = format!("{tid_prefix}-{i}");
+        req.transaction_id.clear();
+        req.transaction_id.push_str(&tid_prefix);
+        req.transaction_id.push('-');
+        crate::results::push_u64(&mut req.transaction_id, i as u64);
         let (t, rec, clock, func) = (transport.clone(), recorder.clone(), clock.clone(), a.func);
-        running.spawn(async move {
-            let sent = clock.now();
+        let guard = Running::enter(&running);
+        tokio::spawn(async move {
             let response = t.invoke(req).await;
-            let o = Outcome { func, scheduled_ns: ns(at), sent_ns: ns(sent), done_ns: ns(clock.now()), response };
+            let o = Outcome { func, scheduled_ns: ns(at), sent_ns: ns(now), done_ns: ns(clock.now()), response };
             rec.lock().unwrap().record(i, o);
+            drop(guard);
         });
-        // Reap finished tasks as we go, so that the set stays as small as what runs.
-        while let Some(done) = running.try_join_next() {
-            done.context("a simulated invocation panicked")?;
-        }
     }
-    while let Some(done) = running.join_next().await {
-        done.context("a simulated invocation panicked")?;
+    while running.count.load(Ordering::Acquire) > 0 {
+        running.idle.notified().await;
     }
     Ok(())
+}
+
+/// The invocations in flight, and a notification when the last one ends.
+struct Running {
+    count: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One invocation in flight; counted out when dropped (also if its task panics).
+struct InFlight(Arc<Running>);
+
+impl Running {
+    fn enter(r: &Arc<Running>) -> InFlight {
+        r.count.fetch_add(1, Ordering::AcqRel);
+        InFlight(r.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // notify_one keeps a permit if nobody waits yet, so the wake-up is not lost.
+            self.0.idle.notify_one();
+        }
+    }
 }
