@@ -5,13 +5,16 @@
 #
 #   bash scripts/fidelity.sh [OUT]
 #   env: DURATION_S (300), CALIBRATION_S (DURATION_S), FUNCTIONS (10), KEEP_ALIVE_MS (10000),
-#        SEED (1), PORT (8391)
+#        SEED (1), SIM_RUNS (5), PORT (8391)
 #
 # Steps: generate a synthetic trace; calibrate: a calibration trace (each function's
 # arrivals resampled at its rate in the trace, with another seed) is run live, and each
 # function's measured service times (client latency minus queue wait), cold and warm,
-# become the samples the sim backend draws its durations from; run the trace live;
-# simulate it with the calibrated metadata and the same worker config; compare.
+# become the samples the sim backend draws its durations from (by the idle time before each
+# warm call); run the trace live; simulate it SIM_RUNS times (seeds SEED..) with the
+# calibrated metadata and the same worker config; compare (simulated figures averaged over
+# the runs). Then the same with durations measured in the live run itself: the error of the
+# model alone, without the calibration's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-results/fidelity}
@@ -20,6 +23,7 @@ CAL=${CALIBRATION_S:-$DUR}
 NF=${FUNCTIONS:-10}
 KEEP=${KEEP_ALIVE_MS:-10000}
 SEED=${SEED:-1}
+RUNS=${SIM_RUNS:-5}
 PORT=${PORT:-8391}
 W=target/release/iluvatar_worker
 L=target/release/iluvatar_load_gen
@@ -66,9 +70,24 @@ start_worker "$OUT/worker.json"
 $L trace --port "$PORT" --input "$OUT/workload/trace.csv" --metadata "$OUT/workload/metadata.csv" --out "$OUT/live" --quiet
 stop_worker
 
-echo "== simulated run"
-$L trace --setup simulation --worker-config "$OUT/worker.json" --seed "$SEED" \
-  --input "$OUT/workload/trace.csv" --metadata "$OUT/calibrated.csv" --out "$OUT/sim" --quiet
+echo "== simulated runs (seeds $SEED..$((SEED + RUNS - 1)))"
+simulate() { # $1 = metadata, $2 = results prefix; prints the --sim arguments
+  for i in $(seq 0 $((RUNS - 1))); do
+    $L trace --setup simulation --worker-config "$OUT/worker.json" --seed $((SEED + i)) \
+      --input "$OUT/workload/trace.csv" --metadata "$1" --out "$2-$i" --quiet > /dev/null
+    printf -- '--sim %s ' "$2-$i"
+  done
+}
+SIMS=$(simulate "$OUT/calibrated.csv" "$OUT/sim")
 
 echo "== live vs simulated"
-$L fidelity compare --live "$OUT/live" --sim "$OUT/sim" --out "$OUT/fidelity.json"
+# shellcheck disable=SC2086
+$L fidelity compare --live "$OUT/live" $SIMS --out "$OUT/fidelity.json"
+
+# The model's own error: the simulation fed the live run's own measured durations (no
+# calibration error, no drift of the machine between the calibration and the live run).
+echo "== live vs simulated with the live run's own durations (the model's error alone)"
+$L fidelity calibrate --run "$OUT/live" --metadata "$OUT/workload/metadata.csv" --out "$OUT/self-calibrated.csv" > /dev/null
+SIMS=$(simulate "$OUT/self-calibrated.csv" "$OUT/sim-self")
+# shellcheck disable=SC2086
+$L fidelity compare --live "$OUT/live" $SIMS --out "$OUT/fidelity-self.json"

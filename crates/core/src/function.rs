@@ -121,7 +121,7 @@ pub struct SpecLimits {
 /// whose means are the durations. The `sim` backend draws each duration from the samples
 /// when there are some (so that a simulation has the measured spread), else takes the
 /// fixed durations.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ResourceTimings {
     pub cold_ms: f64,
     pub warm_ms: f64,
@@ -129,6 +129,9 @@ pub struct ResourceTimings {
     pub cold_samples_ms: Vec<f64>,
     /// Times of warm calls, in ms.
     pub warm_samples_ms: Vec<f64>,
+    /// The idle time before each warm sample (the time since the function's previous call
+    /// ended), in ms: empty, or one per warm sample.
+    pub warm_idle_ms: Vec<f64>,
 }
 
 impl ResourceTimings {
@@ -159,6 +162,7 @@ impl ResourceTimings {
                 warm_ms: num(w, "warm_dur_ms")?,
                 cold_samples_ms: list(&v, "cold_samples_ms", "cold_samples_ms", 1.0)?,
                 warm_samples_ms: list(&v, "warm_samples_ms", "warm_samples_ms", 1.0)?,
+                warm_idle_ms: list(&v, "warm_idle_ms", "warm_idle_ms", 1.0)?,
             }
         } else if let Some(cpu) = v.get("cpu") {
             let samples = |k: &str| -> Result<Vec<f64>, SpecError> {
@@ -174,15 +178,25 @@ impl ResourceTimings {
             };
             let (cold, warm) = (samples("cold_results_sec")?, samples("warm_results_sec")?);
             let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
-            ResourceTimings { cold_ms: mean(&cold), warm_ms: mean(&warm), cold_samples_ms: cold, warm_samples_ms: warm }
+            ResourceTimings {
+                cold_ms: mean(&cold),
+                warm_ms: mean(&warm),
+                cold_samples_ms: cold,
+                warm_samples_ms: warm,
+                warm_idle_ms: Vec::new(),
+            }
         } else {
             return Err(bad(
                 "expected {\"cold_dur_ms\", \"warm_dur_ms\"} or {\"cpu\": {\"cold_results_sec\", \"warm_results_sec\"}}",
             ));
         };
         let ok = |x: &f64| x.is_finite() && *x >= 0.0;
-        if ![t.cold_ms, t.warm_ms].iter().chain(&t.cold_samples_ms).chain(&t.warm_samples_ms).all(ok) {
+        let all = [t.cold_ms, t.warm_ms];
+        if !all.iter().chain(&t.cold_samples_ms).chain(&t.warm_samples_ms).chain(&t.warm_idle_ms).all(ok) {
             return Err(bad("durations must be finite and not negative"));
+        }
+        if !t.warm_idle_ms.is_empty() && t.warm_idle_ms.len() != t.warm_samples_ms.len() {
+            return Err(bad("warm_idle_ms must have one idle time per warm sample"));
         }
         Ok(Some(t))
     }
@@ -263,7 +277,7 @@ mod tests {
     #[test]
     fn resource_timings_both_shapes() {
         let a = ResourceTimings::parse(r#"{"cold_dur_ms": 500, "warm_dur_ms": 20}"#).unwrap();
-        let fixed = ResourceTimings { cold_ms: 500.0, warm_ms: 20.0, cold_samples_ms: vec![], warm_samples_ms: vec![] };
+        let fixed = ResourceTimings { cold_ms: 500.0, warm_ms: 20.0, ..Default::default() };
         assert_eq!(a, Some(fixed.clone()));
         let s = r#"{"cold_dur_ms": 500, "warm_dur_ms": 20, "cold_samples_ms": [450, 550], "warm_samples_ms": [19]}"#;
         let s = ResourceTimings::parse(s).unwrap().unwrap();
@@ -277,10 +291,17 @@ mod tests {
         assert_eq!(ResourceTimings::parse("").unwrap(), None);
         assert!(ResourceTimings::parse(r#"{"cold_dur_ms": -1, "warm_dur_ms": 0}"#).is_err());
         assert!(ResourceTimings::parse(r#"{"x": 1}"#).is_err());
-        for bad in [r#""warm_samples_ms": [1, -2]"#, r#""cold_samples_ms": 5"#, r#""cold_samples_ms": ["a"]"#] {
+        let idle = r#"{"cold_dur_ms": 5, "warm_dur_ms": 1, "warm_samples_ms": [1, 2], "warm_idle_ms": [0, 900]}"#;
+        assert_eq!(ResourceTimings::parse(idle).unwrap().unwrap().warm_idle_ms, vec![0.0, 900.0]);
+        for bad in [
+            r#""warm_samples_ms": [1, -2]"#,
+            r#""cold_samples_ms": 5"#,
+            r#""cold_samples_ms": ["a"]"#,
+            r#""warm_samples_ms": [1, 2], "warm_idle_ms": [3]"#,
+        ] {
             let text = format!(r#"{{"cold_dur_ms": 5, "warm_dur_ms": 1, {bad}}}"#);
             let e = ResourceTimings::parse(&text).unwrap_err().to_string();
-            assert!(e.contains("samples") || e.contains("negative"), "{bad}: {e}");
+            assert!(e.contains("samples") || e.contains("negative") || e.contains("idle"), "{bad}: {e}");
         }
     }
 }

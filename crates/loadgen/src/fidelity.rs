@@ -5,8 +5,9 @@
 //!   load (the same contention, the same idle gaps) without measuring the trace itself;
 //! - `calibrate` turns a live run of that trace into metadata whose cold_samples_ms and
 //!   warm_samples_ms are the measured service times (client latency minus queue wait) of
-//!   the function's cold and warm invocations, and whose cold_dur_ms/warm_dur_ms are their
-//!   p50s: the `sim` backend draws each duration from the samples;
+//!   the function's cold and warm invocations (with the idle time before each warm one),
+//!   and whose cold_dur_ms/warm_dur_ms are their p50s: the `sim` backend draws each
+//!   duration from the samples measured after a similar idle time;
 //! - `compare` prints, per function, cold-start count, mean, p50 and p99 client latency of
 //!   a live and a simulated run side by side with their relative errors; writes JSON.
 //!
@@ -48,8 +49,9 @@ pub struct CalibrationTraceArgs {
 
 /// Metadata with measured durations from a live run (`--run`) of the functions in
 /// `--metadata`: per function, the service time (client latency minus queue wait) of every
-/// successful cold and warm invocation, as cold_samples_ms and warm_samples_ms, and their
-/// p50s as cold_dur_ms and warm_dur_ms. A function the run has no cold (or warm) invocation
+/// successful cold and warm invocation, as cold_samples_ms and warm_samples_ms, with the
+/// idle time before each warm one (since the function's previous invocation ended) as
+/// warm_idle_ms, and their p50s as cold_dur_ms and warm_dur_ms. A function the run has no cold (or warm) invocation
 /// of keeps its metadata duration, shifted by the measured difference of the other.
 #[derive(clap::Args)]
 pub struct CalibrateArgs {
@@ -69,10 +71,11 @@ pub struct CompareArgs {
     /// The live run's results directory.
     #[arg(long)]
     pub live: PathBuf,
-    /// The simulated run's results directory.
-    #[arg(long)]
-    pub sim: PathBuf,
-    /// Where to write the comparison (JSON); default: SIM/fidelity.json.
+    /// The simulated run's results directory; repeated (runs with other seeds), the
+    /// simulated figures are the averages over the runs.
+    #[arg(long, required = true)]
+    pub sim: Vec<PathBuf>,
+    /// Where to write the comparison (JSON); default: fidelity.json in the first --sim.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -131,7 +134,7 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     let r3 = |x: f64| (x * 1e3).round() / 1e3;
     println!("{:<20} {:>28} {:>28}", "function", "cold p50 ms (metadata, n)", "warm p50 ms (metadata, n)");
     for f in meta.iter_mut() {
-        let none = Observed { cold: vec![], warm: vec![], all: vec![], failed: 0 };
+        let none = Observed::default();
         let o = seen.get(&f.name).unwrap_or(&none);
         let (cold, warm) = match (p50(&o.cold), p50(&o.warm)) {
             (Some(c), Some(w)) => (c, w),
@@ -153,6 +156,7 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
         f.cold_dur_ms = r3(cold.max(warm));
         f.cold_samples_ms = o.cold.iter().map(|x| r3(*x)).collect();
         f.warm_samples_ms = o.warm.iter().map(|x| r3(*x)).collect();
+        f.warm_idle_ms = o.warm_idle.iter().map(|x| r3(*x)).collect();
     }
     write_metadata(&a.out, &meta).with_context(|| format!("writing {}", a.out.display()))?;
     println!("wrote {}", a.out.display());
@@ -160,11 +164,16 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
 }
 
 /// Per function: client latencies of successful invocations, by container state.
+#[derive(Default)]
 struct Observed {
     cold: Vec<f64>,
     warm: Vec<f64>,
+    /// Per warm invocation, the time since the function's previous invocation ended.
+    warm_idle: Vec<f64>,
     all: Vec<f64>,
     failed: usize,
+    /// When the function's latest invocation so far ended (ms from the start).
+    last_end: f64,
 }
 
 /// With `service`, the time queued in the worker is taken off each latency.
@@ -172,27 +181,28 @@ fn observed(run: &Path, service: bool) -> anyhow::Result<BTreeMap<String, Observ
     let t = Table::read(&run.join("invocations.csv"))?;
     let (f, lat, state, ok) =
         (t.column("function")?, t.column("client_latency_ms")?, t.column("container_state")?, t.column("success")?);
-    let queue = t.column("queue_ms")?;
+    let (queue, sent) = (t.column("queue_ms")?, t.column("sent_ms")?);
     let mut out: BTreeMap<String, Observed> = BTreeMap::new();
     for (line, row) in &t.rows {
-        let o = out.entry(row[f].clone()).or_insert_with(|| Observed {
-            cold: Vec::new(),
-            warm: Vec::new(),
-            all: Vec::new(),
-            failed: 0,
-        });
+        let o = out.entry(row[f].clone()).or_default();
+        let (sent, latency) = (t.number(*line, row, sent)?, t.number(*line, row, lat)?);
+        let idle = (sent - o.last_end).max(0.0);
+        o.last_end = o.last_end.max(sent + latency);
         if row[ok] != "true" {
             o.failed += 1;
             continue;
         }
-        let mut x = t.number(*line, row, lat)?;
+        let mut x = latency;
         if service {
             x = (x - t.number(*line, row, queue)?).max(0.0);
         }
         o.all.push(x);
         match row[state].as_str() {
             "cold" => o.cold.push(x),
-            "warm" | "prewarm" => o.warm.push(x),
+            "warm" | "prewarm" => {
+                o.warm.push(x);
+                o.warm_idle.push(idle);
+            }
             _ => {}
         }
     }
@@ -205,7 +215,8 @@ fn rel(sim: f64, live: f64) -> Option<f64> {
 
 /// Prints the side-by-side table and writes the JSON; returns it.
 pub fn compare(a: CompareArgs) -> anyhow::Result<Value> {
-    let (live, sim) = (observed(&a.live, false)?, observed(&a.sim, false)?);
+    let live = observed(&a.live, false)?;
+    let sims = a.sim.iter().map(|d| observed(d, false)).collect::<anyhow::Result<Vec<_>>>()?;
     let stats = |o: &Observed| {
         let p = percentiles(o.all.clone());
         (
@@ -214,6 +225,13 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<Value> {
             p["p50"].as_f64().unwrap_or(0.0),
             p["p99"].as_f64().unwrap_or(0.0),
         )
+    };
+    // A function's simulated figures: averaged over the runs that have it.
+    let sim_stats = |name: &str| -> Option<(f64, f64, f64, f64)> {
+        let each: Vec<_> = sims.iter().filter_map(|s| s.get(name)).map(stats).collect();
+        let n = each.len() as f64;
+        let avg = |f: fn(&(f64, f64, f64, f64)) -> f64| each.iter().map(f).sum::<f64>() / n;
+        (!each.is_empty()).then(|| (avg(|x| x.0), avg(|x| x.1), avg(|x| x.2), avg(|x| x.3)))
     };
     let pct = |x: Option<f64>| x.map(|x| format!("{:+.1}%", x * 100.0)).unwrap_or_else(|| "-".into());
     println!(
@@ -231,12 +249,11 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<Value> {
     let mut rows = serde_json::Map::new();
     let mut worst = json!({"cold": 0.0, "p50": 0.0});
     for (name, l) in &live {
-        let Some(s) = sim.get(name) else { continue };
+        let Some((sc, sm, s50, s99)) = sim_stats(name) else { continue };
         let (lc, lm, l50, l99) = stats(l);
-        let (sc, sm, s50, s99) = stats(s);
         let errs = [rel(sc, lc), rel(sm, lm), rel(s50, l50), rel(s99, l99)];
         println!(
-            "{:<14} {:>6}/{:<6} {:>7} {:>9.1}/{:<9.1} {:>7} {:>9.1}/{:<9.1} {:>7} {:>9.1}/{:<9.1} {:>7}",
+            "{:<14} {:>6}/{:<6.1} {:>7} {:>9.1}/{:<9.1} {:>7} {:>9.1}/{:<9.1} {:>7} {:>9.1}/{:<9.1} {:>7}",
             name.chars().take(14).collect::<String>(),
             lc,
             sc,
@@ -261,26 +278,29 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<Value> {
             name.clone(),
             json!({
                 "live": {"cold": lc, "mean_ms": lm, "p50_ms": l50, "p99_ms": l99, "failed": l.failed},
-                "sim": {"cold": sc, "mean_ms": sm, "p50_ms": s50, "p99_ms": s99, "failed": s.failed},
+                "sim": {"cold": sc, "mean_ms": sm, "p50_ms": s50, "p99_ms": s99},
                 "relative_error": {"cold": errs[0], "mean": errs[1], "p50": errs[2], "p99": errs[3]},
             }),
         );
     }
-    let (tl, ts) =
-        (live.values().map(|o| o.cold.len()).sum::<usize>(), sim.values().map(|o| o.cold.len()).sum::<usize>());
+    let cold = |o: &BTreeMap<String, Observed>| o.values().map(|o| o.cold.len()).sum::<usize>() as f64;
+    let tl = cold(&live);
+    let each: Vec<f64> = sims.iter().map(cold).collect();
+    let ts = each.iter().sum::<f64>() / each.len() as f64;
+    let runs = if sims.len() > 1 { format!(" (mean of {} runs: {each:?})", sims.len()) } else { String::new() };
     println!(
-        "all functions: cold starts live {tl}, sim {ts} ({}); worst per-function |error|: cold {:.1}%, p50 {:.1}%",
-        pct(rel(ts as f64, tl as f64)),
+        "all functions: cold starts live {tl}, sim {ts:.1}{runs} ({}); worst per-function |error|: cold {:.1}%, p50 {:.1}%",
+        pct(rel(ts, tl)),
         worst["cold"].as_f64().unwrap_or(0.0) * 100.0,
         worst["p50"].as_f64().unwrap_or(0.0) * 100.0
     );
     let mut report = crate::report::context();
     report["live"] = a.live.display().to_string().into();
-    report["sim"] = a.sim.display().to_string().into();
+    report["sim"] = json!(a.sim);
     report["functions"] = Value::Object(rows);
-    report["cold_total"] = json!({"live": tl, "sim": ts, "relative_error": rel(ts as f64, tl as f64)});
+    report["cold_total"] = json!({"live": tl, "sim": ts, "sim_runs": each, "relative_error": rel(ts, tl)});
     report["worst_abs_relative_error"] = worst;
-    let out = a.out.unwrap_or_else(|| a.sim.join("fidelity.json"));
+    let out = a.out.unwrap_or_else(|| a.sim[0].join("fidelity.json"));
     std::fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
     println!("wrote {}", out.display());
     Ok(report)

@@ -199,6 +199,9 @@ impl TargetArgs {
         if !f.warm_samples_ms.is_empty() {
             timings["warm_samples_ms"] = json!(f.warm_samples_ms);
         }
+        if !f.warm_idle_ms.is_empty() {
+            timings["warm_idle_ms"] = json!(f.warm_idle_ms);
+        }
         let timings = timings.to_string();
         let mut register = rpc::RegisterRequest {
             function_name: f.name.clone(),

@@ -2,7 +2,7 @@
 //! function metadata (`func_name,cold_dur_ms,warm_dur_ms,mem_mb`, extra columns allowed).
 //! Metadata may also hold `cold_samples_ms` and `warm_samples_ms` columns: measured
 //! durations separated by spaces (written by `fidelity calibrate`), which a simulation
-//! draws each duration from.
+//! draws each duration from, and `warm_idle_ms`: the idle time before each warm sample.
 
 use crate::csv::{InputError, Records, Table, record};
 use std::collections::HashMap;
@@ -18,6 +18,8 @@ pub struct FunctionMeta {
     /// Measured cold and warm durations (optional columns; empty when absent).
     pub cold_samples_ms: Vec<f64>,
     pub warm_samples_ms: Vec<f64>,
+    /// The idle time before each warm sample (optional; empty, or one per warm sample).
+    pub warm_idle_ms: Vec<f64>,
 }
 
 /// One invocation to send: which function (an index into the metadata) and when, in
@@ -44,7 +46,8 @@ pub fn parse_metadata(path: &Path, text: &str) -> Result<Vec<FunctionMeta>, Inpu
 fn metadata_of(t: Table) -> Result<Vec<FunctionMeta>, InputError> {
     let (n, c, w, m) =
         (t.column("func_name")?, t.column("cold_dur_ms")?, t.column("warm_dur_ms")?, t.column("mem_mb")?);
-    let (cs, ws) = (t.column("cold_samples_ms").ok(), t.column("warm_samples_ms").ok());
+    let (cs, ws, wi) =
+        (t.column("cold_samples_ms").ok(), t.column("warm_samples_ms").ok(), t.column("warm_idle_ms").ok());
     let mut out: Vec<FunctionMeta> = Vec::new();
     let mut seen = HashMap::new();
     for (line, row) in &t.rows {
@@ -80,9 +83,17 @@ fn metadata_of(t: Table) -> Result<Vec<FunctionMeta>, InputError> {
                 ),
             }
         };
+        let (warm_samples_ms, warm_idle_ms) = (samples(ws)?, samples(wi)?);
+        if !warm_idle_ms.is_empty() && warm_idle_ms.len() != warm_samples_ms.len() {
+            return Err(t.error(
+                *line,
+                format!("warm_idle_ms of {name:?} must have one number per warm sample ({})", warm_samples_ms.len()),
+            ));
+        }
         out.push(FunctionMeta {
             cold_samples_ms: samples(cs)?,
-            warm_samples_ms: samples(ws)?,
+            warm_samples_ms,
+            warm_idle_ms,
             name,
             cold_dur_ms: cold,
             warm_dur_ms: warm,
@@ -135,12 +146,12 @@ fn num(x: f64) -> String {
 pub fn write_metadata(path: &Path, meta: &[FunctionMeta]) -> std::io::Result<()> {
     let samples = meta.iter().any(|f| !f.cold_samples_ms.is_empty() || !f.warm_samples_ms.is_empty());
     let mut s = String::from("func_name,cold_dur_ms,warm_dur_ms,mem_mb");
-    s.push_str(if samples { ",cold_samples_ms,warm_samples_ms\n" } else { "\n" });
+    s.push_str(if samples { ",cold_samples_ms,warm_samples_ms,warm_idle_ms\n" } else { "\n" });
     let list = |xs: &[f64]| xs.iter().map(|x| num(*x)).collect::<Vec<_>>().join(" ");
     for f in meta {
         let mut fields = vec![f.name.clone(), num(f.cold_dur_ms), num(f.warm_dur_ms), f.mem_mb.to_string()];
         if samples {
-            fields.extend([list(&f.cold_samples_ms), list(&f.warm_samples_ms)]);
+            fields.extend([list(&f.cold_samples_ms), list(&f.warm_samples_ms), list(&f.warm_idle_ms)]);
         }
         s.push_str(&record(&fields));
     }
@@ -187,14 +198,19 @@ mod tests {
         assert_eq!(read_metadata(&sampled).unwrap()[0].warm_samples_ms, vec![9.0, 11.5]);
         write_metadata(&sampled, &read_metadata(&sampled).unwrap()).unwrap();
         let text = std::fs::read_to_string(&sampled).unwrap();
-        assert_eq!(
-            text,
-            "func_name,cold_dur_ms,warm_dur_ms,mem_mb,cold_samples_ms,warm_samples_ms\na,100,10,128,,9 11.500\n"
+        let want = "func_name,cold_dur_ms,warm_dur_ms,mem_mb,cold_samples_ms,warm_samples_ms,warm_idle_ms\n\
+                    a,100,10,128,,9 11.500,\n";
+        assert_eq!(text, want);
+        let idle = tmp(
+            "i.csv",
+            "func_name,cold_dur_ms,warm_dur_ms,mem_mb,warm_samples_ms,warm_idle_ms\na,100,10,128,9 11,5\n",
         );
+        let e = read_metadata(&idle).unwrap_err().to_string();
+        assert!(e.ends_with(":2: warm_idle_ms of \"a\" must have one number per warm sample (2)"), "{e}");
         let bad_sample = tmp("bs.csv", "func_name,cold_dur_ms,warm_dur_ms,mem_mb,cold_samples_ms\na,100,10,128,5 x\n");
         let e = read_metadata(&bad_sample).unwrap_err().to_string();
         assert!(e.ends_with(":2: cold_samples_ms of \"a\" must be numbers >= 0 separated by spaces"), "{e}");
-        for p in [m, t, bad, missing, neg, sampled, bad_sample] {
+        for p in [m, t, bad, missing, neg, sampled, bad_sample, idle] {
             let _ = std::fs::remove_file(p);
         }
     }

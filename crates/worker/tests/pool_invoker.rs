@@ -117,6 +117,36 @@ async fn sim_durations_are_drawn_from_samples_with_the_seed() {
     assert_ne!(a, draws(2).await, "another seed draws otherwise");
 }
 
+/// Warm samples that come with the idle time before them are drawn by idle time: back to
+/// back calls take the sample measured after a short idle time, a call after seconds of
+/// idleness the one measured after seconds.
+#[tokio::test(start_paused = true)]
+async fn sim_warm_samples_follow_the_idle_time() {
+    let p = pool(1024, 60_000, 0);
+    let timings = r#"{"cold_dur_ms": 100, "warm_dur_ms": 10, "warm_samples_ms": [10, 50],
+        "warm_idle_ms": [5, 5000]}"#;
+    let f = timed("f", 128, timings.into());
+    let call = async || {
+        let lease = p.acquire(&f, "t", Acquire::Invoke).await.unwrap();
+        let r = lease.container().call(CallRequest { args: "{}", tid: "t" }).await.unwrap();
+        p.release(lease, true);
+        (r.end_unix_us - r.start_unix_us) / 1000
+    };
+    call().await; // cold
+    for _ in 0..5 {
+        assert_eq!(call().await, 10, "right after the previous call");
+    }
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(call().await, 50, "after 3 s of idleness");
+    }
+    // No sample was measured after 10-100 ms or 100 ms-1 s: the nearest class decides.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(call().await, 10, "30 ms is nearer the short idle times");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(call().await, 50, "300 ms is nearer the long ones");
+}
+
 #[tokio::test(start_paused = true)]
 async fn lru_eviction_frees_memory_for_a_cold_start() {
     let p = pool(300, 60_000, 0);

@@ -43,17 +43,17 @@ impl SimBackend {
             _ => ResourceTimings {
                 cold_ms: self.config.default_cold_ms,
                 warm_ms: self.config.default_warm_ms,
-                cold_samples_ms: Vec::new(),
-                warm_samples_ms: Vec::new(),
+                ..Default::default()
             },
         };
-        let warm = Durations::new(ms(t.warm_ms), &t.warm_samples_ms);
-        let cold = Durations::new(ms(t.cold_ms), &t.cold_samples_ms);
+        let mut warm = Durations::new(ms(t.warm_ms), &t.warm_samples_ms, &t.warm_idle_ms);
+        let cold = Durations::new(ms(t.cold_ms), &t.cold_samples_ms, &[]);
         // The cold invocation (start plus first call) takes a cold duration in all: the
         // first call takes a warm one, and the start the rest (none if the warm one is
         // longer).
-        let (cold, first) = (cold.draw(&self.env), warm.draw(&self.env));
-        (cold.saturating_sub(first), Durations { fixed: first, samples: warm.samples, first: Some(first) })
+        let (cold, first) = (cold.draw(None, &self.env), warm.draw(None, &self.env));
+        warm.first = Some(first);
+        (cold.saturating_sub(first), warm)
     }
 }
 
@@ -64,32 +64,69 @@ fn ms(x: f64) -> Duration {
     Duration::from_millis(x.max(0.0).round() as u64)
 }
 
+/// Idle times are told apart by decade: under 10 ms, 10-100 ms, 100 ms-1 s, 1-10 s, more.
+const IDLE_CLASSES: usize = 5;
+
+fn idle_class(idle_ms: f64) -> usize {
+    let mut bound = 10.0;
+    for class in 0..IDLE_CLASSES - 1 {
+        if idle_ms < bound {
+            return class;
+        }
+        bound *= 10.0;
+    }
+    IDLE_CLASSES - 1
+}
+
 /// A container's call durations: drawn from measured samples (seeded by the `Env`), else
-/// fixed; the first call's is decided at creation.
+/// fixed; the first call's is decided at creation. Samples that come with the idle time
+/// before them are drawn from those measured after a similar idle time (the nearest class
+/// that has any): on a real machine a call after a long idle time is slower.
+#[derive(Default)]
 struct Durations {
     fixed: Duration,
     samples: Vec<Duration>,
+    by_idle: [Vec<Duration>; IDLE_CLASSES],
     first: Option<Duration>,
 }
 
 impl Durations {
-    fn new(fixed: Duration, samples_ms: &[f64]) -> Self {
-        let samples = samples_ms.iter().map(|x| ms(*x)).collect();
-        Durations { fixed, samples, first: None }
+    fn new(fixed: Duration, samples_ms: &[f64], idle_ms: &[f64]) -> Self {
+        let samples: Vec<Duration> = samples_ms.iter().map(|x| ms(*x)).collect();
+        let mut by_idle: [Vec<Duration>; IDLE_CLASSES] = Default::default();
+        if idle_ms.len() == samples.len() {
+            for (d, idle) in samples.iter().zip(idle_ms) {
+                by_idle[idle_class(*idle)].push(*d);
+            }
+        }
+        Durations { fixed, samples, by_idle, first: None }
     }
 
-    fn draw(&self, env: &Env) -> Duration {
-        match self.samples.len() {
+    /// A duration for a call after `idle` (unknown: None).
+    fn draw(&self, idle: Option<Duration>, env: &Env) -> Duration {
+        let mut pool = &self.samples;
+        if let Some(idle) = idle {
+            let c = idle_class(idle.as_secs_f64() * 1e3);
+            // The class itself, then its neighbours one, two... apart (the shorter first).
+            let nearest = (0..IDLE_CLASSES)
+                .flat_map(|d| [c.checked_sub(d), Some(c + d)])
+                .flatten()
+                .find(|&k| k < IDLE_CLASSES && !self.by_idle[k].is_empty());
+            if let Some(k) = nearest {
+                pool = &self.by_idle[k];
+            }
+        }
+        match pool.len() {
             0 => self.fixed,
-            1 => self.samples[0],
-            n => self.samples[(env.rng.next_u64() % n as u64) as usize],
+            1 => pool[0],
+            n => pool[(env.rng.next_u64() % n as u64) as usize],
         }
     }
 
-    fn call(&self, first_call: bool, env: &Env) -> Duration {
+    fn call(&self, first_call: bool, idle: Option<Duration>, env: &Env) -> Duration {
         match self.first {
             Some(d) if first_call => d,
-            _ => self.draw(env),
+            _ => self.draw(idle, env),
         }
     }
 }
@@ -125,6 +162,7 @@ impl IsolationBackend for SimBackend {
                 output_head: format!(r#"{{"sim":true,"fqdn":{},"args":"#, serde_json::Value::from(req.spec.fqdn().0)),
                 durations,
                 calls: AtomicU64::new(0),
+                last_end_us: AtomicU64::new(0),
                 env: self.env.clone(),
             });
             Ok(c)
@@ -146,6 +184,8 @@ struct SimContainer {
     output_head: String,
     durations: Durations,
     calls: AtomicU64,
+    /// When the last call ended (Unix µs), for the idle time before the next.
+    last_end_us: AtomicU64,
     env: Env,
 }
 
@@ -158,11 +198,13 @@ impl Container for SimContainer {
         Box::pin(async move {
             let first_call = self.calls.fetch_add(1, Ordering::Relaxed) == 0;
             let start_unix_us = self.env.clock.unix_time_us();
-            let call = self.durations.call(first_call, &self.env);
+            let idle = start_unix_us.saturating_sub(self.last_end_us.load(Ordering::Relaxed));
+            let call = self.durations.call(first_call, Some(Duration::from_micros(idle)), &self.env);
             if !call.is_zero() {
                 tokio::time::sleep(call).await;
             }
             let end_unix_us = self.env.clock.unix_time_us();
+            self.last_end_us.store(end_unix_us, Ordering::Relaxed);
             let mut output = String::with_capacity(self.output_head.len() + req.args.len() + 1);
             output.push_str(&self.output_head);
             output.push_str(req.args);
