@@ -178,7 +178,7 @@ impl Invoker {
             return Err(InvokeError::ShuttingDown { fqdn: fqdn() });
         }
         let dequeued = self.env.now();
-        let lease = self.pool.acquire(&job.spec, &job.tid, Acquire::Invoke).await?;
+        let lease = self.pool.acquire_for(&job.spec, &job.fqdn, &job.tid, Acquire::Invoke).await?;
         let acquired = self.env.now();
         let call =
             tokio::time::timeout(self.timeout, lease.container().call(CallRequest { args: &job.args, tid: &job.tid }));
@@ -228,7 +228,10 @@ impl Invoker {
     }
 
     fn record(&self, job: &Job, result: &Result<Outcome, InvokeError>) {
-        let total_us = self.env.now().saturating_sub(job.arrival).as_micros() as u64;
+        let total_us = match result {
+            Ok(o) => o.timings.total_us,
+            Err(_) => self.env.now().saturating_sub(job.arrival).as_micros() as u64,
+        };
         self.metrics.latency.observe_us(total_us);
         match result {
             Ok(o) => {

@@ -124,27 +124,37 @@ impl ContainerPool {
     /// Lends a container for `spec`: an idle one if there is one (unless prewarming), else a
     /// new one, evicting idle containers or waiting up to the memory bound for memory.
     pub async fn acquire(&self, spec: &FunctionSpec, tid: &str, kind: Acquire) -> Result<Lease, PoolError> {
-        let fqdn = spec.fqdn().0;
+        self.acquire_for(spec, &spec.fqdn().0.into(), tid, kind).await
+    }
+
+    /// [`Self::acquire`] when the caller already holds the function's fqdn.
+    pub async fn acquire_for(
+        &self,
+        spec: &FunctionSpec,
+        fqdn: &Arc<str>,
+        tid: &str,
+        kind: Acquire,
+    ) -> Result<Lease, PoolError> {
         let backend = self.backends.get(spec.isolation).cloned().ok_or_else(|| PoolError::NoBackend {
-            fqdn: fqdn.clone(),
+            fqdn: fqdn.to_string(),
             backend: crate::isolation::flag_name(spec.isolation),
         })?;
         let started = self.env.now();
         loop {
-            let plan = match self.plan(&fqdn, spec.memory_mb, kind)? {
+            let plan = match self.plan(fqdn, spec.memory_mb, kind)? {
                 Plan::Wait { .. } => {
                     // Slow path: register for wake-ups first, then look again, so that a
                     // release between the two looks is not missed.
                     let changed = self.changed.notified();
                     tokio::pin!(changed);
                     changed.as_mut().enable();
-                    match self.plan(&fqdn, spec.memory_mb, kind)? {
+                    match self.plan(fqdn, spec.memory_mb, kind)? {
                         Plan::Wait { free_mb } => {
                             let waited = self.env.now().saturating_sub(started);
                             let left = self.policies.memory_wait.checked_sub(waited).filter(|d| !d.is_zero());
                             let Some(left) = left else {
                                 return Err(PoolError::NoMemory {
-                                    fqdn,
+                                    fqdn: fqdn.to_string(),
                                     needed_mb: spec.memory_mb,
                                     free_mb,
                                     total_mb: self.snapshot().total_mb,
@@ -166,7 +176,7 @@ impl ContainerPool {
                 }
                 Plan::Create { id, victims } => {
                     self.evict(victims).await;
-                    self.create(spec, fqdn.into(), id, backend, tid).await
+                    self.create(spec, fqdn.clone(), id, backend, tid).await
                 }
                 Plan::Wait { .. } => unreachable!("waits are handled above"),
             };
