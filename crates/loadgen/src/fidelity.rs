@@ -52,7 +52,8 @@ pub struct CalibrationTraceArgs {
 /// successful cold and warm invocation, as cold_samples_ms and warm_samples_ms, with the
 /// idle time before each warm one (since the function's previous invocation ended) as
 /// warm_idle_ms, and their p50s as cold_dur_ms and warm_dur_ms. A function the run has no cold (or warm) invocation
-/// of keeps its metadata duration, shifted by the measured difference of the other.
+/// of keeps its metadata duration, shifted by the measured difference of the other (a
+/// function the run has no invocation of keeps its metadata).
 #[derive(clap::Args)]
 pub struct CalibrateArgs {
     /// A live run's results directory (its invocations.csv).
@@ -140,7 +141,10 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
             (Some(c), Some(w)) => (c, w),
             (Some(c), None) => (c, (f.warm_dur_ms + c - f.cold_dur_ms).max(0.0)),
             (None, Some(w)) => (f.cold_dur_ms + w - f.warm_dur_ms, w),
-            (None, None) => bail!("{}: {} holds no successful invocation of it", f.name, a.run.display()),
+            (None, None) => {
+                println!("{:<20} no successful invocation in {}: metadata kept", f.name, a.run.display());
+                continue;
+            }
         };
         println!(
             "{:<20} {:>9.1} ({:>9.1}, {:>4}) {:>9.1} ({:>9.1}, {:>4})",

@@ -209,3 +209,68 @@ fn trace_seed_draws_durations_from_measured_samples() {
     assert_ne!(la, latencies(&c), "seeds {SEED} and {}: different seeds gave the same latencies", SEED + 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[derive(Parser)]
+struct FidelityCli {
+    #[command(subcommand)]
+    cmd: iluvatar_load_gen::fidelity::Command,
+}
+
+fn fidelity(args: &[&str]) {
+    let argv = std::iter::once("fidelity").chain(args.iter().copied());
+    let cli = FidelityCli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+    iluvatar_load_gen::fidelity::run(cli.cmd).unwrap_or_else(|e| panic!("seed {SEED}: fidelity {args:?}: {e:#}"));
+}
+
+/// The fidelity tooling end to end, with a simulation standing in for the live runs (the
+/// live path is `scripts/fidelity.sh` on real containers): a resampled calibration trace,
+/// metadata calibrated from a run of it (samples, idle times), and a comparison over
+/// several simulated runs; a run compared with itself has no error.
+#[test]
+fn fidelity_calibrates_from_a_run_and_compares() {
+    println!("simulation seed {SEED}");
+    let dir = temp_dir("fidelity");
+    workload(&dir, SEED);
+    let cfg = config(&dir, "w.json", 5_000);
+    let cal = dir.join("cal");
+    let (trace, meta) = (dir.join("trace.csv"), dir.join("metadata.csv"));
+    fidelity(&[
+        "calibration-trace",
+        "--input",
+        s(&trace),
+        "--metadata",
+        s(&meta),
+        "--duration-s",
+        "60",
+        "--out",
+        s(&cal),
+    ]);
+    let cal_text = std::fs::read_to_string(cal.join("trace.csv")).unwrap();
+    assert!(cal_text != std::fs::read_to_string(&trace).unwrap(), "seed {SEED}: the calibration trace is resampled");
+    let cal_run = cal.join("run");
+    simulate(&cal, &cfg, &cal_run, SEED);
+    let calibrated = dir.join("calibrated.csv");
+    fidelity(&["calibrate", "--run", s(&cal_run), "--metadata", s(&meta), "--out", s(&calibrated)]);
+    let m = iluvatar_load_gen::trace::read_metadata(&calibrated).unwrap();
+    assert!(m.iter().any(|f| !f.cold_samples_ms.is_empty()), "seed {SEED}: cold samples expected");
+    assert!(m.iter().all(|f| f.warm_idle_ms.len() == f.warm_samples_ms.len()), "seed {SEED}: one idle per sample");
+    assert!(m.iter().any(|f| f.warm_samples_ms.len() > 10), "seed {SEED}: warm samples expected");
+
+    // The "live" run from the original metadata, two simulated ones from the calibrated.
+    let (live, a, b) = (dir.join("live"), dir.join("a"), dir.join("b"));
+    simulate(&dir, &cfg, &live, SEED);
+    std::fs::copy(&calibrated, &meta).unwrap();
+    simulate(&dir, &cfg, &a, SEED);
+    simulate(&dir, &cfg, &b, SEED + 1);
+    let out = dir.join("f.json");
+    fidelity(&["compare", "--live", s(&live), "--sim", s(&a), "--sim", s(&b), "--out", s(&out)]);
+    let r: serde_json::Value = serde_json::from_slice(&read(&out)).unwrap();
+    assert_eq!(r["cold_total"]["sim_runs"].as_array().unwrap().len(), 2, "seed {SEED}: {r}");
+    assert!(r["functions"].as_object().unwrap().len() == 8, "seed {SEED}: a row per function");
+    let same = dir.join("same.json");
+    fidelity(&["compare", "--live", s(&live), "--sim", s(&live), "--out", s(&same)]);
+    let r: serde_json::Value = serde_json::from_slice(&read(&same)).unwrap();
+    assert_eq!(r["worst_abs_relative_error"]["p50"], 0.0, "seed {SEED}: {r}");
+    assert_eq!(r["cold_total"]["relative_error"], 0.0, "seed {SEED}: {r}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
