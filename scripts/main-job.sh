@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: build, start a worker with the embedded container runtime (real containers,
 # needs root), register functions/hello, invoke it cold then warm, then benchmark the worker
-# on real containers and the control plane alone. Results go to results/.
+# on real containers and the control plane alone, and time a simulation. Results go to results/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace
@@ -34,3 +34,5 @@ echo "== worker benchmark: real containers (cold starts, closed and open loop)"
 "$BIN/iluvatar_load_gen" worker-bench --out "$OUT/worker_bench.json"
 echo "== control-plane benchmark: sim backend, zero-duration function"
 "$BIN/iluvatar_load_gen" control-plane --clients 1,4,16 --duration-s 10 --out "$OUT/control_plane.json"
+echo "== simulation: the same worker code under virtual time, ~1.3 M invocations"
+"$BIN/iluvatar_load_gen" sim-bench --out "$OUT/sim_bench"
