@@ -286,7 +286,9 @@ impl WorkerProcess {
     pub async fn client(&self) -> Client {
         let endpoint = format!("http://127.0.0.1:{}", self.grpc_port);
         match IluvatarWorkerClient::connect(endpoint.clone()).await {
-            Ok(c) => c,
+            Ok(c) => c
+                .max_decoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES),
             Err(e) => self.fail(&format!("cannot connect to {endpoint}: {e}")),
         }
     }

@@ -15,3 +15,4 @@ mod network;
 mod restart;
 mod standby;
 mod util;
+mod wedge;

@@ -2,26 +2,12 @@
 //! crashed with a container running has it removed by the next start, or by
 //! `iluvatar_worker clean`.
 
-use crate::util::{RuntimeWorker, alive, cmdline, fixture, parent_dirs, processes_under, shipped};
+use crate::util::{RuntimeWorker, alive, assert_nothing_left, cmdline, fixture, parent_dirs, processes_under, shipped};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
 
 const AGENT_CMDLINE: &str = "/usr/bin/python3 -u /iluvatar/agent/agent.py";
-
-/// Asserts that nothing of the worker's containers is left on the host.
-fn assert_nothing_left(w: &RuntimeWorker, pids: &[u32], when: &str) {
-    for pid in pids {
-        assert!(!alive(*pid), "{when}: container process {pid} ({}) is still running", cmdline(*pid));
-    }
-    let stray = processes_under(&w.cgroup_parent());
-    assert!(stray.is_empty(), "{when}: processes left in the worker's cgroups: {stray:?}");
-    assert_eq!(w.container_cgroups(), Vec::<PathBuf>::new(), "{when}: container cgroups left");
-    assert_eq!(w.host_mounts_under_dir(), Vec::<String>::new(), "{when}: mounts left on the host");
-    for sub in ["root", "bundles", "sockets", "logs"] {
-        assert_eq!(w.runtime_entries(sub), Vec::<String>::new(), "{when}: state_dir/runtime/{sub} is not empty");
-    }
-}
 
 /// Starts a call that sleeps, waits until its container runs it; returns the container's
 /// processes.

@@ -316,3 +316,17 @@ pub fn processes_under(parent: &str) -> Vec<(u32, String)> {
     }
     found
 }
+
+/// Asserts that nothing of the worker's containers is left on the host.
+pub fn assert_nothing_left(w: &RuntimeWorker, pids: &[u32], when: &str) {
+    for pid in pids {
+        assert!(!alive(*pid), "{when}: container process {pid} ({}) is still running", cmdline(*pid));
+    }
+    let stray = processes_under(&w.cgroup_parent());
+    assert!(stray.is_empty(), "{when}: processes left in the worker's cgroups: {stray:?}");
+    assert_eq!(w.container_cgroups(), Vec::<PathBuf>::new(), "{when}: container cgroups left");
+    assert_eq!(w.host_mounts_under_dir(), Vec::<String>::new(), "{when}: mounts left on the host");
+    for sub in ["root", "bundles", "sockets", "logs"] {
+        assert_eq!(w.runtime_entries(sub), Vec::<String>::new(), "{when}: state_dir/runtime/{sub} is not empty");
+    }
+}

@@ -12,4 +12,5 @@ mod grpc_lifecycle;
 mod http_api;
 mod keep_alive;
 mod memory;
+mod overload;
 mod shutdown;

@@ -138,7 +138,11 @@ fn build_args(a: &Arguments) -> anyhow::Result<String> {
         let (k, v) = kv.split_once('=').with_context(|| format!("argument {kv:?} is not key=value"))?;
         obj.insert(k.to_string(), Value::String(v.to_string()));
     }
-    Ok(Value::Object(obj).to_string())
+    let text = Value::Object(obj).to_string();
+    if text.len() > rpc::MAX_PAYLOAD_BYTES {
+        bail!("the arguments are {} bytes, over the largest payload of {} bytes", text.len(), rpc::MAX_PAYLOAD_BYTES);
+    }
+    Ok(text)
 }
 
 fn state_name(s: i32) -> &'static str {
@@ -205,9 +209,17 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
         format!("cannot reach the {} at {endpoint}", if cli.controller { "controller" } else { "worker" })
     })?;
     let mut c = if cli.controller {
-        Target::Controller(IluvatarControllerClient::new(channel))
+        Target::Controller(
+            IluvatarControllerClient::new(channel)
+                .max_decoding_message_size(rpc::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(rpc::MAX_MESSAGE_BYTES),
+        )
     } else {
-        Target::Worker(IluvatarWorkerClient::new(channel))
+        Target::Worker(
+            IluvatarWorkerClient::new(channel)
+                .max_decoding_message_size(rpc::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(rpc::MAX_MESSAGE_BYTES),
+        )
     };
     let tid = tid();
     let out = match cli.command {

@@ -21,3 +21,12 @@ pub mod compute {
     pub const CPU: u32 = 1;
     pub const GPU: u32 = 2;
 }
+
+/// The largest arguments (`json_args`) or result (`json_result`) any hop accepts: the
+/// worker, the controller, the CLI and the load generator agree on it, so that a payload
+/// refused is refused with a clear error at the first hop, never cut or dropped later.
+pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
+
+/// The largest gRPC message every server and client of this project decodes or encodes:
+/// one payload plus room for the other fields.
+pub const MAX_MESSAGE_BYTES: usize = MAX_PAYLOAD_BYTES + 64 * 1024;

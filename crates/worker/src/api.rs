@@ -42,7 +42,8 @@ impl From<ApiError> for tonic::Status {
 
 enum AsyncSlot {
     Pending,
-    Done(rpc::InvokeResponse),
+    /// The result, and when it was ready (it expires `async_result_ttl_ms` later).
+    Done(rpc::InvokeResponse, Duration),
 }
 
 pub struct WorkerApi {
@@ -78,6 +79,7 @@ impl WorkerApi {
             concurrency: config.concurrency(),
             queue: config.invoker.queue.clone(),
             timeout: Duration::from_millis(config.invoker.invocation_timeout_ms),
+            max_queued: config.invoker.max_queued,
         };
         let invoker = Invoker::new(settings, pool.clone(), env.clone(), metrics.clone());
         Ok(Arc::new(WorkerApi {
@@ -111,8 +113,22 @@ impl WorkerApi {
             while !api.shutting_down.load(Ordering::Relaxed) {
                 tokio::time::sleep(every).await;
                 api.pool.reap_expired().await;
+                api.expire_async_results();
             }
         });
+    }
+
+    /// Drops async results nobody collected within `async_result_ttl_ms`.
+    fn expire_async_results(&self) {
+        let ttl = Duration::from_millis(self.config.invoker.async_result_ttl_ms);
+        let now = self.env.now();
+        let mut results = self.async_results.lock().unwrap();
+        let before = results.len();
+        results.retain(|_, slot| !matches!(slot, AsyncSlot::Done(_, ready) if now.saturating_sub(*ready) >= ttl));
+        let dropped = before - results.len();
+        if dropped > 0 {
+            tracing::info!(dropped, ttl_ms = ttl.as_millis() as u64, "async results expired uncollected");
+        }
     }
 
     /// Stops taking work, lets in-flight invocations finish within the grace, fails the
@@ -120,7 +136,7 @@ impl WorkerApi {
     pub async fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.invoker.shutdown(Duration::from_millis(self.config.shutdown.grace_ms)).await;
-        let removed = self.pool.close().await;
+        let removed = self.pool.close(Duration::from_secs(10)).await;
         for b in self.backends.all() {
             b.close().await;
         }
@@ -223,7 +239,8 @@ impl WorkerApi {
         req: rpc::InvokeAsyncRequest,
     ) -> Result<rpc::InvokeAsyncResponse, ApiError> {
         let (spec, args) = self.admit(&req.function_name, &req.function_version, req.json_args).map_err(|(_, e)| e)?;
-        let cookie = self.env.random_id();
+        // Unguessable: a cookie is the only key to a result, and collecting it removes it.
+        let cookie = crate::env::os_random_id();
         {
             let mut results = self.async_results.lock().unwrap();
             if results.len() >= self.config.invoker.max_pending_async {
@@ -238,7 +255,8 @@ impl WorkerApi {
         let key = cookie.clone();
         tokio::spawn(async move {
             let response = respond(api.invoker.invoke(spec, args, req.transaction_id).await);
-            api.async_results.lock().unwrap().insert(key, AsyncSlot::Done(response));
+            let ready = api.env.now();
+            api.async_results.lock().unwrap().insert(key, AsyncSlot::Done(response, ready));
         });
         Ok(rpc::InvokeAsyncResponse { lookup_cookie: cookie, success: true })
     }
@@ -248,8 +266,8 @@ impl WorkerApi {
     pub fn invoke_async_check(&self, req: rpc::InvokeAsyncLookupRequest) -> rpc::InvokeResponse {
         let mut results = self.async_results.lock().unwrap();
         match results.get(&req.lookup_cookie) {
-            Some(AsyncSlot::Done(_)) => match results.remove(&req.lookup_cookie) {
-                Some(AsyncSlot::Done(r)) => r,
+            Some(AsyncSlot::Done(..)) => match results.remove(&req.lookup_cookie) {
+                Some(AsyncSlot::Done(r, _)) => r,
                 _ => unreachable!("checked under the same lock"),
             },
             Some(AsyncSlot::Pending) => rpc::InvokeResponse {
@@ -263,7 +281,7 @@ impl WorkerApi {
             None => error_response(
                 "unknown_cookie",
                 &format!(
-                    "no async invocation has cookie {:?}: it is unknown or its result was already collected",
+                    "no async invocation has cookie {:?}: it is unknown, its result was already collected, or it expired uncollected",
                     req.lookup_cookie
                 ),
                 ContainerState::Error,
@@ -272,7 +290,10 @@ impl WorkerApi {
         }
     }
 
-    pub async fn prewarm(&self, req: rpc::PrewarmRequest) -> rpc::PrewarmResponse {
+    /// Starts a container for the function and keeps it idle. The work runs in its own
+    /// task: a client that gives up midway (a deadline, a dropped connection) cannot leak
+    /// the memory reserved for the container, nor the container.
+    pub async fn prewarm(self: &Arc<Self>, req: rpc::PrewarmRequest) -> rpc::PrewarmResponse {
         let fail = |message: String| rpc::PrewarmResponse { success: false, message };
         if self.shutting_down.load(Ordering::Relaxed) {
             return fail("the worker is shutting down".into());
@@ -281,15 +302,19 @@ impl WorkerApi {
             Ok(s) => s,
             Err(e) => return fail(e.to_string()),
         };
-        match self.pool.acquire(&spec, &req.transaction_id, Acquire::Prewarm).await {
-            Ok(lease) => {
-                let took = lease.cold_start.unwrap_or_default();
-                let message = format!("prewarmed a container for {} in {} us", spec.fqdn(), took.as_micros());
-                self.pool.release_prewarmed(lease);
-                rpc::PrewarmResponse { success: true, message }
+        let pool = self.pool.clone();
+        let work = tokio::spawn(async move {
+            match pool.acquire(&spec, &req.transaction_id, Acquire::Prewarm).await {
+                Ok(lease) => {
+                    let took = lease.cold_start.unwrap_or_default();
+                    let message = format!("prewarmed a container for {} in {} us", spec.fqdn(), took.as_micros());
+                    pool.release_prewarmed(lease);
+                    rpc::PrewarmResponse { success: true, message }
+                }
+                Err(e) => rpc::PrewarmResponse { success: false, message: e.to_string() },
             }
-            Err(e) => fail(e.to_string()),
-        }
+        });
+        work.await.unwrap_or_else(|e| fail(format!("the prewarm failed: {e}")))
     }
 
     pub fn status(&self, _req: rpc::StatusRequest) -> rpc::StatusResponse {
@@ -317,9 +342,12 @@ impl WorkerApi {
         rpc::HealthResponse { status: status as i32 }
     }
 
-    /// Removes every idle container.
+    /// Removes every idle container, in a task of its own so that a client that gives up
+    /// midway cannot orphan the containers already taken out of the pool.
     pub async fn clean(&self, req: rpc::CleanRequest) -> rpc::CleanResponse {
-        let removed = self.pool.remove_idle().await;
+        let pool = self.pool.clone();
+        let work = tokio::spawn(async move { pool.remove_idle().await });
+        let removed = work.await.unwrap_or(0);
         tracing::info!(tid = req.transaction_id, removed, "clean");
         rpc::CleanResponse {}
     }
@@ -365,6 +393,13 @@ impl WorkerApi {
 
 /// Arguments must be a JSON object; empty means `{}`.
 fn check_args(json_args: String) -> Result<String, ApiError> {
+    if json_args.len() > rpc::MAX_PAYLOAD_BYTES {
+        return Err(ApiError::InvalidArgument(format!(
+            "json_args is {} bytes, over the largest payload of {} bytes",
+            json_args.len(),
+            rpc::MAX_PAYLOAD_BYTES
+        )));
+    }
     if json_args.trim().is_empty() {
         return Ok("{}".into());
     }

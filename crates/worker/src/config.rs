@@ -115,6 +115,11 @@ pub struct InvokerConfig {
     pub invocation_timeout_ms: u64,
     /// Results of async invocations kept until collected; more are refused.
     pub max_pending_async: usize,
+    /// An async result not collected within this time is dropped.
+    pub async_result_ttl_ms: u64,
+    /// Invocations waiting in the queue at most; past it, an invocation fails at once with
+    /// kind `queue_full`.
+    pub max_queued: usize,
 }
 
 impl Default for InvokerConfig {
@@ -125,6 +130,8 @@ impl Default for InvokerConfig {
             memory_wait_ms: 5_000,
             invocation_timeout_ms: 300_000,
             max_pending_async: 100_000,
+            async_result_ttl_ms: 600_000,
+            max_queued: 100_000,
         }
     }
 }

@@ -128,3 +128,20 @@ impl HostStats for QuietHost {
         0.0
     }
 }
+
+/// 128 bits from the operating system's random source, as 32 hex digits: identifiers that
+/// must not be guessable (async cookies), unlike the seeded `Env` RNG's.
+pub fn os_random_id() -> String {
+    let mut bytes = [0u8; 16];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        // SAFETY: the pointer and length name the unfilled tail of `bytes`.
+        let n = unsafe { nix::libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            panic!("the OS random source failed: {}", std::io::Error::last_os_error());
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

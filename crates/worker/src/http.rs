@@ -54,5 +54,7 @@ pub fn router(api: Arc<WorkerApi>) -> Router {
                 ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], a.metrics_text())
             }),
         )
+        // A body may carry one payload, escaped inside JSON (at most twice its size).
+        .layer(axum::extract::DefaultBodyLimit::max(2 * rpc::MAX_MESSAGE_BYTES))
         .with_state(api)
 }

@@ -36,6 +36,8 @@ pub enum InvokeError {
     Container { fqdn: String, source: IsolationError },
     #[error("the worker is shutting down; invocation of {fqdn} was not completed")]
     ShuttingDown { fqdn: String },
+    #[error("the invocation queue is full ({max_queued} waiting); {fqdn} was not queued, try again later")]
+    QueueFull { fqdn: String, max_queued: usize },
 }
 
 impl InvokeError {
@@ -47,6 +49,7 @@ impl InvokeError {
             InvokeError::Pool(PoolError::NoBackend { .. }) => "no_backend",
             InvokeError::Pool(PoolError::Closed) | InvokeError::ShuttingDown { .. } => "shutting_down",
             InvokeError::Timeout { .. } => "timeout",
+            InvokeError::QueueFull { .. } => "queue_full",
             InvokeError::Container { source: IsolationError::OutOfMemory { .. }, .. } => "out_of_memory",
             InvokeError::Container { .. } => "container_failed",
         }
@@ -79,6 +82,8 @@ pub struct InvokerSettings {
     pub concurrency: usize,
     pub queue: QueueConfig,
     pub timeout: Duration,
+    /// Jobs waiting in the queue at most.
+    pub max_queued: usize,
 }
 
 pub struct Invoker {
@@ -87,6 +92,7 @@ pub struct Invoker {
     metrics: Arc<Metrics>,
     concurrency: usize,
     timeout: Duration,
+    max_queued: usize,
     state: Mutex<QueueState>,
     stats: Mutex<HashMap<Arc<str>, FnStats>>,
     /// Set after the shutdown grace: running invocations fail at once.
@@ -106,6 +112,7 @@ impl Invoker {
             metrics,
             concurrency: settings.concurrency.max(1),
             timeout: settings.timeout,
+            max_queued: settings.max_queued,
             state: Mutex::new(state),
             stats: Mutex::new(HashMap::new()),
             abort: watch::channel(false).0,
@@ -139,6 +146,11 @@ impl Invoker {
                 s.running += 1;
                 tokio::spawn(self.clone().run_chain(job));
             } else {
+                if s.queue.len() >= self.max_queued {
+                    drop(s);
+                    self.metrics.invocations_failed.fetch_add(1, Relaxed);
+                    return Err(InvokeError::QueueFull { fqdn: fqdn.to_string(), max_queued: self.max_queued });
+                }
                 let est_duration = self.estimate_exec(&fqdn);
                 s.queue.push(QueueItem { fqdn, arrival: job.arrival, est_duration, payload: job });
             }

@@ -11,6 +11,7 @@ pub mod isolation;
 pub mod metrics;
 pub mod pool;
 pub mod registry;
+pub mod state_lock;
 
 use anyhow::Context;
 use api::WorkerApi;
@@ -24,7 +25,8 @@ use tokio::net::TcpListener;
 /// Runs a live worker until `stop` resolves (SIGINT/SIGTERM in the binary), then shuts
 /// down gracefully. Prints one JSON line `{"event":"ready",...}` on stdout once serving.
 pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let api = WorkerApi::build(config.clone(), env, Arc::new(env::ProcStats::default()))?;
+    let _lock = state_lock::StateLock::acquire(&config.state_dir)?;
+    // Listen first: a port that is taken fails the start before anything is made.
     let grpc_addr = format!("{}:{}", config.grpc.address, config.grpc.port);
     let grpc_listener =
         TcpListener::bind(&grpc_addr).await.with_context(|| format!("cannot listen for gRPC on {grpc_addr}"))?;
@@ -36,9 +38,16 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
     } else {
         (None, None)
     };
+    let api = WorkerApi::build(config.clone(), env, Arc::new(env::ProcStats::default()))?;
     for b in api.backends().all() {
-        let removed =
-            b.clean_leftovers().await.with_context(|| format!("cleaning up after the {} backend", b.name()))?;
+        let cleaned = b.clean_leftovers().await.with_context(|| format!("cleaning up after the {} backend", b.name()));
+        let removed = match cleaned {
+            Ok(n) => n,
+            Err(e) => {
+                api.shutdown().await;
+                return Err(e);
+            }
+        };
         if removed > 0 {
             tracing::info!(backend = b.name(), removed, "removed what an earlier run left behind");
         }
@@ -52,7 +61,11 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
     };
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let grpc = tonic::transport::Server::builder()
-        .add_service(IluvatarWorkerServer::new(grpc::GrpcWorker(api.clone())))
+        .add_service(
+            IluvatarWorkerServer::new(grpc::GrpcWorker(api.clone()))
+                .max_decoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, wait_stop(servers_stopped.clone()));
     let grpc = tokio::spawn(grpc);
     let http = http_listener.map(|l| {
@@ -89,7 +102,16 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
 
     stop.await;
     tracing::info!("shutting down: no new work, finishing in-flight invocations");
-    api.shutdown().await;
+    // Bounded: the grace, the invoker's last 5 s, then the removals; past that, whatever is
+    // left is removed by each backend's clean-up, itself bounded.
+    let bound = std::time::Duration::from_millis(config.shutdown.grace_ms) + std::time::Duration::from_secs(15);
+    if tokio::time::timeout(bound, api.shutdown()).await.is_err() {
+        tracing::warn!(bound_ms = bound.as_millis() as u64, "shutdown overran its bound; removing what is left");
+        for b in api.backends().all() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), b.clean_leftovers()).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), b.close()).await;
+        }
+    }
     stop_servers.send_replace(true);
     // Servers finish the requests in flight, but an idle client connection must not hold
     // the shutdown forever.
@@ -142,6 +164,7 @@ async fn register_with_controller(link: config::ControllerLink, me: iluvatar_rpc
 /// Removes whatever earlier runs left behind (containers and their files); registrations
 /// are kept. Returns how many things each backend removed.
 pub async fn clean(config: &WorkerConfig, env: Env) -> anyhow::Result<Vec<(String, usize)>> {
+    let _lock = state_lock::StateLock::acquire(&config.state_dir)?;
     let ctx = isolation::BackendContext { env, state_dir: config.state_dir.clone() };
     let backends = isolation::Backends::build(&config.isolation.backends, &ctx)?;
     let mut removed = Vec::new();

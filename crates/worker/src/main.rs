@@ -22,6 +22,8 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Re-executed as a container launcher: serve and exit, before any thread exists.
+    iluvatar_worker::isolation::runtime::launcher::serve_if_asked();
     let args = Args::parse();
     let config = WorkerConfig::load(args.config.as_deref(), std::env::vars())?;
     init_logging(&config.log_level);

@@ -96,6 +96,14 @@ pub struct ContainerPool {
     state: Mutex<State>,
     /// Signalled whenever memory is freed or a container becomes idle (evictable).
     changed: Notify,
+    /// Removals under way in tasks of their own; `close` waits for them.
+    removals: Arc<Removals>,
+}
+
+#[derive(Default)]
+struct Removals {
+    running: std::sync::atomic::AtomicUsize,
+    done: Notify,
 }
 
 enum Plan {
@@ -109,7 +117,16 @@ impl ContainerPool {
         let boot_id = format!("{:06x}", env.rng.next_u64() & 0xff_ffff);
         let state =
             State { total_mb, used_mb: 0, idle: HashMap::new(), idle_count: 0, busy: 0, next_id: 1, closed: false };
-        ContainerPool { backends, env, metrics, policies, boot_id, state: Mutex::new(state), changed: Notify::new() }
+        ContainerPool {
+            backends,
+            env,
+            metrics,
+            policies,
+            boot_id,
+            state: Mutex::new(state),
+            changed: Notify::new(),
+            removals: Default::default(),
+        }
     }
 
     pub fn snapshot(&self) -> PoolSnapshot {
@@ -222,7 +239,7 @@ impl ContainerPool {
                 s.used_mb -= freed;
                 drop(s);
                 self.metrics.evictions.fetch_add(victims.len() as u64, Relaxed);
-                self.spawn_removals(victims);
+                let _ = self.spawn_removals(victims);
                 return Ok(Plan::Wait { free_mb: free + freed });
             }
             s.used_mb -= freed;
@@ -279,7 +296,7 @@ impl ContainerPool {
         } else {
             s.used_mb -= entry.memory_mb;
             drop(s);
-            self.spawn_removals(vec![entry]);
+            let _ = self.spawn_removals(vec![entry]);
         }
         self.changed.notify_waiters();
     }
@@ -293,7 +310,7 @@ impl ContainerPool {
         if s.closed {
             s.used_mb -= entry.memory_mb;
             drop(s);
-            self.spawn_removals(vec![entry]);
+            let _ = self.spawn_removals(vec![entry]);
         } else {
             s.idle.entry(entry.fqdn.clone()).or_default().push(entry);
             s.idle_count += 1;
@@ -324,7 +341,7 @@ impl ContainerPool {
         let n = expired.len();
         if n > 0 {
             self.metrics.expirations.fetch_add(n as u64, Relaxed);
-            remove_all(expired).await;
+            self.remove(expired).await;
             self.changed.notify_waiters();
         }
         n
@@ -339,17 +356,33 @@ impl ContainerPool {
             idle
         };
         let n = idle.len();
-        remove_all(idle).await;
+        self.remove(idle).await;
         self.changed.notify_waiters();
         n
     }
 
     /// Stops lending containers and removes the idle ones; busy ones are removed when
-    /// they come back.
-    pub async fn close(&self) -> usize {
+    /// they come back. Waits (up to `bound`) for every removal under way, so that none is
+    /// cut short by the process ending.
+    pub async fn close(&self, bound: Duration) -> usize {
         self.state.lock().unwrap().closed = true;
         self.changed.notify_waiters();
-        self.remove_idle().await
+        let n = self.remove_idle().await;
+        let all_done = async {
+            loop {
+                let done = self.removals.done.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                if self.removals.running.load(Relaxed) == 0 {
+                    return;
+                }
+                done.await;
+            }
+        };
+        if tokio::time::timeout(bound, all_done).await.is_err() {
+            tracing::warn!(left = self.removals.running.load(Relaxed), "container removals still running at close");
+        }
+        n
     }
 
     async fn evict(&self, victims: Vec<Entry>) {
@@ -357,7 +390,7 @@ impl ContainerPool {
             return;
         }
         self.metrics.evictions.fetch_add(victims.len() as u64, Relaxed);
-        remove_all(victims).await;
+        self.remove(victims).await;
     }
 
     fn forget(&self, memory_mb: u64) {
@@ -368,9 +401,26 @@ impl ContainerPool {
         self.changed.notify_waiters();
     }
 
-    fn spawn_removals(&self, entries: Vec<Entry>) {
-        if !entries.is_empty() {
-            tokio::spawn(remove_all(entries));
+    /// Removes containers in a task of its own, counted until done (`close` waits for it);
+    /// awaiting the handle is optional.
+    fn spawn_removals(&self, entries: Vec<Entry>) -> Option<tokio::task::JoinHandle<()>> {
+        if entries.is_empty() {
+            return None;
+        }
+        let removals = self.removals.clone();
+        removals.running.fetch_add(1, Relaxed);
+        Some(tokio::spawn(async move {
+            remove_all(entries).await;
+            removals.running.fetch_sub(1, Relaxed);
+            removals.done.notify_waiters();
+        }))
+    }
+
+    /// Removes containers and waits for it; a caller dropped midway leaves the removal
+    /// running.
+    async fn remove(&self, entries: Vec<Entry>) {
+        if let Some(h) = self.spawn_removals(entries) {
+            let _ = h.await;
         }
     }
 }
@@ -389,11 +439,22 @@ fn take_idle(s: &mut State, pick: impl Fn(&Entry) -> bool) -> Vec<Entry> {
     taken
 }
 
+/// Removes containers, each in a task of its own: they go in parallel (as far as the
+/// backend allows), and a caller that is dropped midway cannot orphan any of them (a
+/// dropped `JoinHandle` detaches its task).
 async fn remove_all(entries: Vec<Entry>) {
-    for e in entries {
-        let id = e.handle.id().to_string();
-        if let Err(error) = e.backend.remove(e.handle).await {
-            tracing::warn!(container = id, %error, "removing a container failed");
-        }
+    let removals: Vec<_> = entries
+        .into_iter()
+        .map(|e| {
+            tokio::spawn(async move {
+                let id = e.handle.id().to_string();
+                if let Err(error) = e.backend.remove(e.handle).await {
+                    tracing::warn!(container = id, %error, "removing a container failed");
+                }
+            })
+        })
+        .collect();
+    for r in removals {
+        let _ = r.await;
     }
 }

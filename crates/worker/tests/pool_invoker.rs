@@ -59,8 +59,12 @@ fn pool_with(env: Env, total_mb: u64, ttl_ms: u64, memory_wait_ms: u64) -> Arc<C
 }
 
 fn invoker(pool: Arc<ContainerPool>, concurrency: usize, timeout_ms: u64) -> Arc<Invoker> {
-    let settings =
-        InvokerSettings { concurrency, queue: QueueConfig::Fcfs, timeout: Duration::from_millis(timeout_ms) };
+    let settings = InvokerSettings {
+        concurrency,
+        queue: QueueConfig::Fcfs,
+        timeout: Duration::from_millis(timeout_ms),
+        max_queued: usize::MAX,
+    };
     Invoker::new(settings, pool, env(), Arc::new(Metrics::default()))
 }
 

@@ -13,8 +13,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-/// Largest response line accepted: a bigger result is refused, not buffered without end.
-pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest response line accepted: a result past the largest payload every hop accepts
+/// (plus room for the response's other fields) is refused, not buffered without end.
+pub const MAX_RESPONSE_BYTES: usize = iluvatar_rpc::MAX_PAYLOAD_BYTES + 4096;
 
 pub struct AgentConnection {
     /// The process at the other end, as the kernel says.
@@ -83,7 +84,10 @@ impl AgentConnection {
             .map_err(|e| AgentFailure::Closed(e.to_string()))?;
         if n == 0 || self.line.last() != Some(&b'\n') {
             if self.line.len() > MAX_RESPONSE_BYTES {
-                return Err(AgentFailure::Protocol(format!("the response exceeds {MAX_RESPONSE_BYTES} bytes")));
+                return Err(AgentFailure::Protocol(format!(
+                    "the function's result exceeds the largest payload of {} bytes",
+                    iluvatar_rpc::MAX_PAYLOAD_BYTES
+                )));
             }
             return Err(AgentFailure::Closed("the agent closed the connection mid-call".into()));
         }

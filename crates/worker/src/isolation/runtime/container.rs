@@ -1,8 +1,9 @@
-//! One container's life: its files, its launch through libcontainer, the wait for its agent,
-//! its calls, and its removal.
+//! One container's life: its files, its launch (by a launcher process), the wait for its
+//! agent, its calls, and its removal.
 
 use super::agent::{AgentConnection, AgentFailure};
-use super::{LIBCONTAINER, RuntimeBackend, Source, cgroup, io_err, log_tail, source, spec};
+use super::launcher::{LaunchError, Request, reap};
+use super::{RuntimeBackend, Source, cgroup, io_err, log_tail, source, spec};
 use crate::isolation::{BoxFuture, CallRequest, CallResult, Container, CreateRequest, IsolationError};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -42,11 +43,8 @@ impl RuntimeBackend {
         let started = async {
             self.prepare_dirs(&files)?;
             let config = self.config_for(&req, &key, &files).await?;
-            let c = self.boot(&id, req.tid, &files, config, req.spec.memory_mb).await?;
-            if let Source::Code(_, _, true) = source(req.spec)? {
-                loopback_up(c.pid).await.map_err(|why| IsolationError::Start { id: id.clone(), why })?;
-            }
-            Ok(c)
+            let loopback = matches!(source(req.spec)?, Source::Code(_, _, true));
+            self.boot(&id, req.tid, &files, config, req.spec.memory_mb, loopback).await
         };
         match started.await {
             Ok(c) => Ok(c),
@@ -142,7 +140,8 @@ impl RuntimeBackend {
         })
     }
 
-    /// Writes the bundle, launches the container and waits for its agent.
+    /// Writes the bundle, has a launcher create and start the container (and bring its
+    /// loopback up if asked), and waits for its agent: all within `start_timeout_ms`.
     pub(super) async fn boot(
         &self,
         id: &str,
@@ -150,26 +149,33 @@ impl RuntimeBackend {
         files: &Files,
         config: serde_json::Value,
         memory_mb: u64,
+        loopback: bool,
     ) -> Result<RuntimeContainer, IsolationError> {
         let start_err = |why: String| IsolationError::Start { id: id.to_string(), why };
         let path = files.bundle.join("config.json");
         std::fs::write(&path, config.to_string()).map_err(|e| io_err("cannot write", &path, e))?;
-        let log = std::fs::File::create(&files.log).map_err(|e| io_err("cannot create", &files.log, e))?;
-        let (root, cid, bundle) = (self.dirs.root.clone(), id.to_string(), files.bundle.clone());
+        let req = Request::Create {
+            root: self.dirs.root.clone(),
+            id: id.to_string(),
+            bundle: files.bundle.clone(),
+            log: files.log.clone(),
+            loopback,
+        };
+        let timeout = Duration::from_millis(self.config.start_timeout_ms);
         let t0 = self.clock.now();
-        let pid = tokio::task::spawn_blocking(move || launch(&root, &cid, &bundle, log))
-            .await
-            .map_err(|e| start_err(e.to_string()))?
-            .map_err(&start_err)?;
+        let pid = self.launchers.request(&req, timeout).await.map_err(|e| start_err(e.to_string()))?;
+        let pid = pid.ok_or_else(|| start_err("the launcher answered no process".into()))?;
         let t1 = self.clock.now();
-        let deadline = Duration::from_millis(self.config.start_timeout_ms);
+        let deadline = timeout.saturating_sub(t1 - t0);
         let socket = files.sockets.join(spec::SOCKET_NAME);
         let conn = match tokio::time::timeout(deadline, wait_for_agent(&socket, pid)).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(why)) => return Err(start_err(format!("{why}; its output: {}", log_tail(&files.log, 2000)))),
             Err(_) => {
                 let out = log_tail(&files.log, 2000);
-                return Err(start_err(format!("the agent did not listen within {deadline:?}; its output: {out}")));
+                return Err(start_err(format!(
+                    "the agent did not listen within the start timeout of {timeout:?}; its output: {out}"
+                )));
             }
         };
         let t2 = self.clock.now();
@@ -186,31 +192,24 @@ impl RuntimeBackend {
         })
     }
 
-    /// Kills and deletes a container and removes its files.
+    /// Kills and deletes a container (through a launcher), reaps its process and removes
+    /// its files. Files are removed even when the delete failed, so that nothing mounted
+    /// stays; the error is still reported.
     pub(super) async fn destroy(&self, id: String) -> Result<(), IsolationError> {
         let files = self.files(&Self::key(&id));
-        let root = self.dirs.root.clone();
-        tokio::task::spawn_blocking(move || kill_and_delete(&root, &id))
-            .await
-            .map_err(|e| IsolationError::Io(e.to_string()))??;
+        let req = Request::Delete { root: self.dirs.root.clone(), id: id.clone() };
+        let limit = Duration::from_millis(self.config.start_timeout_ms);
+        let mut deleted = self.launchers.request(&req, limit).await;
+        if let Err(LaunchError::Failed(_)) = deleted {
+            // The launcher died under this request: a delete can be repeated, by a new one.
+            deleted = self.launchers.request(&req, limit).await;
+        }
+        if let Ok(Some(pid)) = deleted {
+            reap(pid).await;
+        }
         remove_files(&files);
-        Ok(())
+        deleted.map(|_| ()).map_err(|why| IsolationError::Io(format!("deleting container {id}: {why}")))
     }
-}
-
-/// Brings the loopback interface of a container's network namespace up: the network a
-/// function that asks for one gets (there is no route off the machine).
-async fn loopback_up(pid: i32) -> Result<(), String> {
-    let out = tokio::process::Command::new("nsenter")
-        .arg(format!("--net=/proc/{pid}/ns/net"))
-        .args(["ip", "link", "set", "lo", "up"])
-        .output()
-        .await
-        .map_err(|e| format!("running nsenter to bring loopback up: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("bringing loopback up failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
 }
 
 /// Removes a container's files; its socket and slot directories are mount points.
@@ -222,53 +221,6 @@ pub(super) fn remove_files(files: &Files) {
     let _ = std::fs::remove_dir_all(&files.sockets);
     let _ = std::fs::remove_dir(&files.slot);
     let _ = std::fs::remove_file(&files.log);
-}
-
-/// Creates and starts a container; returns its init process's pid.
-fn launch(root: &Path, id: &str, bundle: &Path, log: std::fs::File) -> Result<i32, String> {
-    use libcontainer::container::builder::ContainerBuilder;
-    use libcontainer::syscall::syscall::SyscallType;
-    let _only_one = LIBCONTAINER.lock().unwrap_or_else(|p| p.into_inner());
-    let stderr = log.try_clone().map_err(|e| e.to_string())?;
-    let mut c = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_root_path(root)
-        .map_err(|e| e.to_string())?
-        .with_stdout(log)
-        .with_stderr(stderr)
-        .as_init(bundle)
-        .with_systemd(false)
-        .with_detach(true)
-        .build()
-        .map_err(|e| format!("creating the container failed: {e}"))?;
-    c.start().map_err(|e| format!("starting the container failed: {e}"))?;
-    c.pid().map(|p| p.as_raw()).ok_or_else(|| "the started container has no process".to_string())
-}
-
-pub(super) fn kill_and_delete(root: &Path, id: &str) -> Result<(), IsolationError> {
-    use libcontainer::container::Container as Lc;
-    let _only_one = LIBCONTAINER.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = root.join(id);
-    if !dir.exists() {
-        return Ok(());
-    }
-    let mut c = match Lc::load(dir.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(IsolationError::Io(format!(
-                "container {id} has unreadable state ({e}); its files were removed"
-            )));
-        }
-    };
-    let pid = c.pid();
-    if c.can_kill() {
-        let _ = c.kill(nix::sys::signal::Signal::SIGKILL, true);
-    }
-    if let Some(pid) = pid {
-        // The worker is the subreaper: collect the exit status so no zombie stays.
-        let _ = nix::sys::wait::waitpid(pid, None);
-    }
-    c.delete(true).map_err(|e| IsolationError::Io(format!("deleting container {id}: {e}")))
 }
 
 /// Waits until the agent's socket appears and accepts a connection, or the process exits.

@@ -11,6 +11,7 @@ mod agent;
 mod cgroup;
 mod container;
 mod image;
+pub mod launcher;
 mod spec;
 mod standby;
 
@@ -18,14 +19,10 @@ use super::{BoxFuture, Container, CreateRequest, IsolationBackend, IsolationErro
 use iluvatar_core::FunctionSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::time::Duration;
 
 /// The agent, built into the worker so that it is where the worker expects it.
 const AGENT_PY: &str = include_str!("../../../../../runtimes/python/agent.py");
-
-/// libcontainer changes the process's working directory while it creates a container, so
-/// only one thread may use it at a time.
-static LIBCONTAINER: Mutex<()> = Mutex::new(());
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -45,6 +42,8 @@ pub struct RuntimeConfig {
     pub standby: usize,
     /// Memory limit of a standby container until it is given a function.
     pub standby_memory_mb: u64,
+    /// Launcher processes creating and removing containers (each one at a time).
+    pub launchers: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -57,6 +56,7 @@ impl Default for RuntimeConfig {
             log_limit_mb: 64,
             standby: 2,
             standby_memory_mb: 64,
+            launchers: 2,
         }
     }
 }
@@ -89,6 +89,9 @@ pub struct RuntimeBackend {
     images: std::sync::Arc<image::ImageStore>,
     clock: std::sync::Arc<dyn iluvatar_core::Clock>,
     standby: standby::StandbyPool,
+    /// The processes that create and remove containers: libcontainer is never called in
+    /// the (multi-threaded) worker.
+    launchers: launcher::Launchers,
     /// This backend, for the tasks it spawns.
     me: std::sync::Weak<RuntimeBackend>,
 }
@@ -145,6 +148,9 @@ impl RuntimeBackend {
         if config.standby > 0 {
             standby::share_slots(&dirs.slots)?;
         }
+        let program = std::env::current_exe()
+            .map_err(|e| IsolationError::Io(format!("cannot find this program, to start container launchers: {e}")))?;
+        let launchers = launcher::Launchers::new(program, config.launchers, base.join("launcher.pids"));
         Ok(std::sync::Arc::new_cyclic(|me| RuntimeBackend {
             config,
             dirs,
@@ -152,6 +158,7 @@ impl RuntimeBackend {
             images,
             clock,
             standby: Default::default(),
+            launchers,
             me: me.clone(),
         }))
     }
@@ -233,7 +240,7 @@ impl IsolationBackend for RuntimeBackend {
     fn create<'a>(&'a self, req: CreateRequest<'a>) -> BoxFuture<'a, Result<Box<dyn Container>, IsolationError>> {
         Box::pin(async move {
             if let Source::Code(code, env, false) = source(req.spec)?
-                && let Some(c) = self.take_standby(&req, &code, &env).await
+                && let Some(c) = self.take_standby(&req, &code, &env).await?
             {
                 return Ok(Box::new(c) as Box<dyn Container>);
             }
@@ -254,6 +261,14 @@ impl IsolationBackend for RuntimeBackend {
 
     fn clean_leftovers(&self) -> BoxFuture<'_, Result<usize, IsolationError>> {
         Box::pin(async move {
+            // A process that did not call `launcher::serve_if_asked` first cannot launch.
+            let ping = self.launchers.request(&launcher::Request::Ping, Duration::from_secs(10)).await;
+            ping.map_err(|why| {
+                IsolationError::Io(format!(
+                    "the container launcher does not answer ({why}); a program using the runtime backend must call \
+                     iluvatar_worker::isolation::runtime::launcher::serve_if_asked() first thing in main"
+                ))
+            })?;
             let mut removed = 0;
             let ids: Vec<String> = std::fs::read_dir(&self.dirs.root)
                 .map_err(|e| io_err("cannot list", &self.dirs.root, e))?
@@ -281,11 +296,16 @@ impl IsolationBackend for RuntimeBackend {
         // The pool's containers are gone by now; then the standby ones, then the parent
         // cgroups, the last trace.
         Box::pin(async move {
-            for id in self.standby.close() {
+            // A standby container being started now is destroyed by its refill task once
+            // started (bounded by the start timeout): wait for that, or its files stay.
+            let limit = Duration::from_millis(self.config.start_timeout_ms) + Duration::from_secs(2);
+            for id in self.standby.close(limit).await {
                 let _ = self.destroy(id).await;
             }
             cgroup::remove_leftovers(&self.cgroup_parent);
             let _ = nix::mount::umount2(&self.dirs.slots, nix::mount::MntFlags::MNT_DETACH);
+            self.launchers.close().await;
+            launcher::reap_zombies(&[]);
         })
     }
 }

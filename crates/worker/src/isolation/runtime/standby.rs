@@ -22,9 +22,16 @@ pub(super) struct StandbyPool {
 }
 
 impl StandbyPool {
-    /// Stops refilling and hands back the ids of the containers left, to be destroyed.
-    pub fn close(&self) -> Vec<String> {
+    /// Stops refilling, waits (up to `limit`) for a refill under way to finish, and hands
+    /// back the ids of the containers left, to be destroyed.
+    pub async fn close(&self, limit: std::time::Duration) -> Vec<String> {
         self.closed.store(true, Ordering::SeqCst);
+        let step = std::time::Duration::from_millis(5);
+        let mut waited = std::time::Duration::ZERO;
+        while self.refilling.load(Ordering::SeqCst) && waited < limit {
+            tokio::time::sleep(step).await;
+            waited += step;
+        }
         self.ready.lock().unwrap().drain(..).map(|c| c.id).collect()
     }
 }
@@ -83,7 +90,7 @@ impl RuntimeBackend {
             env.push("ILUVATAR_STANDBY=1".into());
             let memory = self.config.standby_memory_mb;
             let config = self.spec(&key, &self.dirs.rootfs, binds, args, env, "/tmp", memory, 1);
-            self.boot(&id, "standby", &files, config, memory).await
+            self.boot(&id, "standby", &files, config, memory, false).await
         };
         match started.await {
             Ok(c) => Ok(c),
@@ -94,24 +101,31 @@ impl RuntimeBackend {
         }
     }
 
-    /// Gives a standby container to a code function, or `None` if there is none (or it
-    /// could not be given: then it is destroyed and the caller starts a container).
+    /// Gives a standby container to a code function, `Ok(None)` if there is none (or it
+    /// could not be given: then it is destroyed and the caller starts a container). A
+    /// function whose import outlasts `start_timeout_ms` fails the cold start: a fresh
+    /// container would hang the same way.
     pub(super) async fn take_standby(
         &self,
         req: &CreateRequest<'_>,
         code: &Path,
         env: &[String],
-    ) -> Option<RuntimeContainer> {
-        let mut c = self.standby.ready.lock().unwrap().pop()?;
+    ) -> Result<Option<RuntimeContainer>, IsolationError> {
+        let Some(mut c) = self.standby.ready.lock().unwrap().pop() else { return Ok(None) };
         self.refill_standby();
-        match self.assign(&mut c, req, code, env).await {
-            Ok(()) => Some(c),
-            Err(why) => {
-                tracing::warn!(tid = req.tid, container = c.id, why, "a standby container could not be used");
-                let _ = self.destroy(c.id).await;
-                None
+        let limit = std::time::Duration::from_millis(self.config.start_timeout_ms);
+        let why = match tokio::time::timeout(limit, self.assign(&mut c, req, code, env)).await {
+            Ok(Ok(())) => return Ok(Some(c)),
+            Ok(Err(why)) => why,
+            Err(_) => {
+                let _ = self.destroy(c.id.clone()).await;
+                let why = format!("the function did not finish importing within {limit:?}");
+                return Err(IsolationError::Start { id: req.container_id.to_string(), why });
             }
-        }
+        };
+        tracing::warn!(tid = req.tid, container = c.id, why, "a standby container could not be used");
+        let _ = self.destroy(c.id).await;
+        Ok(None)
     }
 
     async fn assign(

@@ -1,0 +1,367 @@
+//! The container launcher: every libcontainer call (create, start, kill, delete) runs in a
+//! separate single-threaded process, the worker binary re-executed with [`LAUNCHER_ARG`].
+//!
+//! Why: libcontainer creates a container with a raw `clone`, which (unlike glibc's `fork`)
+//! does not take malloc's locks first. Cloned from the multi-threaded worker, the child can
+//! block for ever on a lock another thread held at that instant, and the worker with it. A
+//! process with one thread has no other thread to hold a lock. The launcher is started with
+//! `exec` (`std::process::Command`, safe from a threaded process), so it begins with one
+//! thread and never starts another.
+//!
+//! The worker drives launchers over a Unix socket (the launcher's stdin at exec, moved to a
+//! close-on-exec descriptor so containers never inherit it), one JSON request per line, one
+//! answer per line. Every request has a deadline; a launcher that dies or misses it is
+//! killed and replaced, and only the request it was serving fails. Container processes are
+//! re-parented to the worker (the launcher is not a subreaper, the worker is), which reaps
+//! them.
+
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex as SyncMutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// The first argument that makes the worker binary a launcher.
+pub const LAUNCHER_ARG: &str = "__iluvatar_launcher";
+
+/// Largest request or answer line.
+const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(super) enum Request {
+    /// Creates and starts a container from its bundle; answers its init process's pid.
+    Create { root: PathBuf, id: String, bundle: PathBuf, log: PathBuf, loopback: bool },
+    /// Kills every process of a container, waits (bounded) for its init to die, deletes it;
+    /// answers the init's pid, for the worker to reap.
+    Delete { root: PathBuf, id: String },
+    /// Answers at once: the launcher is alive.
+    Ping,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Answer {
+    #[serde(default)]
+    pid: Option<i32>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// If this process was started as a launcher, serves until the worker closes the socket
+/// and exits; otherwise returns at once. Call it first thing in `main`, before any thread
+/// (or tokio runtime) exists.
+pub fn serve_if_asked() {
+    if std::env::args_os().nth(1).is_some_and(|a| a == LAUNCHER_ARG) {
+        let code = match serve() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("iluvatar launcher: {e}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+}
+
+fn serve() -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // The socket came as stdin. Move it to a close-on-exec descriptor and put /dev/null in
+    // its place, so that no container process can inherit or read it.
+    let sock = nix::fcntl::fcntl(0, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(std::io::Error::from)?;
+    // SAFETY: `sock` was just returned by F_DUPFD_CLOEXEC and nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    let null = std::fs::File::open("/dev/null")?;
+    nix::unistd::dup2(null.as_raw_fd(), 0).map_err(std::io::Error::from)?;
+    let stream = std::os::unix::net::UnixStream::from(sock);
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        line.clear();
+        let n = (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(()); // The worker went away.
+        }
+        let answer = match serde_json::from_slice::<Request>(&line) {
+            Ok(req) => handle(req),
+            Err(e) => Answer { pid: None, error: Some(format!("unreadable request ({e})")) },
+        };
+        let mut out = serde_json::to_vec(&answer).unwrap_or_else(|_| b"{}".to_vec());
+        out.push(b'\n');
+        writer.write_all(&out)?;
+    }
+}
+
+fn handle(req: Request) -> Answer {
+    let result = match req {
+        Request::Create { root, id, bundle, log, loopback } => create(&root, &id, &bundle, &log, loopback),
+        Request::Delete { root, id } => delete(&root, &id),
+        Request::Ping => Ok(None),
+    };
+    match result {
+        Ok(pid) => Answer { pid, error: None },
+        Err(error) => Answer { pid: None, error: Some(error) },
+    }
+}
+
+/// Creates and starts a container; brings its loopback up if asked.
+fn create(root: &Path, id: &str, bundle: &Path, log: &Path, loopback: bool) -> Result<Option<i32>, String> {
+    use libcontainer::container::builder::ContainerBuilder;
+    use libcontainer::syscall::syscall::SyscallType;
+    let log = std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let stderr = log.try_clone().map_err(|e| e.to_string())?;
+    let mut c = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_root_path(root)
+        .map_err(|e| e.to_string())?
+        .with_stdout(log)
+        .with_stderr(stderr)
+        .as_init(bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| format!("creating the container failed: {e}"))?;
+    c.start().map_err(|e| format!("starting the container failed: {e}"))?;
+    let pid = c.pid().map(|p| p.as_raw()).ok_or_else(|| "the started container has no process".to_string())?;
+    if loopback {
+        loopback_up(pid)?;
+    }
+    Ok(Some(pid))
+}
+
+/// Brings the loopback interface of a container's network namespace up: the network a
+/// function that asks for one gets (there is no route off the machine).
+fn loopback_up(pid: i32) -> Result<(), String> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["ip", "link", "set", "lo", "up"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running nsenter to bring loopback up: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("bringing loopback up failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+/// How long a killed container's init may take to die before the delete goes on anyway.
+const DEATH_WAIT: Duration = Duration::from_secs(2);
+
+fn delete(root: &Path, id: &str) -> Result<Option<i32>, String> {
+    use libcontainer::container::Container as Lc;
+    let dir = root.join(id);
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let mut c = match Lc::load(dir.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(format!("container {id} has unreadable state ({e}); its files were removed"));
+        }
+    };
+    let pid = c.pid().map(|p| p.as_raw());
+    if c.can_kill() {
+        let _ = c.kill(nix::sys::signal::Signal::SIGKILL, true);
+    }
+    if let Some(pid) = pid {
+        // The worker reaps the process; here it is enough that it is dead (a zombie).
+        let mut waited = Duration::ZERO;
+        while super::container::process_alive(pid) && waited < DEATH_WAIT {
+            std::thread::sleep(Duration::from_millis(1));
+            waited += Duration::from_millis(1);
+        }
+    }
+    c.delete(true).map_err(|e| format!("deleting container {id}: {e}"))?;
+    Ok(pid)
+}
+
+/// Why a request got no pid.
+#[derive(Debug)]
+pub(super) enum LaunchError {
+    /// The launcher answered: libcontainer refused or failed the request.
+    Refused(String),
+    /// The launcher died or missed its deadline; the request may not have run at all.
+    Failed(String),
+}
+
+impl std::fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LaunchError::Refused(why) | LaunchError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The worker's side: a few launcher processes, each serving one request at a time.
+pub(super) struct Launchers {
+    program: PathBuf,
+    slots: Vec<tokio::sync::Mutex<Option<Running>>>,
+    next: AtomicUsize,
+    /// Pids of the launchers alive, never reaped by the zombie sweep.
+    pids: SyncMutex<Vec<i32>>,
+    /// Where the pids are written, one per line, for operators and tests.
+    pid_file: PathBuf,
+    pub restarts: AtomicU64,
+}
+
+struct Running {
+    child: std::process::Child,
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Launchers {
+    /// `count` launchers of `program` (the worker binary), started when first needed.
+    pub fn new(program: PathBuf, count: usize, pid_file: PathBuf) -> Self {
+        Launchers {
+            program,
+            slots: (0..count.max(1)).map(|_| tokio::sync::Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            pids: SyncMutex::new(Vec::new()),
+            pid_file,
+            restarts: AtomicU64::new(0),
+        }
+    }
+
+    /// Sends `req` to a free launcher (or waits for one) and returns the pid it answers.
+    /// A launcher that dies or does not answer within `deadline` is killed and replaced.
+    pub async fn request(&self, req: &Request, deadline: Duration) -> Result<Option<i32>, LaunchError> {
+        let mut line = serde_json::to_vec(req).map_err(|e| LaunchError::Refused(e.to_string()))?;
+        line.push(b'\n');
+        let mut slot = match self.slots.iter().find_map(|s| s.try_lock().ok()) {
+            Some(s) => s,
+            None => self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()].lock().await,
+        };
+        if slot.is_none() {
+            *slot = Some(self.spawn().map_err(LaunchError::Failed)?);
+        }
+        let running = slot.as_mut().expect("started above");
+        let pid = running.child.id() as i32;
+        let exchange = async {
+            running.writer.write_all(&line).await.map_err(|e| format!("sending failed: {e}"))?;
+            let mut answer = Vec::with_capacity(256);
+            let n = (&mut running.reader)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut answer)
+                .await
+                .map_err(|e| format!("reading failed: {e}"))?;
+            if n == 0 || answer.last() != Some(&b'\n') {
+                return Err("it closed the connection".to_string());
+            }
+            serde_json::from_slice::<Answer>(&answer).map_err(|e| format!("unreadable answer ({e})"))
+        };
+        // A launcher killed mid-create may leave a child holding its socket open, so its
+        // death is watched for directly, not only as the socket's end.
+        let died = async {
+            while super::container::process_alive(pid) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let answer = tokio::select! {
+            a = tokio::time::timeout(deadline, exchange) => a,
+            _ = died => Ok(Err("it died".to_string())),
+        };
+        let failure = match answer {
+            Ok(Ok(Answer { error: Some(e), .. })) => return Err(LaunchError::Refused(e)),
+            Ok(Ok(Answer { pid, error: None })) => return Ok(pid),
+            Ok(Err(why)) => why,
+            Err(_) => format!("it did not answer within {deadline:?}"),
+        };
+        // This launcher is dead or wedged: kill it; the next request starts a new one.
+        let dead = slot.take().expect("running above");
+        self.bury(dead).await;
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(launcher = pid, why = failure, "a container launcher failed; it will be replaced");
+        Err(LaunchError::Failed(format!(
+            "the container launcher (pid {pid}) failed while serving this request: {failure}; it was replaced"
+        )))
+    }
+
+    fn spawn(&self) -> Result<Running, String> {
+        use std::os::fd::OwnedFd;
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| format!("cannot make the launcher's socket: {e}"))?;
+        let child = std::process::Command::new(&self.program)
+            .arg(LAUNCHER_ARG)
+            .stdin(std::process::Stdio::from(OwnedFd::from(theirs)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start the container launcher {}: {e}", self.program.display()))?;
+        ours.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let stream = tokio::net::UnixStream::from_std(ours).map_err(|e| e.to_string())?;
+        let (r, w) = stream.into_split();
+        let mut pids = self.pids.lock().unwrap();
+        pids.push(child.id() as i32);
+        self.write_pids(&pids);
+        Ok(Running { child, reader: BufReader::new(r), writer: w })
+    }
+
+    /// Kills a launcher, reaps it, and reaps what it left: a container's intermediate
+    /// process cloned mid-create is re-parented to the worker.
+    async fn bury(&self, mut dead: Running) {
+        let pid = dead.child.id() as i32;
+        let _ = dead.child.kill();
+        for _ in 0..2000 {
+            match dead.child.try_wait() {
+                Ok(None) => tokio::time::sleep(Duration::from_millis(1)).await,
+                _ => break,
+            }
+        }
+        let mut pids = self.pids.lock().unwrap();
+        pids.retain(|p| *p != pid);
+        self.write_pids(&pids);
+        reap_zombies(&pids);
+    }
+
+    fn write_pids(&self, pids: &[i32]) {
+        let text: String = pids.iter().map(|p| format!("{p}\n")).collect();
+        let _ = std::fs::write(&self.pid_file, text);
+    }
+
+    /// Stops every launcher (they exit when their socket closes).
+    pub async fn close(&self) {
+        for s in &self.slots {
+            if let Some(r) = s.lock().await.take() {
+                self.bury(r).await;
+            }
+        }
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+/// Reaps a container's init process (a child of the worker, its subreaper), waiting a
+/// bounded time for it to exit; a process not (or no longer) the worker's child is ignored.
+pub(super) async fn reap(pid: i32) {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let pid = nix::unistd::Pid::from_raw(pid);
+    for _ in 0..2000 {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => tokio::time::sleep(Duration::from_millis(1)).await,
+            _ => return,
+        }
+    }
+    tracing::warn!(pid = pid.as_raw(), "a killed container process did not exit within 2 s; it stays a zombie");
+}
+
+/// Reaps every zombie child of the worker except `keep` (launchers, whose `Child` reaps
+/// them). The worker has no other children: nothing else can lose an exit status here.
+pub(super) fn reap_zombies(keep: &[i32]) {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if keep.contains(&pid) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let mut fields = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace()).into_iter().flatten();
+        let (state, ppid) = (fields.next(), fields.next().and_then(|p| p.parse::<i32>().ok()));
+        if state == Some("Z") && ppid == Some(me) {
+            let _ =
+                nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        }
+    }
+}
