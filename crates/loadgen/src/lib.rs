@@ -19,6 +19,7 @@ pub mod scaling;
 pub mod schedule;
 pub mod sim;
 pub mod sim_bench;
+pub mod soak;
 pub mod spawn;
 pub mod sweep;
 pub mod target;

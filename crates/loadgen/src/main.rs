@@ -46,6 +46,10 @@ enum Command {
     /// Real containers (runtime backend): cold starts, warm overhead closed- and open-loop,
     /// idle container memory; prints a table and writes JSON.
     WorkerBench(iluvatar_load_gen::worker_bench::Args),
+    /// A long mix of cold starts, warm calls and faulty functions against a live worker on
+    /// real containers: calls answered and lost, the worker's RSS and descriptors over time,
+    /// and what is left on the host after it stops; writes JSON.
+    Soak(iluvatar_load_gen::soak::Args),
 }
 
 #[global_allocator]
@@ -102,6 +106,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::ControlPlane(args) => iluvatar_load_gen::control_plane::run(args).await,
             Command::WorkerBench(args) => iluvatar_load_gen::worker_bench::run(args).await,
+            Command::Soak(args) => iluvatar_load_gen::soak::run(args).await,
         }
     })
 }
