@@ -258,3 +258,31 @@ async fn a_prewarm_dropped_by_its_client_leaks_neither_memory_nor_a_container() 
     assert!(eventually(Duration::from_secs(5), || w.containers().is_empty()), "clean removes it");
     assert_eq!(used(&mut c).await, 0.0, "no memory stays reserved");
 }
+
+#[test]
+fn an_early_sigterm_or_a_failed_start_leaves_nothing_behind() {
+    // SIGTERM right after the ready line, while the standby containers are being started.
+    let mut w = RuntimeWorker::start(json!({"isolation": {"backends": [{"type": "runtime", "standby": 2}]}}));
+    for round in 0..3 {
+        if round > 0 {
+            w.start_again();
+        }
+        w.terminate();
+        let st = w.wait_exit(Duration::from_secs(20));
+        assert!(st.success(), "round {round}: {st}\n{}", w.log_context());
+        assert_nothing_left(&w, &[], &format!("round {round}: after a SIGTERM right after start"));
+    }
+    // A start that fails because its port is taken makes nothing first.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&w.config_path).unwrap()).unwrap();
+    config["grpc"]["port"] = json!(taken.local_addr().unwrap().port());
+    let path = w.dir.join("taken.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut cmd = std::process::Command::new(iluvatar_e2e::bin("iluvatar_worker"));
+    cmd.arg("-c").arg(&path);
+    let out = iluvatar_e2e::output_timeout(cmd, Duration::from_secs(30));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen for gRPC"), "{err}");
+    assert_nothing_left(&w, &[], "after a start that failed on a taken port");
+}

@@ -62,7 +62,7 @@ impl SpawnedWorker {
 
 impl Drop for SpawnedWorker {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).stderr(Stdio::null()).status();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -148,8 +148,8 @@ impl RuntimeBackend {
         if config.standby > 0 {
             standby::share_slots(&dirs.slots)?;
         }
-        let program = std::env::current_exe()
-            .map_err(|e| IsolationError::Io(format!("cannot find this program, to start container launchers: {e}")))?;
+        // This very binary, even if the file was replaced or removed since it started.
+        let program = PathBuf::from("/proc/self/exe");
         let launchers = launcher::Launchers::new(program, config.launchers, base.join("launcher.pids"));
         Ok(std::sync::Arc::new_cyclic(|me| RuntimeBackend {
             config,
