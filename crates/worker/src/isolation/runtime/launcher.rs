@@ -207,6 +207,9 @@ pub(super) struct Launchers {
 }
 
 struct Running {
+    /// Set while a request is out: a request dropped midway leaves it set, and its answer
+    /// may still come, so the launcher is replaced rather than reused out of step.
+    busy: bool,
     child: std::process::Child,
     reader: BufReader<tokio::net::unix::OwnedReadHalf>,
     writer: tokio::net::unix::OwnedWriteHalf,
@@ -234,11 +237,15 @@ impl Launchers {
             Some(s) => s,
             None => self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()].lock().await,
         };
+        if let Some(stale) = slot.take_if(|r| r.busy) {
+            self.bury(stale).await;
+        }
         if slot.is_none() {
             *slot = Some(self.spawn().map_err(LaunchError::Failed)?);
         }
         let running = slot.as_mut().expect("started above");
         let pid = running.child.id() as i32;
+        running.busy = true;
         let exchange = async {
             running.writer.write_all(&line).await.map_err(|e| format!("sending failed: {e}"))?;
             let mut answer = Vec::with_capacity(256);
@@ -250,6 +257,7 @@ impl Launchers {
             if n == 0 || answer.last() != Some(&b'\n') {
                 return Err("it closed the connection".to_string());
             }
+            running.busy = false;
             serde_json::from_slice::<Answer>(&answer).map_err(|e| format!("unreadable answer ({e})"))
         };
         // A launcher killed mid-create may leave a child holding its socket open, so its
@@ -296,7 +304,7 @@ impl Launchers {
         let mut pids = self.pids.lock().unwrap();
         pids.push(child.id() as i32);
         self.write_pids(&pids);
-        Ok(Running { child, reader: BufReader::new(r), writer: w })
+        Ok(Running { busy: false, child, reader: BufReader::new(r), writer: w })
     }
 
     /// Kills a launcher, reaps it, and reaps what it left: a container's intermediate
