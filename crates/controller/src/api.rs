@@ -1,7 +1,7 @@
 //! The controller's operations, shared by the gRPC and HTTP front ends: invocations
 //! forwarded to the worker the balancer picks, and the listings. Registrations and
 //! membership are in register.rs, health checks in health.rs. Every call to a worker has a
-//! deadline ([`within`]). Errors the protocol carries in-band stay in-band.
+//! deadline (`within`). Errors the protocol carries in-band stay in-band.
 
 use crate::balance::{Balancer, ClusterView};
 use crate::cluster::{Cluster, Members, WorkerHandle};
@@ -48,7 +48,7 @@ impl std::fmt::Display for CallError {
 }
 
 /// Runs one call to a worker under a deadline: every call the controller makes to a worker
-/// goes through here (or through [`forward`](ControllerApi::forward), which uses it).
+/// goes through here (or through `forward`, which uses it).
 pub(crate) async fn within<T>(
     limit: Duration,
     call: impl Future<Output = Result<tonic::Response<T>, Status>>,
@@ -258,8 +258,8 @@ impl ControllerApi {
             return error_response(
                 "worker_failed",
                 &format!(
-                    "cookie {:?} names worker {name:?}, which is not a member (it failed and was replaced, or this \
-                     controller lost its state); its result cannot be fetched",
+                    "cookie {:?} names worker {name:?}, which is not a member (this controller lost its state, or \
+                     never knew it); its result cannot be fetched",
                     req.lookup_cookie
                 ),
             );
