@@ -9,6 +9,7 @@ use crate::cluster::{Checking, StatusFigures, WorkerHandle};
 use crate::register::{Delivery, deliver};
 use iluvatar_rpc as rpc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 impl ControllerApi {
@@ -57,11 +58,19 @@ impl ControllerApi {
             }
             return;
         }
+        // Started first: one that starts between the two reads is then counted (twice at
+        // worst, which only hides load), never missed.
+        let started_before = w.forwarded.load(Ordering::SeqCst);
+        let inflight_before = w.inflight();
         if let Ok(s) = within(timeout, w.client().status(rpc::StatusRequest { transaction_id: tid() })).await {
             // Keep only the load that is not this controller's own in-flight invocations:
             // those are counted exactly, and a status taken while one of them ran would
-            // otherwise count it again until the next poll (and push CH off its home).
-            let mine = w.inflight();
+            // otherwise count it again until the next poll (and push CH off its home). Those
+            // that may have run while the worker answered are the ones in flight when it was
+            // asked plus those started since; one that ended before the answer came back is
+            // among them, so it is never counted twice.
+            let started = w.forwarded.load(Ordering::SeqCst).saturating_sub(started_before);
+            let mine = inflight_before + started;
             let running = s.num_running_funcs as u64;
             w.set_status(StatusFigures {
                 queued: s.cpu_queue_len.saturating_sub(mine.saturating_sub(running)),
