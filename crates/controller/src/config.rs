@@ -64,7 +64,8 @@ pub struct HealthConfig {
     /// How often every worker's health and status are asked for. Each worker is checked on
     /// its own: a slow worker never delays the checks of the others.
     pub interval_ms: u64,
-    /// A worker that does not answer `health` (or `status`) within this is unhealthy.
+    /// The deadline of `health` and of `status`; a worker that does not answer `health`
+    /// within it is unhealthy.
     pub timeout_ms: u64,
 }
 
