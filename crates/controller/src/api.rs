@@ -1,9 +1,10 @@
-//! The controller's operations, shared by the gRPC and HTTP front ends: registrations
-//! stored and fanned out to every worker, worker membership, and invocations forwarded to
-//! the worker the balancer picks. Errors the protocol carries in-band stay in-band.
+//! The controller's operations, shared by the gRPC and HTTP front ends: invocations
+//! forwarded to the worker the balancer picks, and the listings. Registrations and
+//! membership are in register.rs, health checks in health.rs. Every call to a worker has a
+//! deadline (`within`). Errors the protocol carries in-band stay in-band.
 
 use crate::balance::{Balancer, ClusterView};
-use crate::cluster::{Cluster, Members, StatusFigures, WorkerHandle};
+use crate::cluster::{Cluster, Members, WorkerHandle};
 use crate::config::ControllerConfig;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -11,26 +12,53 @@ use iluvatar_core::{Env, Fqdn};
 use iluvatar_rpc as rpc;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tonic::Status;
 
 pub struct ControllerApi {
-    config: ControllerConfig,
+    pub(crate) config: ControllerConfig,
     env: Env,
-    store: Store,
-    functions: RwLock<HashMap<String, rpc::RegisterRequest>>,
+    pub(crate) store: Store,
+    pub(crate) functions: RwLock<HashMap<String, rpc::RegisterRequest>>,
     pub cluster: Cluster,
     balancer: Box<dyn Balancer>,
     pub metrics: Metrics,
+    /// One registration of a given fqdn at a time (fqdn -> its lock).
+    pub(crate) registering: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One change of membership at a time.
+    pub(crate) joining: tokio::sync::Mutex<()>,
 }
 
-/// How a forwarded call ended when it did not answer.
-enum CallError {
+/// How a call to a worker ended when it did not answer.
+#[derive(Debug)]
+pub(crate) enum CallError {
     /// The worker was never reached (connection refused, connect timeout): safe to resend.
     NotReached(String),
     /// The worker had the request and failed or did not answer in time.
     Failed(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::NotReached(why) | CallError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Runs one call to a worker under a deadline: every call the controller makes to a worker
+/// goes through here (or through `forward`, which uses it).
+pub(crate) async fn within<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) if never_reached(&s) => Err(CallError::NotReached(format!("not reached: {}", s.message()))),
+        Ok(Err(s)) => Err(CallError::Failed(format!("{}: {}", s.code(), s.message()))),
+        Err(_) => Err(CallError::Failed(format!("no answer within {limit:?}"))),
+    }
 }
 
 /// Whether a failed call could not have reached the worker. tonic reports a connection it
@@ -53,7 +81,14 @@ impl ControllerApi {
     /// Opens the store and rebuilds the function table and the membership from it.
     pub fn build(config: ControllerConfig, env: Env) -> anyhow::Result<Arc<Self>> {
         let (store, loaded) = Store::open(&config.state_dir)?;
-        let cluster = Cluster::new(Duration::from_millis(config.forward.connect_timeout_ms));
+        let longest = [config.forward.invoke_timeout_ms, config.forward.control_timeout_ms, config.health.timeout_ms]
+            .into_iter()
+            .max()
+            .unwrap_or_default();
+        let cluster = Cluster::new(
+            Duration::from_millis(config.forward.connect_timeout_ms),
+            Duration::from_millis(longest.saturating_add(1_000)),
+        );
         for w in loaded.workers {
             cluster.upsert(w).map_err(anyhow::Error::msg)?;
         }
@@ -64,6 +99,8 @@ impl ControllerApi {
             cluster,
             balancer,
             metrics: Metrics::default(),
+            registering: Mutex::new(HashMap::new()),
+            joining: tokio::sync::Mutex::new(()),
             config,
             env,
         }))
@@ -81,182 +118,27 @@ impl ControllerApi {
         rpc::PingResponse { message: "Pong".into() }
     }
 
-    /// Sends a registration to every healthy worker, then stores it. It fails only when
-    /// every worker that answered refused it (their reason is returned); workers that are
-    /// down or join later get it when they (re)join.
-    pub async fn register(&self, req: rpc::RegisterRequest) -> rpc::RegisterResponse {
-        let fail = |error: String| rpc::RegisterResponse { success: false, fqdn: String::new(), error };
-        if req.function_name.is_empty() || req.function_version.is_empty() {
-            return fail("function_name and function_version must not be empty".into());
-        }
-        let fqdn = Fqdn::new(&req.function_name, &req.function_version).0;
-        if let Some(old) = self.functions.read().unwrap().get(&fqdn)
-            && !same_function(old, &req)
-        {
-            return fail(format!(
-                "function {fqdn} is already registered with different fields; register a new version instead"
-            ));
-        }
-        let members = self.cluster.snapshot();
-        let targets: Vec<_> = members.workers.iter().filter(|w| w.is_healthy()).cloned().collect();
-        let mut tasks = Vec::new();
-        for w in &targets {
-            let (mut c, r) = (w.client(), req.clone());
-            tasks.push(tokio::spawn(async move { c.register(r).await }));
-        }
-        let (mut accepted, mut refusals) = (0, Vec::new());
-        for (w, t) in targets.iter().zip(tasks) {
-            match t.await {
-                Ok(Ok(r)) if r.get_ref().success => accepted += 1,
-                Ok(Ok(r)) => refusals.push(format!("{}: {}", w.name, r.into_inner().error)),
-                Ok(Err(s)) => {
-                    tracing::warn!(worker = %w.name, fqdn, error = %s.message(), "registration not delivered; sent again when the worker rejoins")
-                }
-                Err(e) => tracing::warn!(worker = %w.name, fqdn, error = %e, "registration task failed"),
-            }
-        }
-        if accepted == 0 && !refusals.is_empty() {
-            return fail(format!("the workers refused the registration: {}", refusals.join("; ")));
-        }
-        if let Err(e) = self.store.put_function(&fqdn, &req).await {
-            return fail(e.to_string());
-        }
-        self.functions.write().unwrap().insert(fqdn.clone(), req.clone());
-        self.push_to_joining(&targets, &req).await;
-        self.metrics.registrations.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(fqdn, accepted, refused = refusals.len(), "registered");
-        let error = if refusals.is_empty() { String::new() } else { format!("refused by {}", refusals.join("; ")) };
-        rpc::RegisterResponse { success: true, fqdn, error }
+    pub(crate) fn control_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.forward.control_timeout_ms)
     }
 
-    /// Sends a registration, now in the function table, to every member that was not among
-    /// `done`: a worker joining meanwhile may have been synced from the table before the
-    /// registration was in it. Waits (boundedly) so that no worker is in service without it.
-    async fn push_to_joining(&self, done: &[Arc<WorkerHandle>], req: &rpc::RegisterRequest) {
-        let limit = Duration::from_millis(self.config.forward.connect_timeout_ms + self.config.health.timeout_ms);
-        let members = self.cluster.snapshot();
-        let tasks: Vec<_> = members
-            .workers
-            .iter()
-            .filter(|w| !done.iter().any(|d| Arc::ptr_eq(d, w)))
-            .map(|w| {
-                let (mut c, r) = (w.client(), req.clone());
-                tokio::spawn(async move { tokio::time::timeout(limit, c.register(r)).await })
-            })
-            .collect();
-        for t in tasks {
-            let _ = t.await;
-        }
+    pub(crate) fn health_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.health.timeout_ms)
     }
 
-    /// Adds (or replaces) a worker, stores it, and brings it into service once it has every
-    /// registration.
-    pub async fn register_worker(self: &Arc<Self>, req: rpc::RegisterWorkerRequest) -> Result<(), Status> {
-        if req.name.is_empty() || req.host.is_empty() || req.port == 0 || req.port > u16::MAX as u32 {
-            return Err(Status::invalid_argument(format!(
-                "a worker needs a name, a host and a port (got name {:?}, host {:?}, port {})",
-                req.name, req.host, req.port
-            )));
-        }
-        self.store.put_worker(&req).await.map_err(|e| Status::unavailable(e.to_string()))?;
-        let handle = self.cluster.upsert(req).map_err(Status::invalid_argument)?;
-        self.metrics.worker_registrations.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(worker = %handle.name, address = handle.address, "worker registered");
-        let api = self.clone();
-        tokio::spawn(async move { api.check(&handle).await });
-        Ok(())
-    }
-
-    /// Pushes every registration to a worker; false if the worker could not be reached.
-    async fn sync(&self, w: &WorkerHandle) -> bool {
-        let all: Vec<rpc::RegisterRequest> = self.functions.read().unwrap().values().cloned().collect();
-        for r in all {
-            match w.client().register(r.clone()).await {
-                Ok(resp) if !resp.get_ref().success => {
-                    tracing::warn!(worker = %w.name, function = r.function_name, error = resp.into_inner().error, "worker refused a registration")
-                }
-                Ok(_) => {}
-                Err(s) => {
-                    tracing::warn!(worker = %w.name, error = %s.message(), "cannot sync registrations");
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    /// One health check: health, then status; a worker coming (back) into service is
-    /// synced first.
-    pub async fn check(&self, w: &WorkerHandle) {
-        let timeout = Duration::from_millis(self.config.health.timeout_ms);
-        let tid = || "health".to_string();
-        let health =
-            tokio::time::timeout(timeout, w.client().health(rpc::HealthRequest { transaction_id: tid() })).await;
-        let healthy = matches!(&health, Ok(Ok(r)) if r.get_ref().status == rpc::RpcHealthStatus::Healthy as i32);
-        if healthy
-            && let Ok(Ok(s)) =
-                tokio::time::timeout(timeout, w.client().status(rpc::StatusRequest { transaction_id: tid() })).await
-        {
-            let s = s.into_inner();
-            // Keep only the load that is not this controller's own in-flight invocations:
-            // those are counted exactly, and a status taken while one of them ran would
-            // otherwise count it again until the next poll (and push CH off its home).
-            let mine = w.inflight();
-            let running = s.num_running_funcs as u64;
-            w.set_status(StatusFigures {
-                queued: s.cpu_queue_len.saturating_sub(mine.saturating_sub(running)),
-                running: running.saturating_sub(mine),
-                load_avg: s.cpu_load_avg,
-            });
-        }
-        if healthy && !w.is_healthy() {
-            if self.sync(w).await && w.set_healthy(true) {
-                tracing::info!(worker = %w.name, address = w.address, "worker in service");
-            }
-        } else if !healthy && w.set_healthy(false) {
-            let why = match health {
-                Ok(Ok(_)) => "it reports itself unhealthy".to_string(),
-                Ok(Err(s)) => s.message().to_string(),
-                Err(_) => format!("no answer within {timeout:?}"),
-            };
-            tracing::warn!(worker = %w.name, address = w.address, why, "worker out of service");
-        }
-    }
-
-    /// Checks every worker every `health.interval_ms`, forever.
-    pub fn spawn_health_checks(self: &Arc<Self>) {
-        let api = self.clone();
-        let every = Duration::from_millis(self.config.health.interval_ms);
-        tokio::spawn(async move {
-            loop {
-                let members = api.cluster.snapshot();
-                let checks: Vec<_> = members
-                    .workers
-                    .iter()
-                    .map(|w| {
-                        let (api, w) = (api.clone(), w.clone());
-                        tokio::spawn(async move { api.check(&w).await })
-                    })
-                    .collect();
-                for c in checks {
-                    let _ = c.await;
-                }
-                tokio::time::sleep(every).await;
-            }
-        });
-    }
-
-    /// The worker for `fqdn` among those not yet tried.
+    /// The worker for `fqdn` among those in service that accepted it and were not yet tried.
     fn pick(&self, fqdn: &str, members: &Members, tried: &[usize]) -> Option<usize> {
-        let workers = members.view(tried);
+        let workers = members.view(fqdn, tried);
         self.balancer.choose(fqdn, &ClusterView { version: members.version, workers: &workers })
     }
 
-    /// Runs `call` on the balancer's choice, resending to another worker while the chosen
-    /// one cannot be reached. Returns the answer, the worker and the call's own duration.
+    /// Runs `call` on the balancer's choice under `limit`, resending to another worker while
+    /// the chosen one cannot be reached. Returns the answer, the worker and the call's own
+    /// duration.
     async fn forward<T, F, Fut>(
         &self,
         fqdn: &str,
+        limit: Duration,
         call: F,
     ) -> Result<(T, Arc<WorkerHandle>, Duration), (&'static str, String)>
     where
@@ -266,20 +148,14 @@ impl ControllerApi {
         let members = self.cluster.snapshot();
         let mut tried = Vec::new();
         let mut unreachable = Vec::new();
-        let limit = Duration::from_millis(self.config.forward.invoke_timeout_ms);
         for _ in 0..=self.config.forward.retries {
             let Some(i) = self.pick(fqdn, &members, &tried) else { break };
             let w = members.workers[i].clone();
             let _inflight = w.start_invocation();
             let t = self.env.now();
-            let outcome = match tokio::time::timeout(limit, call(w.clone())).await {
-                Ok(Ok(r)) => return Ok((r.into_inner(), w, self.env.now().saturating_sub(t))),
-                Ok(Err(s)) if never_reached(&s) => CallError::NotReached(s.message().to_string()),
-                Ok(Err(s)) => CallError::Failed(format!("{}: {}", s.code(), s.message())),
-                Err(_) => CallError::Failed(format!("no answer within {limit:?}")),
-            };
-            match outcome {
-                CallError::NotReached(why) => {
+            match within(limit, call(w.clone())).await {
+                Ok(r) => return Ok((r, w, self.env.now().saturating_sub(t))),
+                Err(CallError::NotReached(why)) => {
                     if w.set_healthy(false) {
                         tracing::warn!(worker = %w.name, address = w.address, why, "worker unreachable: out of service");
                     }
@@ -287,7 +163,7 @@ impl ControllerApi {
                     unreachable.push(format!("{} ({why})", w.name));
                     tried.push(i);
                 }
-                CallError::Failed(why) => {
+                Err(CallError::Failed(why)) => {
                     self.metrics.worker_failures.fetch_add(1, Ordering::Relaxed);
                     return Err((
                         "worker_failed",
@@ -298,7 +174,16 @@ impl ControllerApi {
         }
         let tried =
             if unreachable.is_empty() { String::new() } else { format!("; unreachable: {}", unreachable.join(", ")) };
-        Err(("no_worker", format!("no healthy worker can take {fqdn} ({} known{tried})", members.workers.len())))
+        let refused: Vec<_> =
+            members.workers.iter().filter_map(|w| w.refusal(fqdn).map(|why| format!("{} ({why})", w.name))).collect();
+        let refused = if refused.is_empty() { String::new() } else { format!("; refused it: {}", refused.join(", ")) };
+        Err((
+            "no_worker",
+            format!(
+                "no worker in service holds {fqdn} and can take it ({} known{tried}{refused})",
+                members.workers.len()
+            ),
+        ))
     }
 
     fn not_registered(&self, name: &str, version: &str) -> Option<String> {
@@ -314,7 +199,8 @@ impl ControllerApi {
             return self.failed(error_response("not_registered", &e));
         }
         let fqdn = Fqdn::new(&req.function_name, &req.function_version).0;
-        let result = self.forward(&fqdn, |w| {
+        let limit = Duration::from_millis(self.config.forward.invoke_timeout_ms);
+        let result = self.forward(&fqdn, limit, |w| {
             let (mut c, r) = (w.client(), req.clone());
             async move { c.invoke(r).await }
         });
@@ -345,7 +231,7 @@ impl ControllerApi {
             return Err(Status::not_found(e));
         }
         let fqdn = Fqdn::new(&req.function_name, &req.function_version).0;
-        let result = self.forward(&fqdn, |w| {
+        let result = self.forward(&fqdn, self.control_timeout(), |w| {
             let (mut c, r) = (w.client(), req.clone());
             async move { c.invoke_async(r).await }
         });
@@ -358,6 +244,8 @@ impl ControllerApi {
         }
     }
 
+    /// Fetches an async result from the worker the cookie names. A worker that is gone (not
+    /// a member, unreachable, or silent past the deadline) answers `worker_failed`.
     pub async fn invoke_async_check(&self, req: rpc::InvokeAsyncLookupRequest) -> rpc::InvokeResponse {
         let Some((name, cookie)) = req.lookup_cookie.rsplit_once('.') else {
             return error_response(
@@ -368,20 +256,26 @@ impl ControllerApi {
         let members = self.cluster.snapshot();
         let Some(w) = members.get(name) else {
             return error_response(
-                "unknown_cookie",
-                &format!("cookie {:?} names worker {name:?}, which is not a member", req.lookup_cookie),
+                "worker_failed",
+                &format!(
+                    "cookie {:?} names worker {name:?}, which is not a member (this controller lost its state, or \
+                     never knew it); its result cannot be fetched",
+                    req.lookup_cookie
+                ),
             );
         };
         let r = rpc::InvokeAsyncLookupRequest { lookup_cookie: cookie.to_string(), transaction_id: req.transaction_id };
-        match w.client().invoke_async_check(r).await {
-            Ok(r) => {
-                let mut r = r.into_inner();
+        match within(self.control_timeout(), w.client().invoke_async_check(r)).await {
+            Ok(mut r) => {
                 annotate(&mut r.json_result, &w.name, None);
                 r
             }
-            Err(s) => error_response(
+            Err(e) => error_response(
                 "worker_failed",
-                &format!("worker {} at {} did not answer the check: {}", w.name, w.address, s.message()),
+                &format!(
+                    "worker {} at {}, which ran this invocation, did not answer the check: {e}",
+                    w.name, w.address
+                ),
             ),
         }
     }
@@ -392,7 +286,9 @@ impl ControllerApi {
             return rpc::PrewarmResponse { success: false, message };
         }
         let fqdn = Fqdn::new(&req.function_name, &req.function_version).0;
-        let result = self.forward(&fqdn, |w| {
+        // A prewarm starts a container: it gets an invocation's deadline.
+        let limit = Duration::from_millis(self.config.forward.invoke_timeout_ms);
+        let result = self.forward(&fqdn, limit, |w| {
             let (mut c, r) = (w.client(), req.clone());
             async move { c.prewarm(r).await }
         });
@@ -412,9 +308,11 @@ impl ControllerApi {
             .workers
             .iter()
             .map(|w| {
+                let refused: serde_json::Map<String, serde_json::Value> =
+                    w.refusals().into_iter().map(|(f, why)| (f, why.into())).collect();
                 serde_json::json!({"name": &*w.name, "address": w.address, "healthy": w.is_healthy(),
                     "inflight": w.inflight(), "forwarded": w.forwarded.load(Ordering::Relaxed),
-                    "cpus": w.info.cpus, "memory": w.info.memory})
+                    "cpus": w.info.cpus, "memory": w.info.memory, "refused": refused})
             })
             .collect();
         serde_json::json!({"balancer": self.config.balancer.name(), "workers": list})
@@ -441,14 +339,7 @@ impl ControllerApi {
     }
 }
 
-/// Two registrations of one fqdn are the same function when every field but the
-/// transaction id matches.
-fn same_function(a: &rpc::RegisterRequest, b: &rpc::RegisterRequest) -> bool {
-    rpc::RegisterRequest { transaction_id: String::new(), ..a.clone() }
-        == rpc::RegisterRequest { transaction_id: String::new(), ..b.clone() }
-}
-
-fn error_response(kind: &str, message: &str) -> rpc::InvokeResponse {
+pub(crate) fn error_response(kind: &str, message: &str) -> rpc::InvokeResponse {
     rpc::InvokeResponse {
         json_result: serde_json::json!({"Error": message, "kind": kind}).to_string(),
         success: false,
@@ -481,6 +372,21 @@ pub fn annotate(json: &mut String, worker: &str, timings: Option<(u64, u64)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_call_without_an_answer_fails_at_its_deadline_and_says_so() {
+        let silent = std::future::pending::<Result<tonic::Response<()>, Status>>();
+        let e = within(Duration::from_millis(10), silent).await.unwrap_err();
+        assert!(matches!(&e, CallError::Failed(why) if why == "no answer within 10ms"), "{e:?}");
+        let refused =
+            async { Err::<tonic::Response<()>, _>(Status::unavailable("tcp connect error: Connection refused")) };
+        assert!(matches!(within(Duration::from_secs(1), refused).await, Err(CallError::NotReached(_))));
+        let failed = async { Err::<tonic::Response<()>, _>(Status::internal("boom")) };
+        let e = within(Duration::from_secs(1), failed).await.unwrap_err();
+        assert!(matches!(&e, CallError::Failed(why) if why.contains("boom")), "{e:?}");
+        let answered = async { Ok(tonic::Response::new(7)) };
+        assert_eq!(within(Duration::from_secs(1), answered).await.unwrap(), 7);
+    }
 
     #[test]
     fn annotate_keeps_the_json_valid() {

@@ -61,9 +61,11 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthConfig {
-    /// How often every worker's health and status are asked for.
+    /// How often every worker's health and status are asked for. Each worker is checked on
+    /// its own: a slow worker never delays the checks of the others.
     pub interval_ms: u64,
-    /// A worker that does not answer within this is unhealthy.
+    /// The deadline of `health` and of `status`; a worker that does not answer `health`
+    /// within it is unhealthy.
     pub timeout_ms: u64,
 }
 
@@ -78,16 +80,19 @@ impl Default for HealthConfig {
 pub struct ForwardConfig {
     /// Connecting to a worker that takes longer counts as not reaching it.
     pub connect_timeout_ms: u64,
-    /// A forwarded invocation without an answer after this fails (the worker's own
-    /// invocation timeout should be shorter).
+    /// A forwarded invocation or prewarm without an answer after this fails (the worker's
+    /// own invocation timeout should be shorter).
     pub invoke_timeout_ms: u64,
+    /// The deadline of every other call to a worker: registrations (fan-out and sync),
+    /// `invoke_async` (which only queues) and `invoke_async_check`.
+    pub control_timeout_ms: u64,
     /// Other workers tried when an invocation could not reach the chosen one.
     pub retries: usize,
 }
 
 impl Default for ForwardConfig {
     fn default() -> Self {
-        ForwardConfig { connect_timeout_ms: 1_000, invoke_timeout_ms: 330_000, retries: 2 }
+        ForwardConfig { connect_timeout_ms: 1_000, invoke_timeout_ms: 330_000, control_timeout_ms: 5_000, retries: 2 }
     }
 }
 
@@ -122,8 +127,13 @@ impl ControllerConfig {
         if self.health.interval_ms == 0 || self.health.timeout_ms == 0 {
             return Err(ConfigError::Invalid("health.interval_ms and health.timeout_ms must be above 0".into()));
         }
-        if self.forward.invoke_timeout_ms == 0 || self.forward.connect_timeout_ms == 0 {
-            return Err(ConfigError::Invalid("forward timeouts must be above 0".into()));
+        let f = &self.forward;
+        if f.invoke_timeout_ms == 0 || f.connect_timeout_ms == 0 || f.control_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "forward.connect_timeout_ms, forward.invoke_timeout_ms and forward.control_timeout_ms must be \
+                 above 0 (got {}, {} and {})",
+                f.connect_timeout_ms, f.invoke_timeout_ms, f.control_timeout_ms
+            )));
         }
         self.balancer.check().map_err(ConfigError::Invalid)
     }
@@ -174,5 +184,15 @@ mod tests {
         let j = write("bad2.json", r#"{"balancer": {"type": "random"}}"#);
         let e = ControllerConfig::load(Some(&j), vec![]).unwrap_err().to_string();
         assert!(e.contains("random") && e.contains("ch_rlu"), "{e}");
+    }
+
+    #[test]
+    fn every_worker_call_has_a_deadline_above_zero() {
+        let c = ControllerConfig::default();
+        assert!(c.forward.invoke_timeout_ms > 300_000, "longer than the worker's invocation timeout");
+        assert_eq!(c.forward.control_timeout_ms, 5_000);
+        let env = vec![("ILUVATAR_CONTROLLER__forward__control_timeout_ms".to_string(), "0".to_string())];
+        let e = ControllerConfig::load(None, env).unwrap_err().to_string();
+        assert!(e.contains("control_timeout_ms"), "{e}");
     }
 }

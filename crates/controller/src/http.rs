@@ -16,6 +16,7 @@ fn status_error(s: tonic::Status) -> Response {
     let code = match s.code() {
         tonic::Code::NotFound => StatusCode::NOT_FOUND,
         tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        tonic::Code::AlreadyExists => StatusCode::CONFLICT,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     (code, Json(serde_json::json!({"error": s.message()}))).into_response()

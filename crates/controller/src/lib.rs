@@ -9,8 +9,10 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod grpc;
+mod health;
 pub mod http;
 pub mod metrics;
+mod register;
 pub mod store;
 
 use anyhow::Context;

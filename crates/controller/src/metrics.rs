@@ -43,7 +43,7 @@ impl Metrics {
         );
         counter(
             "iluvatar_controller_worker_registrations_total",
-            "register_worker calls accepted.",
+            "Workers added or replaced by register_worker (a member registering again is not counted).",
             self.worker_registrations.load(Relaxed),
         );
         let _ = writeln!(

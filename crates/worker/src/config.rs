@@ -62,11 +62,21 @@ pub struct ControllerLink {
     pub advertise_host: String,
     /// Pause between registration attempts while the controller cannot be reached.
     pub retry_ms: u64,
+    /// Once registered, the worker registers again every `heartbeat_ms` (the controller
+    /// ignores a member registering again), so that a controller that lost its state
+    /// learns the worker again; 0 registers once only.
+    pub heartbeat_ms: u64,
 }
 
 impl Default for ControllerLink {
     fn default() -> Self {
-        ControllerLink { address: "127.0.0.1".into(), port: 8089, advertise_host: String::new(), retry_ms: 1_000 }
+        ControllerLink {
+            address: "127.0.0.1".into(),
+            port: 8089,
+            advertise_host: String::new(),
+            retry_ms: 1_000,
+            heartbeat_ms: 5_000,
+        }
     }
 }
 

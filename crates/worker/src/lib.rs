@@ -130,34 +130,55 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
 }
 
 /// Sends `register_worker` to the controller until it succeeds (the controller may start
-/// later than the worker).
+/// later than the worker), then again every `heartbeat_ms` (a heartbeat: the controller
+/// ignores a member registering again, and a controller restarted without its state learns
+/// the worker again). Failures are logged at the first of a run and every tenth after, and
+/// the first success after failures is logged.
 async fn register_with_controller(link: config::ControllerLink, me: iluvatar_rpc::RegisterWorkerRequest) {
     use iluvatar_rpc::iluvatar_controller_client::IluvatarControllerClient;
+    use std::time::Duration;
+    // register_worker only stores the worker (it may ask an old member of the same name
+    // for its health first): a few seconds are ample.
+    const CALL_DEADLINE: Duration = Duration::from_secs(5);
     let endpoint = format!("http://{}:{}", link.address, link.port);
-    let mut attempts = 0u64;
+    let channel = match tonic::transport::Endpoint::from_shared(endpoint.clone()) {
+        Ok(e) => e.connect_timeout(CALL_DEADLINE).timeout(CALL_DEADLINE).connect_lazy(),
+        Err(e) => {
+            tracing::error!(controller = endpoint, error = %e, "the controller's address is unusable; not registering");
+            return;
+        }
+    };
+    let mut client = IluvatarControllerClient::new(channel);
+    let (mut registered, mut failures) = (false, 0u64);
     loop {
-        attempts += 1;
-        let result = match IluvatarControllerClient::connect(endpoint.clone()).await {
-            Ok(mut c) => c.register_worker(me.clone()).await.map(|_| ()).map_err(|s| s.message().to_string()),
-            Err(e) => Err(e.to_string()),
+        let result = match tokio::time::timeout(CALL_DEADLINE, client.register_worker(me.clone())).await {
+            Ok(r) => r.map(|_| ()).map_err(|s| s.message().to_string()),
+            Err(_) => Err(format!("no answer within {CALL_DEADLINE:?}")),
         };
         match result {
             Ok(()) => {
-                tracing::info!(controller = endpoint, attempts, "registered with the controller");
-                return;
+                if !registered || failures > 0 {
+                    tracing::info!(controller = endpoint, failed_attempts = failures, "registered with the controller");
+                }
+                (registered, failures) = (true, 0);
+                if link.heartbeat_ms == 0 {
+                    return;
+                }
             }
-            // The first failure and then one in ten, so a long wait does not flood the log.
-            Err(e) if attempts % 10 == 1 => {
-                tracing::warn!(
-                    controller = endpoint,
-                    attempts,
-                    error = e,
-                    "cannot register with the controller; retrying"
-                )
+            Err(e) => {
+                failures += 1;
+                if failures % 10 == 1 {
+                    tracing::warn!(
+                        controller = endpoint,
+                        failures,
+                        error = e,
+                        "cannot register with the controller; retrying"
+                    );
+                }
             }
-            Err(_) => {}
         }
-        tokio::time::sleep(std::time::Duration::from_millis(link.retry_ms.max(1))).await;
+        let pause = if failures == 0 { link.heartbeat_ms } else { link.retry_ms };
+        tokio::time::sleep(Duration::from_millis(pause.max(1))).await;
     }
 }
 

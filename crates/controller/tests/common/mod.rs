@@ -232,13 +232,40 @@ impl Controller {
     }
 
     pub fn start_in(balancer: Value, state: &Path) -> Controller {
-        let config = json!({
+        Self::start_with(json!({"balancer": balancer}), state)
+    }
+
+    /// A controller whose config is the tests' default with the top-level sections of
+    /// `changes` replaced (e.g. `{"health": {...}, "grpc": {"address": "0.0.0.0", "port": P}}`).
+    pub fn start_with(changes: Value, state: &Path) -> Controller {
+        let mut config = json!({
             "state_dir": state, "grpc": {"address": "0.0.0.0", "port": 0},
             "http": {"enabled": true, "address": "127.0.0.1", "port": 0},
-            "balancer": balancer, "health": {"interval_ms": 200, "timeout_ms": 300},
-            "forward": {"connect_timeout_ms": 300, "invoke_timeout_ms": 10000},
+            "balancer": {"type": "round_robin"}, "health": {"interval_ms": 200, "timeout_ms": 300},
+            "forward": {"connect_timeout_ms": 300, "invoke_timeout_ms": 10000, "control_timeout_ms": 2000},
         });
+        for (k, v) in changes.as_object().expect("an object") {
+            config[k] = v.clone();
+        }
         Controller { proc: Proc::start("iluvatar_controller", "controller", config, None) }
+    }
+
+    /// The worker named `name` as `GET /workers` lists it.
+    pub fn worker(&self, name: &str) -> Option<Value> {
+        let body = self.http_get("/workers");
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
+        v["workers"].as_array().unwrap().iter().find(|w| w["name"] == name).cloned()
+    }
+
+    /// Waits (at most `polls` x POLL) until the worker named `name` is listed with `healthy`.
+    pub fn wait_worker(&self, name: &str, healthy: bool, polls: usize) -> Value {
+        for _ in 0..polls {
+            if let Some(w) = self.worker(name).filter(|w| w["healthy"] == healthy) {
+                return w;
+            }
+            std::thread::sleep(POLL);
+        }
+        panic!("worker {name} not healthy={healthy} within {polls} polls: {}", self.http_get("/workers"));
     }
 
     pub async fn client(&self) -> IluvatarControllerClient<Channel> {
@@ -289,21 +316,28 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A sim worker named `name` in its own place, registering with `controller`.
+    /// A sim worker named `name` in its own place, registering with `controller` (and
+    /// again every 200 ms, its heartbeat).
     pub fn start(name: &str, k: usize, controller: &Controller) -> Worker {
         let place = Place::new(k);
         let config = json!({
             "name": name, "state_dir": unique_dir("worker-state"),
             "grpc": {"address": place.addr, "port": 0}, "http": {"enabled": false},
             "isolation": {"backends": [{"type": "sim"}]}, "invoker": {"concurrency": 4},
-            "controller": {"address": place.controller_addr, "port": controller.proc.port(), "retry_ms": 100},
+            "controller": {"address": place.controller_addr, "port": controller.proc.port(), "retry_ms": 100,
+                "heartbeat_ms": 200},
         });
         let proc = Proc::start("iluvatar_worker", name, config, place.netns.clone());
         Worker { proc, place }
     }
 
+    /// A client straight to the worker.
+    pub async fn client(&self) -> IluvatarWorkerClient<Channel> {
+        IluvatarWorkerClient::connect(format!("http://{}", self.proc.grpc())).await.expect("connect")
+    }
+
     pub async fn functions(&self) -> Vec<String> {
-        let mut c = IluvatarWorkerClient::connect(format!("http://{}", self.proc.grpc())).await.expect("connect");
+        let mut c = self.client().await;
         let r = c.list_registered_funcs(rpc::ListFunctionRequest::default()).await.unwrap().into_inner();
         r.functions.into_iter().map(|f| format!("{}-{}", f.function_name, f.function_version)).collect()
     }
@@ -351,5 +385,31 @@ pub fn outcome(r: &rpc::InvokeResponse) -> Result<String, (String, String)> {
         Ok(v["worker"].as_str().expect("worker").to_string())
     } else {
         Err((v["kind"].as_str().unwrap_or("").to_string(), v["Error"].as_str().unwrap_or("").to_string()))
+    }
+}
+
+/// A "worker" that accepts TCP connections and never answers: a listener on 127.0.0.1
+/// whose thread accepts and holds every socket, for as long as the test process runs.
+pub fn silent_listener() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            held.push(s);
+        }
+    });
+    port
+}
+
+pub fn worker_info(name: &str, host: &str, port: u16) -> rpc::RegisterWorkerRequest {
+    rpc::RegisterWorkerRequest {
+        name: name.into(),
+        host: host.into(),
+        port: port as u32,
+        memory: 1024,
+        cpus: 1,
+        isolation: rpc::isolation::SIM,
+        ..Default::default()
     }
 }
