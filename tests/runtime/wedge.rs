@@ -53,13 +53,19 @@ async fn storm(c: &Client, clients: usize, stop: Arc<AtomicBool>) -> Tally {
     all
 }
 
-/// Runs a storm for `length`, calling `meanwhile` every `every`; returns its tally.
-async fn phase(c: &Client, length: Duration, every: Duration, mut meanwhile: impl FnMut()) -> Tally {
+/// A storm of 8 clients in the background, until the flag is set.
+fn background_storm(c: &Client) -> (Arc<AtomicBool>, tokio::task::JoinHandle<Tally>) {
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn({
         let (c, stop) = (c.clone(), stop.clone());
         async move { storm(&c, 8, stop).await }
     });
+    (stop, load)
+}
+
+/// Runs a storm for `length`, calling `meanwhile` every `every`; returns its tally.
+async fn phase(c: &Client, length: Duration, every: Duration, mut meanwhile: impl FnMut()) -> Tally {
+    let (stop, load) = background_storm(c);
     let start = Instant::now();
     while start.elapsed() < length {
         tokio::time::sleep(every).await;
@@ -147,11 +153,7 @@ async fn a_cold_start_storm_is_answered_while_agents_and_launchers_are_killed() 
     assert!(launcher_pids(&w).iter().all(|p| !killed.contains(p)), "new launchers serve");
 
     // SIGTERM in the middle of a storm: stopped within the grace plus a few seconds.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn({
-        let (c, stop) = (c.clone(), stop.clone());
-        async move { storm(&c, 8, stop).await }
-    });
+    let (stop, load) = background_storm(&c);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pids = w.container_pids();
     let launchers = launcher_pids(&w);
@@ -170,11 +172,7 @@ async fn a_cold_start_storm_is_answered_while_agents_and_launchers_are_killed() 
     // A crash (SIGKILL) mid-storm: the next start removes what it left, keeps registrations.
     w.start_again();
     let c = w.client().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn({
-        let (c, stop) = (c.clone(), stop.clone());
-        async move { storm(&c, 8, stop).await }
-    });
+    let (stop, load) = background_storm(&c);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pids = w.container_pids();
     w.kill();

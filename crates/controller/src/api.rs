@@ -198,6 +198,14 @@ impl ControllerApi {
         if let Some(e) = self.not_registered(&req.function_name, &req.function_version) {
             return self.failed(error_response("not_registered", &e));
         }
+        if req.json_args.len() > rpc::MAX_PAYLOAD_BYTES {
+            let e = format!(
+                "json_args is {} bytes, over the largest payload of {} bytes",
+                req.json_args.len(),
+                rpc::MAX_PAYLOAD_BYTES
+            );
+            return self.failed(error_response("bad_arguments", &e));
+        }
         let fqdn = Fqdn::new(&req.function_name, &req.function_version).0;
         let limit = Duration::from_millis(self.config.forward.invoke_timeout_ms);
         let result = self.forward(&fqdn, limit, |w| {
@@ -229,6 +237,13 @@ impl ControllerApi {
     pub async fn invoke_async(&self, req: rpc::InvokeAsyncRequest) -> Result<rpc::InvokeAsyncResponse, Status> {
         if let Some(e) = self.not_registered(&req.function_name, &req.function_version) {
             return Err(Status::not_found(e));
+        }
+        if req.json_args.len() > rpc::MAX_PAYLOAD_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "json_args is {} bytes, over the largest payload of {} bytes",
+                req.json_args.len(),
+                rpc::MAX_PAYLOAD_BYTES
+            )));
         }
         let fqdn = Fqdn::new(&req.function_name, &req.function_version).0;
         let result = self.forward(&fqdn, self.control_timeout(), |w| {

@@ -63,5 +63,7 @@ pub fn router(api: Arc<ControllerApi>) -> Router {
                 ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], a.metrics_text())
             }),
         )
+        // A body may carry one payload, escaped inside JSON (at most twice its size).
+        .layer(axum::extract::DefaultBodyLimit::max(2 * iluvatar_rpc::MAX_MESSAGE_BYTES))
         .with_state(api)
 }

@@ -46,7 +46,11 @@ pub async fn run(config: ControllerConfig, env: Env, stop: impl Future<Output = 
     };
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let grpc = tonic::transport::Server::builder()
-        .add_service(IluvatarControllerServer::new(grpc::GrpcController(api.clone())))
+        .add_service(
+            IluvatarControllerServer::new(grpc::GrpcController(api.clone()))
+                .max_decoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, wait_stop(servers_stopped.clone()));
     let grpc = tokio::spawn(grpc);
     let http = http_listener.map(|l| {

@@ -56,6 +56,18 @@ async fn a_registration_one_worker_refuses_fails_naming_it_and_no_invocation_goe
     assert!(r.success, "{}", r.error);
     let placed = placements(&ctl, "g", 6).await;
     assert_eq!(placed.len(), 2, "{placed:?}");
+    // Arguments past the largest payload are refused by the controller, by name; just under
+    // it they are carried to a worker and back.
+    let mut client = ctl.client().await;
+    let mut big = invoke_req("g");
+    big.json_args = format!(r#"{{"pad": "{}"}}"#, "x".repeat(rpc::MAX_PAYLOAD_BYTES));
+    let r = client.invoke(big.clone()).await.expect("answered in-band").into_inner();
+    let v = result(&r);
+    assert_eq!(v["kind"], "bad_arguments", "{v}");
+    assert!(v["Error"].as_str().unwrap_or_default().contains("largest payload"), "{v}");
+    big.json_args = format!(r#"{{"pad": "{}"}}"#, "x".repeat(rpc::MAX_PAYLOAD_BYTES - 64));
+    let r = client.invoke(big).await.expect("carried").into_inner();
+    assert!(r.success, "{}", &r.json_result[..r.json_result.len().min(300)]);
     drop(w0);
 }
 

@@ -269,7 +269,11 @@ impl Controller {
     }
 
     pub async fn client(&self) -> IluvatarControllerClient<Channel> {
-        IluvatarControllerClient::connect(format!("http://127.0.0.1:{}", self.proc.port())).await.expect("connect")
+        IluvatarControllerClient::connect(format!("http://127.0.0.1:{}", self.proc.port()))
+            .await
+            .expect("connect")
+            .max_decoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
     }
 
     pub fn http_get(&self, path: &str) -> String {
@@ -333,7 +337,11 @@ impl Worker {
 
     /// A client straight to the worker.
     pub async fn client(&self) -> IluvatarWorkerClient<Channel> {
-        IluvatarWorkerClient::connect(format!("http://{}", self.proc.grpc())).await.expect("connect")
+        IluvatarWorkerClient::connect(format!("http://{}", self.proc.grpc()))
+            .await
+            .expect("connect")
+            .max_decoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
     }
 
     pub async fn functions(&self) -> Vec<String> {
