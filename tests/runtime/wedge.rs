@@ -232,21 +232,37 @@ async fn a_prewarm_dropped_by_its_client_leaks_neither_memory_nor_a_container() 
     let hello = format!("code:{}", shipped("hello").display());
     let r = c.register(code_req("hello", &hello, 128)).await.unwrap().into_inner();
     assert!(r.success, "{r:?}");
-    let mut req = tonic::Request::new(rpc::PrewarmRequest {
-        function_name: "hello".into(),
-        function_version: "1".into(),
-        transaction_id: "dropped".into(),
-        compute: rpc::compute::CPU,
-    });
-    // A container start takes tens of ms: the client gives up long before.
-    req.set_timeout(Duration::from_millis(2));
-    let r = c.prewarm(req).await;
-    assert!(r.is_err(), "the client deadline cut the prewarm: {r:?}");
-    // The prewarm finishes on its own: one idle container holding its memory.
     let used = |c: &mut Client| {
         let mut c = c.clone();
         async move { c.status(rpc::StatusRequest::default()).await.unwrap().into_inner().used_mem_pct }
     };
+    // The client gives up after `ms`: too soon and the worker never started the prewarm (the
+    // deadline travels with the request); a container start takes tens of ms, so one of
+    // these cuts it midway.
+    let mut cut = None;
+    for ms in [5, 10, 20, 40, 80] {
+        let mut req = tonic::Request::new(rpc::PrewarmRequest {
+            function_name: "hello".into(),
+            function_version: "1".into(),
+            transaction_id: format!("dropped-after-{ms}ms"),
+            compute: rpc::compute::CPU,
+        });
+        req.set_timeout(Duration::from_millis(ms));
+        let r = c.prewarm(req).await;
+        assert!(eventually(Duration::from_secs(10), || w.metric("iluvatar_containers{state=\"busy\"}") == 0.0));
+        let started = w.metric("iluvatar_cold_starts_total") + w.metric("iluvatar_cold_start_failures_total");
+        match (r.is_err(), started > 0.0) {
+            (true, true) => {
+                cut = Some(ms);
+                break;
+            }
+            (false, _) => panic!("a prewarm finished within {ms} ms: {r:?}"),
+            (true, false) => assert_eq!(used(&mut c).await, 0.0, "a prewarm never started reserves nothing"),
+        }
+    }
+    let ms = cut.expect("no client deadline cut a prewarm midway");
+    eprintln!("a prewarm cut by a {ms} ms client deadline");
+    // The prewarm finished on its own: one idle container holding its memory.
     w.wait_metric("iluvatar_containers{state=\"idle\"}", 1.0, Duration::from_secs(10));
     assert_eq!(w.containers().len(), 1, "{}", w.log_context());
     assert_eq!(used(&mut c).await, 25.0, "128 of 512 MB");
