@@ -93,6 +93,23 @@ fn launcher_pids(w: &RuntimeWorker) -> Vec<u32> {
     std::fs::read_to_string(f).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
+/// Zombie processes whose parent is one of `parents`, with their parent.
+fn zombies_of(parents: &[u32]) -> Vec<(u32, u32)> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let mut fields = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace()).into_iter().flatten();
+        let (state, ppid) = (fields.next(), fields.next().and_then(|p| p.parse::<u32>().ok()));
+        if let (Some("Z"), Some(ppid)) = (state, ppid)
+            && parents.contains(&ppid)
+        {
+            found.push((pid, ppid));
+        }
+    }
+    found
+}
+
 async fn hello_ok(c: &mut Client, w: &RuntimeWorker, when: &str) {
     let r = c.invoke(invoke_req("hello", "1", r#"{"name": "after"}"#)).await.expect("invoke RPC").into_inner();
     assert!(r.success, "{when}: the worker does not serve: {r:?}\n{}", w.log_context());
@@ -119,6 +136,15 @@ async fn a_cold_start_storm_is_answered_while_agents_and_launchers_are_killed() 
     let plain = phase(&c, Duration::from_secs(12), Duration::from_secs(1), || {}).await;
     assert_answered(&w, "plain storm", &plain, &["queue_full", "no_memory"]);
     hello_ok(&mut c, &w, "after the plain storm").await;
+    // Hundreds of containers were removed: none stays a zombie of the worker or a launcher.
+    c.clean(rpc::CleanRequest::default()).await.unwrap();
+    let mut parents = launcher_pids(&w);
+    parents.push(w.pid());
+    assert!(
+        eventually(Duration::from_secs(5), || zombies_of(&parents).is_empty()),
+        "zombie children (pid, parent) of the worker and its launchers {parents:?}: {:?}",
+        zombies_of(&parents)
+    );
 
     // Agents killed under load: their calls fail as such, nothing else does.
     let agents = phase(&c, Duration::from_secs(8), Duration::from_millis(700), || {

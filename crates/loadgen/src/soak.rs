@@ -94,14 +94,33 @@ async fn client_loop(mut c: IluvatarWorkerClient<Channel>, seed: u64, args: Arc<
     tally
 }
 
-/// One reading of the worker process: resident memory (kB), open descriptors, threads.
-fn sample(pid: u32) -> Value {
+/// Zombie children of the worker and of its container launchers (whose pids it writes to
+/// `state_dir/runtime/launcher.pids`): each would hold a pid and a cgroup for ever.
+fn zombies(pid: u32, state_dir: &Path) -> usize {
+    let pids = std::fs::read_to_string(state_dir.join("runtime").join("launcher.pids")).unwrap_or_default();
+    let mut parents: Vec<u32> = pids.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    parents.push(pid);
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let mut f = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace()).into_iter().flatten();
+            f.next() == Some("Z") && f.next().and_then(|p| p.parse::<u32>().ok()).is_some_and(|p| parents.contains(&p))
+        })
+        .count()
+}
+
+/// One reading of the worker process: resident memory (kB), open descriptors, threads, and
+/// zombie children of it and its launchers.
+fn sample(pid: u32, state_dir: &Path) -> Value {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |k: &str| -> u64 {
         status.lines().find_map(|l| l.strip_prefix(k)?.split_whitespace().next()?.parse().ok()).unwrap_or(0)
     };
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
-    json!({"rss_kb": field("VmRSS:"), "fds": fds, "threads": field("Threads:")})
+    json!({"rss_kb": field("VmRSS:"), "fds": fds, "threads": field("Threads:"), "zombies": zombies(pid, state_dir)})
 }
 
 /// What a stopped worker left on the host, under its state dir and cgroup parent.
@@ -193,18 +212,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let length = Duration::from_secs_f64(args.minutes * 60.0);
     let warmup = Duration::from_secs_f64(args.warmup_minutes * 60.0).min(length);
-    let mut samples = vec![json!({"s": 0, "worker": sample(pid)})];
+    let mut samples = vec![json!({"s": 0, "worker": sample(pid, &state_dir)})];
     let mut baseline = None;
     while start.elapsed() < length {
         tokio::time::sleep(Duration::from_secs(10).min(length.saturating_sub(start.elapsed()))).await;
-        let s = sample(pid);
+        let s = sample(pid, &state_dir);
         if baseline.is_none() && start.elapsed() >= warmup {
             baseline = Some(s.clone());
         }
         eprintln!("soak {:>6.0} s: worker {s}", start.elapsed().as_secs_f64());
         samples.push(json!({"s": start.elapsed().as_secs(), "worker": s}));
     }
-    let end = sample(pid);
+    let end = sample(pid, &state_dir);
     stop.store(true, Ordering::Relaxed);
     let mut tally = Tally::new();
     for t in clients {
@@ -254,6 +273,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         samples[0]["worker"]["fds"],
         baseline["fds"],
         end["fds"]
+    );
+    let most_zombies = samples.iter().filter_map(|s| s["worker"]["zombies"].as_u64()).max().unwrap_or(0);
+    println!(
+        "zombie children of the worker and its launchers: at most {most_zombies} in a sample, {} at the end",
+        end["zombies"]
     );
     println!("stopped in {stop_s:.2} s ({status}); left after stop: {left}");
     if let Some(d) = args.out.parent() {

@@ -192,7 +192,7 @@ impl ContainerPool {
                     Ok(Lease { entry, state, cold_start: None })
                 }
                 Plan::Create { id, victims } => {
-                    self.evict(victims);
+                    self.evict(victims).await;
                     self.create(spec, fqdn.clone(), id, backend, tid).await
                 }
                 Plan::Wait { .. } => unreachable!("waits are handled above"),
@@ -385,15 +385,14 @@ impl ContainerPool {
         n
     }
 
-    /// Removes evicted containers in the background: their memory is already accounted
-    /// free, and a cold start need not wait for a container's removal (a launcher round trip
-    /// and a cgroup removal) in its invocation slot. `close` still waits for them.
-    fn evict(&self, victims: Vec<Entry>) {
+    /// Removes evicted containers before the new one starts: their memory counts as free
+    /// already, so starting first could take the host past the pool's size.
+    async fn evict(&self, victims: Vec<Entry>) {
         if victims.is_empty() {
             return;
         }
         self.metrics.evictions.fetch_add(victims.len() as u64, Relaxed);
-        let _ = self.spawn_removals(victims);
+        self.remove(victims).await;
     }
 
     fn forget(&self, memory_mb: u64) {

@@ -204,7 +204,11 @@ impl RuntimeBackend {
             // The launcher died under this request: a delete can be repeated, by a new one.
             deleted = self.launchers.request(&req, limit).await;
         }
-        if let Ok(Some(pid)) = deleted {
+        // The launcher reaps the inits it created; one re-parented to the worker (its launcher
+        // died) is reaped here.
+        if let Ok(Some(pid)) = deleted
+            && !self.launchers.is_launcher(pid)
+        {
             reap(pid).await;
         }
         remove_files(&files);

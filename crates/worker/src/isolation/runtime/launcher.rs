@@ -11,9 +11,10 @@
 //! The worker drives launchers over a Unix socket (the launcher's stdin at exec, moved to a
 //! close-on-exec descriptor so containers never inherit it), one JSON request per line, one
 //! answer per line. Every request has a deadline; a launcher that dies or misses it is
-//! killed and replaced, and only the request it was serving fails. Container processes are
-//! re-parented to the worker (the launcher is not a subreaper, the worker is), which reaps
-//! them.
+//! killed and replaced, and only the request it was serving fails. A container's init is
+//! the launcher's child (libcontainer clones it with `CLONE_PARENT`) and the launcher reaps
+//! it on delete; if the launcher dies first, the init is re-parented to the worker (a child
+//! subreaper), which reaps it.
 
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Read, Write};
@@ -34,8 +35,9 @@ const MAX_LINE: usize = 64 * 1024;
 pub(super) enum Request {
     /// Creates and starts a container from its bundle; answers its init process's pid.
     Create { root: PathBuf, id: String, bundle: PathBuf, log: PathBuf, loopback: bool },
-    /// Kills every process of a container, waits (bounded) for its init to die, deletes it;
-    /// answers the init's pid, for the worker to reap.
+    /// Kills every process of a container, waits (bounded) for its init to die and reaps it,
+    /// deletes it; answers the init's pid only if the worker must reap it (not this
+    /// launcher's child).
     Delete { root: PathBuf, id: String },
     /// Answers at once: the launcher is alive.
     Ping,
@@ -75,22 +77,39 @@ fn serve() -> std::io::Result<()> {
     let null = std::fs::File::open("/dev/null")?;
     nix::unistd::dup2(null.as_raw_fd(), 0).map_err(std::io::Error::from)?;
     let stream = std::os::unix::net::UnixStream::from(sock);
+    // Wake up now and then while idle to reap children that exited meanwhile.
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
     let mut reader = std::io::BufReader::new(stream.try_clone()?);
     let mut writer = stream;
     let mut line = Vec::with_capacity(1024);
     loop {
-        line.clear();
-        let n = (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line)?;
-        if n == 0 {
+        let n = match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                reap_children();
+                continue; // What was read of a line stays in `line`.
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 && line.is_empty() {
             return Ok(()); // The worker went away.
+        }
+        if line.last() != Some(&b'\n') && line.len() < MAX_LINE && n > 0 {
+            continue; // The rest of the line is still coming.
         }
         let answer = match serde_json::from_slice::<Request>(&line) {
             Ok(req) => handle(req),
             Err(e) => Answer { pid: None, error: Some(format!("unreadable request ({e})")) },
         };
+        line.clear();
+        reap_children();
         let mut out = serde_json::to_vec(&answer).unwrap_or_else(|_| b"{}".to_vec());
         out.push(b'\n');
         writer.write_all(&out)?;
+        if n == 0 {
+            return Ok(()); // A last line without its newline, then the end.
+        }
     }
 }
 
@@ -165,16 +184,47 @@ fn delete(root: &Path, id: &str) -> Result<Option<i32>, String> {
     if c.can_kill() {
         let _ = c.kill(nix::sys::signal::Signal::SIGKILL, true);
     }
-    if let Some(pid) = pid {
-        // The worker reaps the process; here it is enough that it is dead (a zombie).
-        let mut waited = Duration::ZERO;
-        while super::container::process_alive(pid) && waited < DEATH_WAIT {
-            std::thread::sleep(Duration::from_millis(1));
-            waited += Duration::from_millis(1);
+    let reaped = pid.is_some_and(reap_or_wait);
+    c.delete(true).map_err(|e| e.to_string())?;
+    // A pid reaped here is no one else's to reap; one that is not this launcher's child
+    // (its launcher died and it was re-parented to the worker) is the worker's.
+    Ok(if reaped { None } else { pid })
+}
+
+/// Reaps every child of this launcher that has exited: the inits of containers deleted by
+/// the other launcher, or that died on their own. Safe between requests only: then no
+/// libcontainer or nsenter wait is pending in this (single-threaded) process.
+fn reap_children() {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if s == WaitStatus::StillAlive {
+            break;
         }
     }
-    c.delete(true).map_err(|e| format!("deleting container {id}: {e}"))?;
-    Ok(pid)
+}
+
+/// Waits (up to [`DEATH_WAIT`]) for a killed container's init to die, and reaps it if it is
+/// this launcher's child, as it is when this launcher created it: libcontainer clones the
+/// init with `CLONE_PARENT`, making it a sibling of its intermediate process. Returns
+/// whether it was reaped here.
+fn reap_or_wait(pid: i32) -> bool {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let step = Duration::from_millis(1);
+    let mut waited = Duration::ZERO;
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(_) => return true,
+            // Not this launcher's child: enough that it is dead (a zombie the worker reaps).
+            Err(_) if !super::container::process_alive(pid) => return false,
+            Err(_) => {}
+        }
+        if waited >= DEATH_WAIT {
+            return false;
+        }
+        std::thread::sleep(step);
+        waited += step;
+    }
 }
 
 /// Why a request got no pid.
@@ -200,10 +250,12 @@ pub(super) struct Launchers {
     slots: Vec<tokio::sync::Mutex<Option<Running>>>,
     next: AtomicUsize,
     /// Pids of the launchers alive, never reaped by the zombie sweep.
-    pids: SyncMutex<Vec<i32>>,
+    pids: std::sync::Arc<SyncMutex<Vec<i32>>>,
     /// Where the pids are written, one per line, for operators and tests.
     pid_file: PathBuf,
     pub restarts: AtomicU64,
+    /// Set at shutdown: no more containers are created (deletes still run).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 struct Running {
@@ -222,23 +274,28 @@ impl Launchers {
             program,
             slots: (0..count.max(1)).map(|_| tokio::sync::Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
-            pids: SyncMutex::new(Vec::new()),
+            pids: Default::default(),
             pid_file,
             restarts: AtomicU64::new(0),
+            closed: Default::default(),
         }
     }
 
     /// Sends `req` to a free launcher (or waits for one) and returns the pid it answers.
     /// A launcher that dies or does not answer within `deadline` is killed and replaced.
     pub async fn request(&self, req: &Request, deadline: Duration) -> Result<Option<i32>, LaunchError> {
+        if matches!(req, Request::Create { .. }) && self.closed.load(Ordering::SeqCst) {
+            return Err(LaunchError::Refused("the worker is shutting down: no container is created".into()));
+        }
         let mut line = serde_json::to_vec(req).map_err(|e| LaunchError::Refused(e.to_string()))?;
         line.push(b'\n');
         let mut slot = match self.slots.iter().find_map(|s| s.try_lock().ok()) {
             Some(s) => s,
             None => self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()].lock().await,
         };
-        if let Some(stale) = slot.take_if(|r| r.busy) {
-            self.bury(stale).await;
+        // Out of step (a request dropped midway), or dead while idle: replace it.
+        if let Some(stale) = slot.take_if(|r| r.busy || !super::container::process_alive(r.child.id() as i32)) {
+            self.bury(stale);
         }
         if slot.is_none() {
             *slot = Some(self.spawn().map_err(LaunchError::Failed)?);
@@ -279,7 +336,7 @@ impl Launchers {
         };
         // This launcher is dead or wedged: kill it; the next request starts a new one.
         let dead = slot.take().expect("running above");
-        self.bury(dead).await;
+        self.bury(dead);
         self.restarts.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(launcher = pid, why = failure, "a container launcher failed; it will be replaced");
         Err(LaunchError::Failed(format!(
@@ -307,21 +364,38 @@ impl Launchers {
         Ok(Running { busy: false, child, reader: BufReader::new(r), writer: w })
     }
 
-    /// Kills a launcher, reaps it, and reaps what it left: a container's intermediate
-    /// process cloned mid-create is re-parented to the worker.
-    async fn bury(&self, mut dead: Running) {
+    /// Kills a launcher and forgets it at once (nothing here can be cut short by a dropped
+    /// caller); a task reaps it, then what it left: a container's intermediate process cloned
+    /// mid-create, and the inits it created, are re-parented to the worker.
+    fn bury(&self, mut dead: Running) {
         let pid = dead.child.id() as i32;
         let _ = dead.child.kill();
-        for _ in 0..2000 {
-            match dead.child.try_wait() {
-                Ok(None) => tokio::time::sleep(Duration::from_millis(1)).await,
-                _ => break,
-            }
+        {
+            let mut pids = self.pids.lock().unwrap();
+            pids.retain(|p| *p != pid);
+            self.write_pids(&pids);
         }
-        let mut pids = self.pids.lock().unwrap();
-        pids.retain(|p| *p != pid);
-        self.write_pids(&pids);
-        reap_zombies(&pids);
+        let alive = self.pids.clone();
+        tokio::spawn(async move {
+            for _ in 0..2000 {
+                match dead.child.try_wait() {
+                    Ok(None) => tokio::time::sleep(Duration::from_millis(1)).await,
+                    _ => break,
+                }
+            }
+            let keep = alive.lock().unwrap().clone();
+            reap_zombies(&keep);
+        });
+    }
+
+    /// Whether `pid` is one of the launchers alive.
+    pub fn is_launcher(&self, pid: i32) -> bool {
+        self.pids.lock().unwrap().contains(&pid)
+    }
+
+    /// Refuses to create containers from now on; deletes still run.
+    pub fn refuse_creates(&self) {
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     fn write_pids(&self, pids: &[i32]) {
@@ -331,9 +405,10 @@ impl Launchers {
 
     /// Stops every launcher (they exit when their socket closes).
     pub async fn close(&self) {
+        self.refuse_creates();
         for s in &self.slots {
             if let Some(r) = s.lock().await.take() {
-                self.bury(r).await;
+                self.bury(r);
             }
         }
         let _ = std::fs::remove_file(&self.pid_file);

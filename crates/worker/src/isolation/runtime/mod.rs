@@ -265,8 +265,8 @@ impl IsolationBackend for RuntimeBackend {
             let ping = self.launchers.request(&launcher::Request::Ping, Duration::from_secs(10)).await;
             ping.map_err(|why| {
                 IsolationError::Io(format!(
-                    "the container launcher does not answer ({why}); a program using the runtime backend must call \
-                     iluvatar_worker::isolation::runtime::launcher::serve_if_asked() first thing in main"
+                    "the container launcher does not answer ({why}); if this program is not iluvatar_worker, it must \
+                     call iluvatar_worker::isolation::runtime::launcher::serve_if_asked() first thing in main"
                 ))
             })?;
             let mut removed = 0;
@@ -296,11 +296,22 @@ impl IsolationBackend for RuntimeBackend {
         // The pool's containers are gone by now; then the standby ones, then the parent
         // cgroups, the last trace.
         Box::pin(async move {
+            // No container is created from now on: a cold start still under way fails.
+            self.launchers.refuse_creates();
             // A standby container being started now is destroyed by its refill task once
             // started (bounded by the start timeout): wait for that, or its files stay.
             let limit = Duration::from_millis(self.config.start_timeout_ms) + Duration::from_secs(2);
             for id in self.standby.close(limit).await {
                 let _ = self.destroy(id).await;
+            }
+            // Whatever is left (a cold start that finished after the pool closed): removed
+            // as an earlier run's leftovers would be, cgroups included.
+            let sweep = tokio::time::timeout(Duration::from_secs(15), self.clean_leftovers()).await;
+            match sweep {
+                Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "removed what was left at close"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "removing what was left at close failed"),
+                Err(_) => tracing::warn!("removing what was left at close took over 15 s"),
             }
             cgroup::remove_leftovers(&self.cgroup_parent);
             let _ = nix::mount::umount2(&self.dirs.slots, nix::mount::MntFlags::MNT_DETACH);
