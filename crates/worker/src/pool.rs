@@ -347,14 +347,17 @@ impl ContainerPool {
         n
     }
 
+    /// Takes every idle container out of the pool, its memory counted free.
+    fn take_all_idle(&self) -> Vec<Entry> {
+        let mut s = self.state.lock().unwrap();
+        let idle = take_idle(&mut s, |_| true);
+        s.used_mb -= idle.iter().map(|e| e.memory_mb).sum::<u64>();
+        idle
+    }
+
     /// Removes every idle container (the `clean` operation); returns how many.
     pub async fn remove_idle(&self) -> usize {
-        let idle = {
-            let mut s = self.state.lock().unwrap();
-            let idle = take_idle(&mut s, |_| true);
-            s.used_mb -= idle.iter().map(|e| e.memory_mb).sum::<u64>();
-            idle
-        };
+        let idle = self.take_all_idle();
         let n = idle.len();
         self.remove(idle).await;
         self.changed.notify_waiters();
@@ -362,12 +365,16 @@ impl ContainerPool {
     }
 
     /// Stops lending containers and removes the idle ones; busy ones are removed when
-    /// they come back. Waits (up to `bound`) for every removal under way, so that none is
-    /// cut short by the process ending.
+    /// they come back. Waits (up to `bound` in all) for these and every other removal under
+    /// way, so that none is cut short by the process ending; a removal still running then
+    /// goes on in its own task.
     pub async fn close(&self, bound: Duration) -> usize {
         self.state.lock().unwrap().closed = true;
         self.changed.notify_waiters();
-        let n = self.remove_idle().await;
+        let idle = self.take_all_idle();
+        let n = idle.len();
+        let _ = self.spawn_removals(idle);
+        self.changed.notify_waiters();
         let all_done = async {
             loop {
                 let done = self.removals.done.notified();
