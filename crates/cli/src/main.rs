@@ -209,17 +209,9 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
         format!("cannot reach the {} at {endpoint}", if cli.controller { "controller" } else { "worker" })
     })?;
     let mut c = if cli.controller {
-        Target::Controller(
-            IluvatarControllerClient::new(channel)
-                .max_decoding_message_size(rpc::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(rpc::MAX_MESSAGE_BYTES),
-        )
+        Target::Controller(rpc::controller_client(channel))
     } else {
-        Target::Worker(
-            IluvatarWorkerClient::new(channel)
-                .max_decoding_message_size(rpc::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(rpc::MAX_MESSAGE_BYTES),
-        )
+        Target::Worker(rpc::worker_client(channel))
     };
     let tid = tid();
     let out = match cli.command {

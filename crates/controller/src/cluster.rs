@@ -88,9 +88,7 @@ impl WorkerHandle {
             .tcp_nodelay(true);
         // Lazy: the channel connects on first use and reconnects after a failure, so a
         // worker restarted at the same address is reached again without a new handle.
-        let client = IluvatarWorkerClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(rpc::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(rpc::MAX_MESSAGE_BYTES);
+        let client = rpc::worker_client(endpoint.connect_lazy());
         Ok(WorkerHandle {
             name: info.name.as_str().into(),
             address,

@@ -191,14 +191,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 image_name: image.clone(),
                 memory: 64,
                 cpus: 1,
-                parallel_invokes: 1,
-                transaction_id: "soak".into(),
-                language: rpc::LanguageRuntime::Python3 as i32,
-                compute: rpc::compute::CPU,
                 isolate: rpc::isolation::RUNTIME,
-                container_server: 1,
-                resource_timings_json: String::new(),
-                system_function: false,
+                language: rpc::LanguageRuntime::Python3 as i32,
+                ..Default::default()
             })
             .await?
             .into_inner();

@@ -285,15 +285,7 @@ fn no_pong(what: &str, endpoint: &str) -> anyhow::Error {
 /// Connects `n` gRPC channels and pings the worker; an unreachable target fails here,
 /// before any load is sent.
 pub async fn connect(endpoint: &str, n: usize) -> anyhow::Result<Vec<IluvatarWorkerClient<Channel>>> {
-    let out: Vec<_> = channels(endpoint, n, "worker")
-        .await?
-        .into_iter()
-        .map(|ch| {
-            IluvatarWorkerClient::new(ch)
-                .max_decoding_message_size(rpc::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(rpc::MAX_MESSAGE_BYTES)
-        })
-        .collect();
+    let out: Vec<_> = channels(endpoint, n, "worker").await?.into_iter().map(rpc::worker_client).collect();
     tokio::time::timeout(Duration::from_secs(5), out[0].clone().ping(ping()))
         .await
         .map_err(|_| no_pong("worker", endpoint))?
@@ -303,15 +295,7 @@ pub async fn connect(endpoint: &str, n: usize) -> anyhow::Result<Vec<IluvatarWor
 
 /// Connects `n` gRPC channels to a controller and pings it.
 pub async fn connect_controller(endpoint: &str, n: usize) -> anyhow::Result<Vec<IluvatarControllerClient<Channel>>> {
-    let out: Vec<_> = channels(endpoint, n, "controller")
-        .await?
-        .into_iter()
-        .map(|ch| {
-            IluvatarControllerClient::new(ch)
-                .max_decoding_message_size(rpc::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(rpc::MAX_MESSAGE_BYTES)
-        })
-        .collect();
+    let out: Vec<_> = channels(endpoint, n, "controller").await?.into_iter().map(rpc::controller_client).collect();
     tokio::time::timeout(Duration::from_secs(5), out[0].clone().ping(ping()))
         .await
         .map_err(|_| no_pong("controller", endpoint))?

@@ -30,3 +30,30 @@ pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 /// The largest gRPC message every server and client of this project decodes or encodes:
 /// one payload plus room for the other fields.
 pub const MAX_MESSAGE_BYTES: usize = MAX_PAYLOAD_BYTES + 64 * 1024;
+
+/// A worker client that sends and accepts messages up to [`MAX_MESSAGE_BYTES`], as every
+/// hop of this project does.
+pub fn worker_client<T>(channel: T) -> iluvatar_worker_client::IluvatarWorkerClient<T>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    iluvatar_worker_client::IluvatarWorkerClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A controller client with the same message limits as [`worker_client`].
+pub fn controller_client<T>(channel: T) -> iluvatar_controller_client::IluvatarControllerClient<T>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    iluvatar_controller_client::IluvatarControllerClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}

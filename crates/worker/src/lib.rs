@@ -102,14 +102,13 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
 
     stop.await;
     tracing::info!("shutting down: no new work, finishing in-flight invocations");
-    // Bounded: the grace, the invoker's last 5 s, then the removals; past that, whatever is
-    // left is removed by each backend's clean-up, itself bounded.
+    // Bounded: the grace, the invoker's last 5 s, then the removals; past that, each
+    // backend's close (which removes whatever is left as leftovers), itself bounded.
     let bound = std::time::Duration::from_millis(config.shutdown.grace_ms) + std::time::Duration::from_secs(15);
     if tokio::time::timeout(bound, api.shutdown()).await.is_err() {
         tracing::warn!(bound_ms = bound.as_millis() as u64, "shutdown overran its bound; removing what is left");
         for b in api.backends().all() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), b.clean_leftovers()).await;
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), b.close()).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(20), b.close()).await;
         }
     }
     stop_servers.send_replace(true);

@@ -306,14 +306,17 @@ impl IsolationBackend for RuntimeBackend {
             }
             // Whatever is left (a cold start that finished after the pool closed): removed
             // as an earlier run's leftovers would be, cgroups included.
+            // Its last step removes this worker's cgroups; done here only if it did not finish.
             let sweep = tokio::time::timeout(Duration::from_secs(15), self.clean_leftovers()).await;
-            match sweep {
-                Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "removed what was left at close"),
+            match &sweep {
+                Ok(Ok(n)) if *n > 0 => tracing::info!(removed = n, "removed what was left at close"),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "removing what was left at close failed"),
                 Err(_) => tracing::warn!("removing what was left at close took over 15 s"),
             }
-            cgroup::remove_leftovers(&self.cgroup_parent);
+            if !matches!(sweep, Ok(Ok(_))) {
+                cgroup::remove_leftovers(&self.cgroup_parent);
+            }
             let _ = nix::mount::umount2(&self.dirs.slots, nix::mount::MntFlags::MNT_DETACH);
             self.launchers.close().await;
             launcher::reap_zombies(&[]);
