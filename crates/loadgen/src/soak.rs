@@ -183,21 +183,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let c = IluvatarWorkerClient::new(Channel::from_shared(endpoint)?.connect().await?);
     let image = format!("code:{}", code.display());
     for i in 0..args.functions {
-        let r = c
-            .clone()
-            .register(rpc::RegisterRequest {
-                function_name: format!("soak{i}"),
-                function_version: "1".into(),
-                image_name: image.clone(),
-                memory: 64,
-                cpus: 1,
-                isolate: rpc::isolation::RUNTIME,
-                language: rpc::LanguageRuntime::Python3 as i32,
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        anyhow::ensure!(r.success, "registering soak{i} failed: {}", r.error);
+        crate::worker_bench::register_runtime(&mut c.clone(), &format!("soak{i}"), "1", &image, 64).await?;
     }
     let args = Arc::new(args);
     let stop = Arc::new(AtomicBool::new(false));

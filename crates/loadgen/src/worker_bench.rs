@@ -80,7 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         json_args: args.json_args.clone(),
         transaction_id: "bench".into(),
     };
-    register(&mut c, &image, "warm").await?;
+    register_runtime(&mut c, "bench", "warm", &image, 128).await?;
     let first = c.invoke(request.clone()).await?.into_inner();
     if !first.success {
         bail!("the warm-up invocation failed: {}", first.json_result);
@@ -139,13 +139,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn register(c: &mut IluvatarWorkerClient<Channel>, image: &str, version: &str) -> anyhow::Result<()> {
+/// Registers the code folder or image `image` as `name`-`version` on the runtime backend.
+pub(crate) async fn register_runtime(
+    c: &mut IluvatarWorkerClient<Channel>,
+    name: &str,
+    version: &str,
+    image: &str,
+    memory_mb: i64,
+) -> anyhow::Result<()> {
     let r = c
         .register(rpc::RegisterRequest {
-            function_name: "bench".into(),
+            function_name: name.into(),
             function_version: version.into(),
             image_name: image.into(),
-            memory: 128,
+            memory: memory_mb,
             cpus: 1,
             isolate: rpc::isolation::RUNTIME,
             language: rpc::LanguageRuntime::Python3 as i32,
@@ -154,7 +161,7 @@ async fn register(c: &mut IluvatarWorkerClient<Channel>, image: &str, version: &
         .await?
         .into_inner();
     if !r.success {
-        bail!("registering bench-{version}: {}", r.error);
+        bail!("registering {name}-{version}: {}", r.error);
     }
     Ok(())
 }
@@ -166,7 +173,7 @@ async fn cold_starts(c: &mut IluvatarWorkerClient<Channel>, image: &str, args: &
     let (mut failed, mut not_cold, mut first_error) = (0, 0, None);
     for i in 0..args.cold_starts {
         let version = format!("cold{i}");
-        register(c, image, &version).await?;
+        register_runtime(c, "bench", &version, image, 128).await?;
         let req = rpc::InvokeRequest {
             function_name: "bench".into(),
             function_version: version,
