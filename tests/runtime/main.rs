@@ -13,6 +13,7 @@ mod lifecycle;
 mod limits;
 mod network;
 mod restart;
+mod seccomp;
 mod standby;
 mod util;
 mod wedge;

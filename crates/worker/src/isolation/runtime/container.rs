@@ -137,6 +137,7 @@ impl RuntimeBackend {
             tmp_size_mb: self.config.tmp_size_mb,
             log_limit_mb: self.config.log_limit_mb,
             hostname: key,
+            seccomp: self.seccomp.as_ref(),
         })
     }
 

@@ -19,6 +19,7 @@
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Mutex as SyncMutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -131,7 +132,9 @@ fn create(root: &Path, id: &str, bundle: &Path, log: &Path, loopback: bool) -> R
     use libcontainer::syscall::syscall::SyscallType;
     let log = std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let stderr = log.try_clone().map_err(|e| e.to_string())?;
+    let filters = seccomp_filters(bundle)?;
     let mut c = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_executor(Confined { filters })
         .with_root_path(root)
         .map_err(|e| e.to_string())?
         .with_stdout(log)
@@ -147,6 +150,53 @@ fn create(root: &Path, id: &str, bundle: &Path, log: &Path, loopback: bool) -> R
         loopback_up(pid)?;
     }
     Ok(Some(pid))
+}
+
+/// The compiled seccomp filters of a bundle's profile (`linux.seccomp` of its config.json),
+/// compiled once per distinct profile in this launcher's life.
+fn seccomp_filters(bundle: &Path) -> Result<Option<Arc<Vec<seccompiler::BpfProgram>>>, String> {
+    type Compiled = Vec<(String, Arc<Vec<seccompiler::BpfProgram>>)>;
+    static COMPILED: std::sync::Mutex<Compiled> = std::sync::Mutex::new(Vec::new());
+    let path = bundle.join("config.json");
+    let text = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let profile = &config["linux"]["seccomp"];
+    if profile.is_null() {
+        return Ok(None);
+    }
+    let key = profile.to_string();
+    let mut compiled = COMPILED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, f)) = compiled.iter().find(|(k, _)| *k == key) {
+        return Ok(Some(f.clone()));
+    }
+    let filters = Arc::new(super::seccomp::compile(profile).map_err(|e| format!("the seccomp profile: {e}"))?);
+    compiled.push((key, filters.clone()));
+    Ok(Some(filters))
+}
+
+/// Executes the container's process as libcontainer's default executor does, after
+/// installing the seccomp filters: the last step of the container's init, when its
+/// capabilities are dropped and `no_new_privs` is set.
+#[derive(Clone)]
+struct Confined {
+    filters: Option<Arc<Vec<seccompiler::BpfProgram>>>,
+}
+
+impl libcontainer::workload::Executor for Confined {
+    fn exec(&self, spec: &libcontainer::oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorError> {
+        if let Some(filters) = &self.filters {
+            super::seccomp::install(filters).map_err(libcontainer::workload::ExecutorError::Other)?;
+        }
+        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
+    }
 }
 
 /// Brings the loopback interface of a container's network namespace up: the network a

@@ -12,6 +12,7 @@ mod cgroup;
 mod container;
 mod image;
 pub mod launcher;
+mod seccomp;
 mod spec;
 mod standby;
 
@@ -44,6 +45,10 @@ pub struct RuntimeConfig {
     pub standby_memory_mb: u64,
     /// Launcher processes creating and removing containers (each one at a time).
     pub launchers: usize,
+    /// The seccomp profile of every container: `default` (see ARCHITECTURE.md: namespace
+    /// creation, mounts, keyrings, bpf, perf events, ptrace, userfaultfd, io_uring, modules
+    /// and kexec denied), `unconfined`, or the absolute path of a profile in the OCI format.
+    pub seccomp: String,
 }
 
 impl Default for RuntimeConfig {
@@ -57,6 +62,7 @@ impl Default for RuntimeConfig {
             standby: 2,
             standby_memory_mb: 64,
             launchers: 2,
+            seccomp: "default".into(),
         }
     }
 }
@@ -92,6 +98,8 @@ pub struct RuntimeBackend {
     /// The processes that create and remove containers: libcontainer is never called in
     /// the (multi-threaded) worker.
     launchers: launcher::Launchers,
+    /// The seccomp profile written into every container's config.json (none: unconfined).
+    seccomp: Option<serde_json::Value>,
     /// This backend, for the tasks it spawns.
     me: std::sync::Weak<RuntimeBackend>,
 }
@@ -131,6 +139,7 @@ impl RuntimeBackend {
                 std::os::unix::fs::symlink(target, &p).map_err(|e| io_err("cannot link", &p, e))?;
             }
         }
+        let seccomp = seccomp::load(&config.seccomp).map_err(IsolationError::Io)?;
         let agent = dirs.agent.join("agent.py");
         std::fs::write(&agent, AGENT_PY).map_err(|e| io_err("cannot write", &agent, e))?;
         if !Path::new(&config.python).exists() {
@@ -159,6 +168,7 @@ impl RuntimeBackend {
             clock,
             standby: Default::default(),
             launchers,
+            seccomp,
             me: me.clone(),
         }))
     }

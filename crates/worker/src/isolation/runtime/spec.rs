@@ -1,6 +1,7 @@
 //! The OCI runtime spec (config.json) of a function's container: namespaces, a read-only
 //! root, a bounded private /tmp, the function's code and the agent read-only, cgroup limits,
-//! no capabilities and an unprivileged user.
+//! no capabilities, an unprivileged user with no supplementary group, no devices but the
+//! harmless ones, and a seccomp profile.
 
 use serde_json::{Value, json};
 use std::path::Path;
@@ -37,6 +38,8 @@ pub struct SpecInput<'a> {
     pub tmp_size_mb: u64,
     pub log_limit_mb: u64,
     pub hostname: &'a str,
+    /// The seccomp profile (OCI format); none runs the function unconfined.
+    pub seccomp: Option<&'a Value>,
 }
 
 fn bind(src: &Path, dst: &str, writable: bool) -> Value {
@@ -81,13 +84,14 @@ pub fn build(i: &SpecInput<'_>) -> Value {
     mounts.extend(i.binds.iter().map(|(src, dst, rw)| bind(src, dst, *rw)));
     let mut env = i.env.clone();
     env.push(format!("ILUVATAR_SOCKET={SOCKET_DIR}/{SOCKET_NAME}"));
-    json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2",
         "root": {"path": i.rootfs, "readonly": true},
         "hostname": i.hostname,
         "process": {
             "terminal": false,
-            "user": {"uid": FUNCTION_UID, "gid": FUNCTION_UID},
+            // Supplementary groups: the function's own group only, none of the worker's.
+            "user": {"uid": FUNCTION_UID, "gid": FUNCTION_UID, "additionalGids": [FUNCTION_UID]},
             "args": i.args,
             "env": env,
             "cwd": i.cwd,
@@ -105,13 +109,20 @@ pub fn build(i: &SpecInput<'_>) -> Value {
             "resources": {
                 "memory": {"limit": memory, "swap": memory},
                 "cpu": {"quota": i.cpus as i64 * 100_000, "period": 100_000},
-                "pids": {"limit": i.pids_limit}
+                "pids": {"limit": i.pids_limit},
+                // Every device denied; libcontainer then allows only its default ones
+                // (null, zero, full, random, urandom, tty, ptmx and pts).
+                "devices": [{"allow": false, "access": "rwm"}]
             },
             "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
                             "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
             "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }
-    })
+    });
+    if let Some(profile) = i.seccomp {
+        spec["linux"]["seccomp"] = profile.clone();
+    }
+    spec
 }
 
 #[cfg(test)]
@@ -135,12 +146,16 @@ mod tests {
             tmp_size_mb: 16,
             log_limit_mb: 8,
             hostname: "c1",
+            seccomp: Some(&json!({"defaultAction": "SCMP_ACT_ALLOW"})),
         });
         assert_eq!(s["root"]["readonly"], true);
         assert_eq!(s["linux"]["resources"]["memory"]["limit"], 128 * 1024 * 1024);
         assert_eq!(s["linux"]["resources"]["cpu"]["quota"], 200_000);
         assert_eq!(s["linux"]["resources"]["pids"]["limit"], 64);
         assert_eq!(s["process"]["user"]["uid"], FUNCTION_UID);
+        assert_eq!(s["process"]["user"]["additionalGids"], json!([FUNCTION_UID]));
+        assert_eq!(s["linux"]["resources"]["devices"][0], json!({"allow": false, "access": "rwm"}));
+        assert_eq!(s["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
         let ns: Vec<&str> =
             s["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
         assert_eq!(ns, ["pid", "mount", "ipc", "uts", "network"]);
