@@ -51,6 +51,10 @@ pub struct Args {
     /// Threads of the started worker; 0 means the number of cores.
     #[arg(long, default_value_t = 0)]
     worker_threads: usize,
+    /// The containers' seccomp profile: default, unconfined, or a profile file (to measure
+    /// what the filter costs).
+    #[arg(long, default_value = "default")]
+    seccomp: String,
     #[arg(long, default_value = "results/worker_bench.json")]
     out: PathBuf,
 }
@@ -60,7 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = json!({
         "http": {"enabled": false},
         "log_level": "warn",
-        "isolation": {"backends": [{"type": "runtime", "standby": args.standby}]},
+        "isolation": {"backends": [{"type": "runtime", "standby": args.standby, "seccomp": args.seccomp}]},
         "container_pool": {"memory_mb": 8192},
         "threads": args.worker_threads,
     });
@@ -71,6 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut report = context();
     report["benchmark"] = "worker_runtime".into();
     report["function"] = json!({"code": code, "args": args.json_args});
+    report["seccomp"] = json!(args.seccomp);
     println!("worker benchmark, runtime backend, function {}", code.display());
 
     report["cold_start"] = cold_starts(&mut c, &image, &args).await?;
