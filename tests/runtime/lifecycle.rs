@@ -28,13 +28,14 @@ fn hello_cold_then_warm_through_the_cli() {
     let r = w.invoke_ok("hello", "{}");
     assert_eq!(r["result"]["body"]["body"]["greeting"], "Hello stranger!", "{r}");
 
-    // One container served all three: one process, the agent, as nobody.
+    // One container served all three: one process, the agent, as nobody in its user
+    // namespace (the host's 1,000,000 + 65534 by default).
     let containers = w.await_containers(1, Duration::from_secs(5));
     let pids = procs(&containers[0]);
     assert_eq!(pids.len(), 1, "one process in {}: {pids:?}", containers[0].display());
     assert_eq!(cmdline(pids[0]), "/usr/bin/python3 -u /iluvatar/agent/agent.py");
     let uid = proc_status(pids[0], "Uid").unwrap_or_default();
-    assert_eq!(uid.split_whitespace().collect::<Vec<_>>(), ["65534"; 4], "Uid: {uid}");
+    assert_eq!(uid.split_whitespace().collect::<Vec<_>>(), ["1065534"; 4], "Uid: {uid}");
 
     let st = w.stop();
     assert!(st.success(), "exit status after SIGTERM: {st}\n{}", w.log_context());

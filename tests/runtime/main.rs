@@ -6,6 +6,7 @@
 //! The fixture functions are in `tests/functions/`.
 
 mod concurrency;
+mod confinement;
 mod faults;
 mod images;
 mod isolation;
@@ -13,7 +14,7 @@ mod lifecycle;
 mod limits;
 mod network;
 mod restart;
-mod seccomp;
+
 mod standby;
 mod util;
 mod wedge;

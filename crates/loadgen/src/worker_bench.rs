@@ -55,6 +55,9 @@ pub struct Args {
     /// what the filter costs).
     #[arg(long, default_value = "default")]
     seccomp: String,
+    /// Whether containers run in a user namespace (to measure what it costs).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    user_namespace: bool,
     #[arg(long, default_value = "results/worker_bench.json")]
     out: PathBuf,
 }
@@ -64,7 +67,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = json!({
         "http": {"enabled": false},
         "log_level": "warn",
-        "isolation": {"backends": [{"type": "runtime", "standby": args.standby, "seccomp": args.seccomp}]},
+        "isolation": {"backends": [{"type": "runtime", "standby": args.standby, "seccomp": args.seccomp,
+            "user_namespace": args.user_namespace}]},
         "container_pool": {"memory_mb": 8192},
         "threads": args.worker_threads,
     });
@@ -76,6 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     report["benchmark"] = "worker_runtime".into();
     report["function"] = json!({"code": code, "args": args.json_args});
     report["seccomp"] = json!(args.seccomp);
+    report["user_namespace"] = json!(args.user_namespace);
     println!("worker benchmark, runtime backend, function {}", code.display());
 
     report["cold_start"] = cold_starts(&mut c, &image, &args).await?;

@@ -61,7 +61,7 @@ impl RuntimeBackend {
         for d in [&files.bundle, &files.sockets] {
             std::fs::create_dir_all(d).map_err(|e| io_err("cannot create", d, e))?;
         }
-        let opts = format!("{SOCKET_TMPFS},uid={0},gid={0}", spec::FUNCTION_UID);
+        let opts = format!("{SOCKET_TMPFS},uid={0},gid={0}", spec::host_id(self.userns_base()));
         nix::mount::mount(
             Some("tmpfs"),
             &files.sockets,
@@ -138,6 +138,7 @@ impl RuntimeBackend {
             log_limit_mb: self.config.log_limit_mb,
             hostname: key,
             seccomp: self.seccomp.as_ref(),
+            userns_base: self.userns_base(),
         })
     }
 

@@ -49,6 +49,10 @@ pub struct RuntimeConfig {
     /// creation, mounts, keyrings, bpf, perf events, ptrace, userfaultfd, io_uring, modules
     /// and kexec denied), `unconfined`, or the absolute path of a profile in the OCI format.
     pub seccomp: String,
+    /// Runs each container in a user namespace: its uids and gids 0..65536 are the host's
+    /// `user_namespace_base..+65536`, so that the function's user is nobody the host knows.
+    pub user_namespace: bool,
+    pub user_namespace_base: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -63,6 +67,8 @@ impl Default for RuntimeConfig {
             standby_memory_mb: 64,
             launchers: 2,
             seccomp: "default".into(),
+            user_namespace: true,
+            user_namespace_base: 1_000_000,
         }
     }
 }
@@ -140,6 +146,24 @@ impl RuntimeBackend {
             }
         }
         let seccomp = seccomp::load(&config.seccomp).map_err(IsolationError::Io)?;
+        if config.user_namespace {
+            let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+            if max.trim() == "0" {
+                return Err(IsolationError::Io(
+                    "user_namespace = true, but this kernel allows no user namespaces \
+                     (/proc/sys/user/max_user_namespaces is 0): raise it or set user_namespace = false"
+                        .into(),
+                ));
+            }
+            // Below 65536 the range would hold the host's own users (0 would be root).
+            let base = config.user_namespace_base;
+            if base < 65536 || base.checked_add(65536).is_none() {
+                return Err(IsolationError::Io(format!(
+                    "user_namespace_base {base} must be at least 65536 (the host's own ids lie below) \
+                     and leave room for 65536 ids"
+                )));
+            }
+        }
         let agent = dirs.agent.join("agent.py");
         std::fs::write(&agent, AGENT_PY).map_err(|e| io_err("cannot write", &agent, e))?;
         if !Path::new(&config.python).exists() {
@@ -171,6 +195,10 @@ impl RuntimeBackend {
             seccomp,
             me: me.clone(),
         }))
+    }
+
+    fn userns_base(&self) -> Option<u32> {
+        self.config.user_namespace.then_some(self.config.user_namespace_base)
     }
 
     /// A short, fixed-length name for a container's files (socket paths are limited to

@@ -40,6 +40,14 @@ pub struct SpecInput<'a> {
     pub hostname: &'a str,
     /// The seccomp profile (OCI format); none runs the function unconfined.
     pub seccomp: Option<&'a Value>,
+    /// A user namespace mapping the container's uids and gids 0..65536 to the host's
+    /// `base..base+65536`; none shares the host's ids.
+    pub userns_base: Option<u32>,
+}
+
+/// The host uid (and gid) the function's user is, with or without a user namespace.
+pub fn host_id(userns_base: Option<u32>) -> u32 {
+    userns_base.unwrap_or(0) + FUNCTION_UID
 }
 
 fn bind(src: &Path, dst: &str, writable: bool) -> Value {
@@ -119,6 +127,12 @@ pub fn build(i: &SpecInput<'_>) -> Value {
             "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }
     });
+    if let Some(base) = i.userns_base {
+        let map = json!([{"containerID": 0, "hostID": base, "size": 65536}]);
+        spec["linux"]["namespaces"].as_array_mut().expect("namespaces").push(json!({"type": "user"}));
+        spec["linux"]["uidMappings"] = map.clone();
+        spec["linux"]["gidMappings"] = map;
+    }
     if let Some(profile) = i.seccomp {
         spec["linux"]["seccomp"] = profile.clone();
     }
@@ -147,6 +161,7 @@ mod tests {
             log_limit_mb: 8,
             hostname: "c1",
             seccomp: Some(&json!({"defaultAction": "SCMP_ACT_ALLOW"})),
+            userns_base: None,
         });
         assert_eq!(s["root"]["readonly"], true);
         assert_eq!(s["linux"]["resources"]["memory"]["limit"], 128 * 1024 * 1024);

@@ -1,6 +1,7 @@
-//! The seccomp profile of function containers: a probe function tries each call the default
-//! profile denies (each in a forked child) and reports them by name; the same probe without
-//! a filter shows that the filter, not something else, is what denies them.
+//! Seccomp, groups, devices and user namespaces of function containers: a probe function
+//! tries each call the default profile denies (each in a forked child) and reports them by
+//! name; the same probe without a filter shows that the filter, not something else, is what
+//! denies them.
 
 use crate::util::{RuntimeWorker, controller_dir, fixture};
 use serde_json::{Value, json};
@@ -139,7 +140,12 @@ fn a_profile_file_in_the_oci_format_is_applied_and_a_bad_one_stops_the_start_by_
         r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["getpid"], "action": "SCMP_ACT_NOTIFY"}]}"#,
     )
     .unwrap();
-    let mut config = backend(&bad);
+    let err = start_refused(&dir, backend(&bad));
+    assert!(err.contains(&bad.display().to_string()) && err.contains("SCMP_ACT_NOTIFY"), "{err}");
+}
+
+/// Starts a worker that must refuse to start; returns what it said.
+fn start_refused(dir: &std::path::Path, mut config: Value) -> String {
     config["state_dir"] = json!(dir.join("state").display().to_string());
     config["grpc"] = json!({"address": "127.0.0.1", "port": 0});
     config["http"] = json!({"enabled": false});
@@ -148,7 +154,32 @@ fn a_profile_file_in_the_oci_format_is_applied_and_a_bad_one_stops_the_start_by_
     let mut cmd = std::process::Command::new(iluvatar_e2e::bin("iluvatar_worker"));
     cmd.arg("-c").arg(&cfg);
     let out = iluvatar_e2e::output_timeout(cmd, Duration::from_secs(30));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a bad profile must stop the start: {err}");
-    assert!(err.contains(&bad.display().to_string()) && err.contains("SCMP_ACT_NOTIFY"), "{err}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{config} must stop the start: {err}");
+    err
+}
+
+#[test]
+fn in_a_user_namespace_the_function_is_nobody_the_host_knows() {
+    let base = 1_000_000u32;
+    let w = RuntimeWorker::start(json!({"isolation": {"backends": [
+        {"type": "runtime", "standby": 1, "user_namespace": true, "user_namespace_base": base}]}}));
+    let b = probe(&w);
+    assert_eq!(b["calls"]["unshare_user"], "EPERM", "{b:#}");
+    assert_eq!((b["gid"].as_u64(), b["groups"].clone()), (Some(65534), json!([65534])), "{b:#}");
+    // As the host sees them, the container's processes run as base + 65534.
+    let pids = w.container_pids();
+    assert!(!pids.is_empty());
+    for pid in pids {
+        let uid = crate::util::proc_status(pid, "Uid").unwrap_or_default();
+        let want = (base + 65534).to_string();
+        assert!(uid.split_whitespace().all(|u| u == want), "pid {pid}: Uid {uid}, expected {want}");
+    }
+    drop(w);
+    // A range that would hold the host's own ids (0: the container's root would be the
+    // host's) is refused at start, by name.
+    let dir = iluvatar_e2e::unique_dir("userns");
+    let config = json!({"isolation": {"backends": [{"type": "runtime", "user_namespace_base": 0}]}});
+    let err = start_refused(&dir, config);
+    assert!(err.contains("user_namespace_base 0 must be at least 65536"), "{err}");
 }
