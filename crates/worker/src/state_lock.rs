@@ -15,6 +15,10 @@ pub struct StateLock {
 impl StateLock {
     pub fn acquire(state_dir: &Path) -> anyhow::Result<StateLock> {
         std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
+        // Only root may look inside: image roots, sockets, logs and the registry live here.
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o700);
+        std::fs::set_permissions(state_dir, private)
+            .with_context(|| format!("cannot chmod {}", state_dir.display()))?;
         let path = state_dir.join("worker.lock");
         let mut file = std::fs::OpenOptions::new()
             .read(true)

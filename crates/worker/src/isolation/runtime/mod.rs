@@ -11,6 +11,7 @@ mod agent;
 mod cgroup;
 mod container;
 mod image;
+pub use image::ImageLimits;
 pub mod launcher;
 mod spec;
 mod standby;
@@ -44,6 +45,8 @@ pub struct RuntimeConfig {
     pub standby_memory_mb: u64,
     /// Launcher processes creating and removing containers (each one at a time).
     pub launchers: usize,
+    /// Caps on OCI images: layer and image sizes, entries, unpack time.
+    pub images: image::ImageLimits,
 }
 
 impl Default for RuntimeConfig {
@@ -57,6 +60,7 @@ impl Default for RuntimeConfig {
             standby: 2,
             standby_memory_mb: 64,
             launchers: 2,
+            images: Default::default(),
         }
     }
 }
@@ -144,7 +148,9 @@ impl RuntimeBackend {
         // Written down so that operators and tests can find this worker's cgroups.
         let note = base.join("cgroup_parent");
         std::fs::write(&note, &cgroup_parent).map_err(|e| io_err("cannot write", &note, e))?;
-        let images = std::sync::Arc::new(image::ImageStore::new(base.join("images")));
+        let images = image::ImageStore::new(base.join("images"), config.images.clone(), clock.clone())
+            .map_err(IsolationError::Io)?;
+        let images = std::sync::Arc::new(images);
         if config.standby > 0 {
             standby::share_slots(&dirs.slots)?;
         }
