@@ -434,16 +434,4 @@ fn apply_layer(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references_parse_with_and_without_tags() {
-        let r = ImageRef::parse("oci:/images/py:v1").unwrap().unwrap();
-        assert_eq!((r.archive, r.path.as_path(), r.tag.as_deref()), (false, Path::new("/images/py"), Some("v1")));
-        let r = ImageRef::parse("oci-archive:/images/py.tar").unwrap().unwrap();
-        assert_eq!((r.archive, r.tag), (true, None));
-        assert!(ImageRef::parse("oci:relative/path").unwrap().is_err());
-        assert!(ImageRef::parse("code:/x").is_none());
-    }
-}
+mod tests;
