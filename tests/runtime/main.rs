@@ -7,6 +7,7 @@
 
 mod concurrency;
 mod faults;
+mod hostile_images;
 mod images;
 mod isolation;
 mod lifecycle;
