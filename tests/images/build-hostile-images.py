@@ -127,7 +127,11 @@ def main():
     link = tar_layer([("x", "symlink", canary_dir, 0o777)])
     make("link-whiteout", [link, tar_layer([("x/.wh." + os.path.basename(a.canary), "file", b"", 0o644)])])
     make("link-write", [link, tar_layer([("x/planted", "file", b"pwned", 0o644)])])
-    make("root-link-whiteout", [tar_layer([("r", "symlink", "/", 0o777)]), tar_layer([("r/.wh.etc", "file", b"", 0o644)])])
+    # `r -> /` then a whiteout under r: aimed at the canary rather than /etc, so that a broken
+    # worker costs the canary only.
+    make("root-link-whiteout", [tar_layer([("r", "symlink", "/", 0o777)]),
+                                tar_layer([("r/" + canary_dir.lstrip("/") + "/.wh." + os.path.basename(a.canary),
+                                            "file", b"", 0o644)])])
 
     def link_to(target):
         def tamper(lay, digests):

@@ -53,7 +53,10 @@ pub(super) fn open_regular(dir: Option<RawFd>, name: &Path, what: &str) -> Resul
         SFlag::S_IFREG => Ok(()),
         k => Err(format!("{what} is {}, not a regular file (refused)", kind_name(k))),
     };
-    let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| format!("{what}: {}", e.desc()))?;
+    let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| match e {
+        Errno::ENOENT => format!("{what} does not exist"),
+        e => format!("{what}: {}", e.desc()),
+    })?;
     check(&st)?;
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
     let fd = openat(dir, name, flags, Mode::empty()).map(own).map_err(|e| format!("{what}: {}", e.desc()))?;
