@@ -186,6 +186,14 @@ def main():
         tar_layer([("data/new", "file", b"new", 0o644), ("data/.wh..wh..opq", "file", b"", 0o644),
                    (".wh.gone", "file", b"", 0o644)]),
     ])
+    # An archive holding the good layout and an entry aimed at the canary.
+    path = os.path.join(a.out, "archive-dotdot.tar")
+    with tarfile.open(path, "w") as t:
+        t.add(cases["good"]["layout"], arcname=".")
+        info = tarfile.TarInfo(up + canary)
+        info.size = 5
+        t.addfile(info, io.BytesIO(b"pwned"))
+    cases["archive-dotdot"] = {"archive": path}
     print(json.dumps(cases))
 
 

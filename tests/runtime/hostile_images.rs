@@ -84,6 +84,15 @@ fn hostile_images_are_refused_and_the_worker_keeps_serving() {
         let r = w.invoke_ok("good", r#"{"name": "still"}"#);
         assert_eq!(r["result"]["body"]["body"]["greeting"], "Hello still!", "after {case}: {r}");
     }
+    // An archive is extracted as carefully as a layer is applied.
+    let archive_ref = format!("oci-archive:{}", cases["archive-dotdot"]["archive"].as_str().unwrap());
+    let r = register_image(&w, "archive-dotdot", &archive_ref);
+    assert_eq!(r["success"], true, "{r}");
+    let e = w.invoke_err("archive-dotdot", "{}");
+    let msg = e["result"]["Error"].as_str().unwrap_or_default();
+    assert!(msg.contains("archive entry") && msg.contains("has a '..' component (refused)"), "{e}");
+    canary_intact("archive-dotdot");
+
     // The impostor never ran: the good root is the good image's.
     let main = std::fs::read_to_string(root("good").join("function/main.py")).unwrap();
     assert!(!main.contains("impostor"), "{main}");
@@ -130,6 +139,10 @@ fn hostile_images_are_refused_and_the_worker_keeps_serving() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
+    let archives = w.state_dir.join("runtime/images/archives");
+    let extracted: Vec<_> = std::fs::read_dir(&archives).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(extracted.is_empty(), "a refused archive leaves nothing: {extracted:?}");
+    left.retain(|n| n != "archives");
     let mut want: Vec<String> = ["good", "setuid", "opaque"]
         .iter()
         .map(|c| format!("sha256-{}", &cases[*c]["manifest"].as_str().unwrap()[7..]))
