@@ -467,3 +467,26 @@ fn roots_are_removed_once_unused() {
     drop(ImageStore::new(f.dir.0.join("images"), ImageLimits::default(), f.clock.clone()).unwrap());
     assert!(!two.rootfs.exists());
 }
+
+#[test]
+fn a_nested_index_is_followed_and_verified() {
+    let f = Fixture::new(ImageLimits::default());
+    let (r, manifest) = f.layout("nested", &[layer(&[E::File("n", b"nested", 0o644)])]);
+    let arch = std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64");
+    let nested = serde_json::json!({"manifests": [
+        {"digest": manifest, "platform": {"architecture": arch, "os": "linux"}}
+    ]});
+    let nested = nested.to_string();
+    let nested_digest = put_blob(&r.path, nested.as_bytes());
+    let index = serde_json::json!({"manifests": [
+        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": nested_digest}
+    ]});
+    std::fs::write(r.path.join("index.json"), index.to_string()).unwrap();
+    let img = f.store.prepare(&r, "c1").unwrap();
+    assert_eq!(std::fs::read_to_string(img.rootfs.join("n")).unwrap(), "nested");
+    // The nested index changed under its digest: refused.
+    let evil = nested.replace("linux", "LINUX");
+    std::fs::write(r.path.join("blobs/sha256").join(&nested_digest[7..]), evil).unwrap();
+    let e = f.store.prepare(&r, "c2").unwrap_err();
+    assert!(e.contains(&format!("image index {nested_digest} does not match its digest")), "{e}");
+}
