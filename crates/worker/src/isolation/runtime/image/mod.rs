@@ -350,14 +350,18 @@ fn read_json(path: &Path) -> Result<Value, String> {
 fn open_index(layout: &Path) -> Result<(OwnedFd, Vec<u8>), String> {
     let shown = layout.display();
     let dir = safe::open_dir_path(layout).map_err(|e| format!("image layout {shown}: {}", e.desc()))?;
-    let what = format!("{shown} is not an OCI image layout: its index.json");
-    let (file, st) = safe::open_regular(Some(dir.as_raw_fd()), Path::new("index.json"), &what)?;
+    let bytes = read_index(&dir, &format!("{shown} is not an OCI image layout: its index.json"))?;
+    Ok((dir, bytes))
+}
+
+fn read_index(layout: &OwnedFd, what: &str) -> Result<Vec<u8>, String> {
+    let (file, st) = safe::open_regular(Some(layout.as_raw_fd()), Path::new("index.json"), what)?;
     if st.st_size as u64 > MAX_JSON_BYTES {
-        return Err(format!("{shown}/index.json is over {MAX_JSON_BYTES} bytes"));
+        return Err(format!("{what} is over {MAX_JSON_BYTES} bytes"));
     }
     let mut bytes = Vec::new();
-    file.take(MAX_JSON_BYTES).read_to_end(&mut bytes).map_err(|e| format!("{shown}/index.json: {e}"))?;
-    Ok((dir, bytes))
+    file.take(MAX_JSON_BYTES).read_to_end(&mut bytes).map_err(|e| format!("{what}: {e}"))?;
+    Ok(bytes)
 }
 
 /// A JSON blob (index, manifest, config), verified against its digest.
@@ -377,12 +381,7 @@ fn read_json_blob(
 /// Finds the manifest for `tag` (or the only one) in the layout's index, following one
 /// level of image index; returns its digest and its (verified) content.
 fn resolve_manifest(layout: &OwnedFd, tag: Option<&str>, budget: &Budget<'_>) -> Result<(String, Value), String> {
-    let (file, st) = safe::open_regular(Some(layout.as_raw_fd()), Path::new("index.json"), "the layout's index.json")?;
-    if st.st_size as u64 > MAX_JSON_BYTES {
-        return Err(format!("the layout's index.json is over {MAX_JSON_BYTES} bytes"));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_JSON_BYTES).read_to_end(&mut bytes).map_err(|e| format!("the layout's index.json: {e}"))?;
+    let bytes = read_index(layout, "the layout's index.json")?;
     let index: Value =
         serde_json::from_slice(&bytes).map_err(|e| format!("the layout's index.json is not valid JSON: {e}"))?;
     let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
