@@ -8,6 +8,7 @@
 mod concurrency;
 mod confinement;
 mod faults;
+mod hostile_images;
 mod images;
 mod isolation;
 mod lifecycle;

@@ -15,6 +15,12 @@ pub struct StateLock {
 impl StateLock {
     pub fn acquire(state_dir: &Path) -> anyhow::Result<StateLock> {
         std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
+        // Only root may list or read it (image roots, sockets, logs, the registry); others may only
+        // pass through (0711): a container in a user namespace is not root here, and its init
+        // reaches its root and binds by these paths.
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o711);
+        std::fs::set_permissions(state_dir, private)
+            .with_context(|| format!("cannot chmod {}", state_dir.display()))?;
         let path = state_dir.join("worker.lock");
         let mut file = std::fs::OpenOptions::new()
             .read(true)

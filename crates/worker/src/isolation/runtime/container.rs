@@ -84,7 +84,8 @@ impl RuntimeBackend {
         let image = match &source {
             Source::Image(r) => {
                 let (store, r) = (self.images.clone(), r.clone());
-                let image = tokio::task::spawn_blocking(move || store.prepare(&r))
+                let id = req.container_id.to_string();
+                let image = tokio::task::spawn_blocking(move || store.prepare(&r, &id))
                     .await
                     .map_err(|e| start_err(e.to_string()))?
                     .map_err(|e| start_err(format!("the image cannot be used: {e}")))?;
@@ -199,6 +200,7 @@ impl RuntimeBackend {
     /// stays; the error is still reported.
     pub(super) async fn destroy(&self, id: String) -> Result<(), IsolationError> {
         let files = self.files(&Self::key(&id));
+        let id_of_image = id.clone();
         let req = Request::Delete { root: self.dirs.root.clone(), id: id.clone() };
         let limit = Duration::from_millis(self.config.start_timeout_ms);
         let mut deleted = self.launchers.request(&req, limit).await;
@@ -214,6 +216,9 @@ impl RuntimeBackend {
             reap(pid).await;
         }
         remove_files(&files);
+        // Its image root, if it had one, is removed when nothing else uses it.
+        let images = self.images.clone();
+        let _ = tokio::task::spawn_blocking(move || images.release(&id_of_image)).await;
         deleted.map(|_| ()).map_err(|why| IsolationError::Io(format!("deleting container {id}: {why}")))
     }
 }

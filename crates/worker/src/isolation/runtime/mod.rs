@@ -11,6 +11,7 @@ mod agent;
 mod cgroup;
 mod container;
 mod image;
+pub use image::ImageLimits;
 pub mod launcher;
 mod seccomp;
 mod spec;
@@ -53,6 +54,8 @@ pub struct RuntimeConfig {
     /// `user_namespace_base..+65536`, so that the function's user is nobody the host knows.
     pub user_namespace: bool,
     pub user_namespace_base: u32,
+    /// Caps on OCI images: layer and image sizes, entries, unpack time.
+    pub images: image::ImageLimits,
 }
 
 impl Default for RuntimeConfig {
@@ -69,6 +72,7 @@ impl Default for RuntimeConfig {
             seccomp: "default".into(),
             user_namespace: true,
             user_namespace_base: 1_000_000,
+            images: Default::default(),
         }
     }
 }
@@ -177,7 +181,9 @@ impl RuntimeBackend {
         // Written down so that operators and tests can find this worker's cgroups.
         let note = base.join("cgroup_parent");
         std::fs::write(&note, &cgroup_parent).map_err(|e| io_err("cannot write", &note, e))?;
-        let images = std::sync::Arc::new(image::ImageStore::new(base.join("images")));
+        let images = image::ImageStore::new(base.join("images"), config.images.clone(), clock.clone())
+            .map_err(IsolationError::Io)?;
+        let images = std::sync::Arc::new(images);
         if config.standby > 0 {
             standby::share_slots(&dirs.slots)?;
         }
