@@ -40,18 +40,6 @@ impl ImageRef {
         }
         Some(Ok(ImageRef { archive, path, tag }))
     }
-
-    /// The cheap checks done at registration: the layout or archive exists.
-    pub fn check(&self) -> Result<(), String> {
-        if self.archive {
-            if !self.path.is_file() {
-                return Err(format!("image archive {} does not exist", self.path.display()));
-            }
-        } else if !self.path.join("index.json").is_file() {
-            return Err(format!("{} is not an OCI image layout (no index.json)", self.path.display()));
-        }
-        Ok(())
-    }
 }
 
 /// An unpacked image: where its root is and how to start it.

@@ -1,0 +1,202 @@
+//! What a registration may name on the host (`code_roots`): folders under a root register
+//! and run; anything outside, missing, the state dir or /proc is refused with one generic
+//! error; a folder (or a parent) swapped for a link after registration changes nothing,
+//! with or without standby containers; a restart opens and checks registrations again.
+
+use crate::util::RuntimeWorker;
+use serde_json::{Value, json};
+use std::path::Path;
+
+/// A function answering `{"from": tag}`.
+fn function(dir: &Path, tag: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("main.py"), format!("def main(args):\n    return {{\"from\": \"{tag}\"}}\n")).unwrap();
+}
+
+fn register(w: &RuntimeWorker, name: &str, reference: &str) -> std::process::Output {
+    w.cli(&[
+        "register",
+        "--name",
+        name,
+        "--version",
+        "1",
+        "--image",
+        reference,
+        "--memory",
+        "64",
+        "--isolation",
+        "runtime",
+    ])
+}
+
+fn register_ok(w: &RuntimeWorker, name: &str, reference: &str) {
+    let out = register(w, name, reference);
+    assert!(out.status.success(), "registering {reference}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The error a refused registration prints.
+fn register_err(w: &RuntimeWorker, name: &str, reference: &str) -> String {
+    let out = register(w, name, reference);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{reference} must be refused; stdout: {}", String::from_utf8_lossy(&out.stdout));
+    err
+}
+
+fn body(w: &RuntimeWorker, name: &str) -> Value {
+    w.invoke_ok(name, "{}")["result"]["body"].clone()
+}
+
+#[test]
+fn code_roots_admit_only_folders_under_them_with_one_error_for_the_rest() {
+    let base = iluvatar_e2e::unique_dir("roots");
+    let (root, outside) = (base.join("root"), iluvatar_e2e::unique_dir("outside"));
+    function(&root.join("f"), "root");
+    function(&outside.join("g"), "outside");
+    std::os::unix::fs::symlink(outside.join("g"), root.join("out-link")).unwrap();
+    let state = base.join("state");
+    // The state dir lies under a root and /proc is a root: both are refused all the same.
+    let w = RuntimeWorker::start(json!({
+        "state_dir": state,
+        "isolation": {"backends": [{"type": "runtime", "standby": 0, "code_roots": [root, base, "/proc"]}]},
+    }));
+    let state = state.canonicalize().unwrap();
+    register_ok(&w, "inside", &format!("code:{}", root.join("f").display()));
+    assert_eq!(body(&w, "inside"), json!({"from": "root"}));
+
+    let generic =
+        |path: &str| format!("code:{path} is not a folder under the configured code_roots (or does not exist)");
+    let outside_g = outside.join("g").display().to_string();
+    let missing = root.join("missing").display().to_string();
+    let link = root.join("out-link").display().to_string();
+    let state_s = state.display().to_string();
+    let runtime = state.join("runtime").display().to_string();
+    for path in [&outside_g, &missing, &link, &state_s, &runtime, "/proc", "/proc/1", "/sys", "/dev", "/etc", "/"] {
+        let err = register_err(&w, "refused", &format!("code:{path}"));
+        assert!(err.contains(&generic(path)), "code:{path}: {err}");
+        assert!(!err.contains("main.py"), "code:{path}: {err}");
+    }
+    // Images too: a layout or an archive outside the roots, or missing, is refused alike.
+    for reference in [format!("oci:{outside_g}"), "oci-archive:/etc/passwd".into(), "oci-archive:/nope.tar".into()] {
+        let err = register_err(&w, "img", &reference);
+        assert!(err.contains("is not under the configured code_roots (or does not exist)"), "{reference}: {err}");
+    }
+    // A folder under a root without main.py may say so: the folder is one clients may name.
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    let err = register_err(&w, "empty", &format!("code:{}", root.join("empty").display()));
+    assert!(err.contains("has no main.py"), "{err}");
+    // The worker still serves.
+    assert_eq!(body(&w, "inside"), json!({"from": "root"}));
+    drop(w);
+    let _ = std::fs::remove_dir_all(&outside);
+}
+
+/// Registers `root/f` and `root/p/f`, swaps `f` and `p` for links to other folders under the
+/// root, and to a folder outside it, then cold-starts: the registered code runs.
+fn swapped_links_change_nothing(standby: usize) {
+    let base = iluvatar_e2e::unique_dir("swap");
+    let (root, outside) = (base.join("root"), iluvatar_e2e::unique_dir("swap-outside"));
+    function(&root.join("f"), "original f");
+    function(&root.join("p/f"), "original p/f");
+    function(&root.join("g"), "original g");
+    function(&root.join("evil"), "swapped");
+    function(&root.join("evil-parent/f"), "swapped");
+    function(&outside, "outside");
+    let w = RuntimeWorker::start(json!({
+        "isolation": {"backends": [{"type": "runtime", "standby": standby, "code_roots": [root]}]},
+    }));
+    register_ok(&w, "f", &format!("code:{}", root.join("f").display()));
+    register_ok(&w, "pf", &format!("code:{}", root.join("p/f").display()));
+    register_ok(&w, "g", &format!("code:{}?SECRET_TOKEN=abc123", root.join("g").display()));
+
+    std::fs::rename(root.join("f"), root.join("f-old")).unwrap();
+    std::os::unix::fs::symlink(root.join("evil"), root.join("f")).unwrap();
+    std::fs::rename(root.join("p"), root.join("p-old")).unwrap();
+    std::os::unix::fs::symlink(root.join("evil-parent"), root.join("p")).unwrap();
+    std::fs::rename(root.join("g"), root.join("g-old")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("g")).unwrap();
+    // The links do lead to the other code.
+    assert!(std::fs::read_to_string(root.join("p/f/main.py")).unwrap().contains("swapped"));
+
+    for (name, want) in [("f", "original f"), ("pf", "original p/f"), ("g", "original g")] {
+        let r = w.invoke_ok(name, "{}");
+        assert_eq!(r["container_state"], "COLD", "{r}");
+        assert_eq!(r["result"]["body"], json!({"from": want}), "standby {standby}, {name}: {r}");
+    }
+    // Environment values are never shown by list.
+    let list = w.cli_ok(&["list"]).to_string();
+    assert!(!list.contains("abc123") && list.contains("SECRET_TOKEN=<hidden>"), "{list}");
+
+    // Re-registering the same reference keeps the folder opened first.
+    register_ok(&w, "f", &format!("code:{}", root.join("f").display()));
+    w.cli_ok(&["clean"]);
+    // A removed container's staged folder is unmounted and gone.
+    assert_eq!(w.runtime_entries("staging"), Vec::<String>::new());
+    assert!(w.host_mounts_under_dir().iter().all(|m| !m.contains("/staging/")), "{:?}", w.host_mounts_under_dir());
+    assert_eq!(body(&w, "f"), json!({"from": "original f"}));
+    std::fs::remove_dir_all(&outside).unwrap();
+}
+
+#[test]
+fn a_link_swapped_after_registration_changes_nothing() {
+    swapped_links_change_nothing(0);
+}
+
+#[test]
+fn a_link_swapped_after_registration_changes_nothing_for_standby_containers() {
+    swapped_links_change_nothing(1);
+}
+
+#[test]
+fn a_restart_opens_and_checks_registrations_again() {
+    let base = iluvatar_e2e::unique_dir("reopen");
+    let (root, outside) = (base.join("root"), iluvatar_e2e::unique_dir("reopen-outside"));
+    function(&root.join("f"), "original");
+    function(&root.join("stays"), "stays");
+    function(&outside, "outside");
+    let mut w = RuntimeWorker::start(json!({
+        "isolation": {"backends": [{"type": "runtime", "standby": 0, "code_roots": [root]}]},
+    }));
+    register_ok(&w, "f", &format!("code:{}", root.join("f").display()));
+    register_ok(&w, "stays", &format!("code:{}", root.join("stays").display()));
+    std::fs::rename(root.join("f"), root.join("f-old")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("f")).unwrap();
+    assert_eq!(body(&w, "f"), json!({"from": "original"}));
+
+    // After a restart the path is resolved again: it now leads outside the roots, so the
+    // function cannot start (with the generic error), and the others still run.
+    let st = w.restart();
+    assert!(st.success(), "{st}");
+    let e = w.invoke_err("f", "{}");
+    assert_eq!(e["result"]["kind"], "cold_start_failed", "{e}");
+    let msg = e["result"]["Error"].as_str().unwrap();
+    assert!(msg.contains("is not a folder under the configured code_roots (or does not exist)"), "{e}");
+    assert!(!msg.contains("outside"), "{e}");
+    assert_eq!(body(&w, "stays"), json!({"from": "stays"}));
+    // Put back, and registered again, it runs.
+    std::fs::remove_file(root.join("f")).unwrap();
+    std::fs::rename(root.join("f-old"), root.join("f")).unwrap();
+    register_ok(&w, "f", &format!("code:{}", root.join("f").display()));
+    assert_eq!(body(&w, "f"), json!({"from": "original"}));
+    drop(w);
+    std::fs::remove_dir_all(&outside).unwrap();
+}
+
+#[test]
+fn a_worker_beyond_loopback_needs_code_roots() {
+    let dir = iluvatar_e2e::unique_dir("public");
+    let config = json!({
+        "state_dir": dir.join("state"),
+        "grpc": {"address": "0.0.0.0", "port": 0},
+        "http": {"enabled": false},
+        "isolation": {"backends": [{"type": "runtime", "standby": 0}]},
+    });
+    let path = dir.join("worker.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut cmd = std::process::Command::new(iluvatar_e2e::bin("iluvatar_worker"));
+    cmd.arg("-c").arg(&path);
+    let out = iluvatar_e2e::output_timeout(cmd, std::time::Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must refuse to start: {stderr}");
+    assert!(stderr.contains("code_roots is empty") && stderr.contains("beyond loopback"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
