@@ -78,7 +78,7 @@ fn an_image_function_runs_from_an_archive_and_from_a_layout() {
         "runtime",
     ]);
     assert!(
-        err.contains("oci-archive:/nonexistent.tar is not under the configured code_roots (or does not exist)"),
+        err.contains("oci-archive:/nonexistent.tar is not a file under the configured code_roots (or does not exist)"),
         "{err}"
     );
     let r = register_image(&w, "badtag", &format!("oci-archive:{}:other", archive.display()));

@@ -63,27 +63,38 @@ fn code_roots_admit_only_folders_under_them_with_one_error_for_the_rest() {
     register_ok(&w, "inside", &format!("code:{}", root.join("f").display()));
     assert_eq!(body(&w, "inside"), json!({"from": "root"}));
 
-    let generic =
-        |path: &str| format!("code:{path} is not a folder under the configured code_roots (or does not exist)");
+    let generic = |path: &str| {
+        format!("code:{path} is not a folder holding main.py under the configured code_roots (or does not exist)")
+    };
     let outside_g = outside.join("g").display().to_string();
     let missing = root.join("missing").display().to_string();
     let link = root.join("out-link").display().to_string();
     let state_s = state.display().to_string();
     let runtime = state.join("runtime").display().to_string();
-    for path in [&outside_g, &missing, &link, &state_s, &runtime, "/proc", "/proc/1", "/sys", "/dev", "/etc", "/"] {
-        let err = register_err(&w, "refused", &format!("code:{path}"));
-        assert!(err.contains(&generic(path)), "code:{path}: {err}");
-        assert!(!err.contains("main.py"), "code:{path}: {err}");
-    }
-    // Images too: a layout or an archive outside the roots, or missing, is refused alike.
-    for reference in [format!("oci:{outside_g}"), "oci-archive:/etc/passwd".into(), "oci-archive:/nope.tar".into()] {
-        let err = register_err(&w, "img", &reference);
-        assert!(err.contains("is not under the configured code_roots (or does not exist)"), "{reference}: {err}");
-    }
-    // A folder under a root without main.py may say so: the folder is one clients may name.
+    // A folder under a root without main.py, and a main.py that is a link, look the same.
     std::fs::create_dir_all(root.join("empty")).unwrap();
-    let err = register_err(&w, "empty", &format!("code:{}", root.join("empty").display()));
-    assert!(err.contains("has no main.py"), "{err}");
+    std::fs::create_dir_all(root.join("linked")).unwrap();
+    std::os::unix::fs::symlink(root.join("f/main.py"), root.join("linked/main.py")).unwrap();
+    let (empty, linked) = (root.join("empty").display().to_string(), root.join("linked").display().to_string());
+    let all = [&outside_g, &missing, &link, &state_s, &runtime, &empty, &linked];
+    for path in all.into_iter().map(String::as_str).chain(["/proc", "/proc/1", "/sys", "/dev", "/etc", "/", "/root"]) {
+        let err = register_err(&w, "refused", &format!("code:{path}"));
+        // Nothing else is said: the line ends with the generic error.
+        let line = err.lines().find(|l| l.contains("code_roots")).unwrap_or_else(|| panic!("code:{path}: {err}"));
+        assert!(line.ends_with(&generic(path)), "code:{path}: {err}");
+    }
+    // Images too: a layout or an archive outside the roots, missing, or incomplete.
+    for reference in [format!("oci:{outside_g}"), format!("oci:{empty}"), "oci:/etc".into()] {
+        let err = register_err(&w, "img", &reference);
+        let want = "is not an OCI image layout (with index.json) under the configured code_roots (or does not exist)";
+        assert!(err.contains(&format!("{reference} {want}")), "{reference}: {err}");
+    }
+    let not_a_file = root.join("f").display().to_string();
+    for path in ["/etc/passwd", "/nope.tar", &not_a_file] {
+        let err = register_err(&w, "img", &format!("oci-archive:{path}"));
+        let want = "is not a file under the configured code_roots (or does not exist)";
+        assert!(err.contains(&format!("oci-archive:{path} {want}")), "{path}: {err}");
+    }
     // The worker still serves.
     assert_eq!(body(&w, "inside"), json!({"from": "root"}));
     drop(w);
@@ -169,7 +180,7 @@ fn a_restart_opens_and_checks_registrations_again() {
     let e = w.invoke_err("f", "{}");
     assert_eq!(e["result"]["kind"], "cold_start_failed", "{e}");
     let msg = e["result"]["Error"].as_str().unwrap();
-    assert!(msg.contains("is not a folder under the configured code_roots (or does not exist)"), "{e}");
+    assert!(msg.contains("is not a folder holding main.py under the configured code_roots (or does not exist)"), "{e}");
     assert!(!msg.contains("outside"), "{e}");
     assert_eq!(body(&w, "stays"), json!({"from": "stays"}));
     // Put back, and registered again, it runs.

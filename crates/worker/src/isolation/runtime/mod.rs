@@ -285,17 +285,24 @@ fn bad_reference(spec: &FunctionSpec, why: String) -> IsolationError {
     IsolationError::BadReference { backend: "runtime", reference: iluvatar_core::shown_reference(&spec.image), why }
 }
 
-/// The one answer for a path that is refused, missing or of the wrong kind: it does not
-/// tell a client which host paths exist.
+/// The one answer for a path that is refused, missing, of the wrong kind, or without its
+/// main.py or index.json: it does not tell a client which host paths exist.
 fn refused_path(spec: &FunctionSpec, parsed: &Parsed) -> IsolationError {
     let why = match parsed {
-        Parsed::Code(dir, ..) => {
-            format!("code:{} is not a folder under the configured code_roots (or does not exist)", dir.display())
+        Parsed::Code(dir, ..) => format!(
+            "code:{} is not a folder holding main.py under the configured code_roots (or does not exist)",
+            dir.display()
+        ),
+        Parsed::Image(r) if r.archive => {
+            format!(
+                "oci-archive:{} is not a file under the configured code_roots (or does not exist)",
+                r.path.display()
+            )
         }
-        Parsed::Image(r) => {
-            let scheme = if r.archive { "oci-archive" } else { "oci" };
-            format!("{scheme}:{} is not under the configured code_roots (or does not exist)", r.path.display())
-        }
+        Parsed::Image(r) => format!(
+            "oci:{} is not an OCI image layout (with index.json) under the configured code_roots (or does not exist)",
+            r.path.display()
+        ),
     };
     bad_reference(spec, why)
 }
@@ -311,16 +318,14 @@ impl RuntimeBackend {
             Parsed::Image(r) => (r.path.as_path(), roots::Kind::Folder),
         };
         let handle = self.roots.open(path, kind).ok_or_else(|| refused_path(spec, &parsed))?;
+        // A regular file, not a link: the folder's contents are checked through the handle.
         let inside = |name: &str| std::fs::symlink_metadata(handle.proc_path().join(name)).is_ok_and(|m| m.is_file());
-        match &parsed {
-            Parsed::Code(dir, ..) if !inside("main.py") => {
-                return Err(bad_reference(spec, format!("folder {} has no main.py", dir.display())));
-            }
-            Parsed::Image(r) if !r.archive && !inside("index.json") => {
-                let why = format!("{} is not an OCI image layout (no index.json)", r.path.display());
-                return Err(bad_reference(spec, why));
-            }
-            _ => {}
+        let complete = match &parsed {
+            Parsed::Code(..) => inside("main.py"),
+            Parsed::Image(r) => r.archive || inside("index.json"),
+        };
+        if !complete {
+            return Err(refused_path(spec, &parsed));
         }
         Ok(Arc::new(handle))
     }
