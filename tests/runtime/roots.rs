@@ -211,3 +211,26 @@ fn a_worker_beyond_loopback_needs_code_roots() {
     assert!(stderr.contains("code_roots is empty") && stderr.contains("beyond loopback"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_image_archive_swapped_after_registration_changes_nothing() {
+    let base = iluvatar_e2e::unique_dir("image-swap");
+    let root = base.join("root");
+    function(&base.join("src-a"), "image a");
+    function(&base.join("src-b"), "image b");
+    std::fs::create_dir_all(root.join("other")).unwrap();
+    // Same tag in both, so that the swapped-in archive would run if it were read.
+    let archive = crate::images::build_image(&base.join("src-a"), &root, "t");
+    let other = crate::images::build_image(&base.join("src-b"), &root.join("other"), "t");
+    let w = RuntimeWorker::start(json!({
+        "isolation": {"backends": [{"type": "runtime", "standby": 0, "code_roots": [root]}]},
+    }));
+    register_ok(&w, "img", &format!("oci-archive:{}:t", archive.display()));
+    std::fs::rename(&archive, root.join("moved.tar")).unwrap();
+    std::os::unix::fs::symlink(&other, &archive).unwrap();
+    let r = w.invoke_ok("img", "{}");
+    assert_eq!(r["result"]["body"], json!({"from": "image a"}), "{r}");
+    // Registered anew, the link is resolved anew: b (it lies under the root too).
+    register_ok(&w, "img2", &format!("oci-archive:{}:t", archive.display()));
+    assert_eq!(body(&w, "img2"), json!({"from": "image b"}));
+}

@@ -86,12 +86,15 @@ impl ImageStore {
         })
     }
 
-    /// Extracts an archive into a layout directory keyed by the archive's path, size and
-    /// modification time, so that a changed archive is extracted anew.
+    /// Extracts an archive into a layout directory keyed by the archive file's identity
+    /// (device and inode: the path is the registration's `/proc/self/fd/N` handle, whose
+    /// number means nothing after a restart), size and modification time, so that a changed
+    /// archive is extracted anew.
     fn extract_archive(&self, path: &Path) -> Result<PathBuf, String> {
+        use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(path).map_err(|e| format!("image archive {}: {e}", path.display()))?;
         let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
-        let id = format!("{}|{}|{}", path.display(), meta.len(), mtime.as_nanos());
+        let id = format!("{}:{}|{}|{}", meta.dev(), meta.ino(), meta.len(), mtime.as_nanos());
         let dst = self.dir.join("archives").join(format!("{:016x}", super::fnv1a(id.as_bytes())));
         if dst.join("index.json").is_file() {
             return Ok(dst);
