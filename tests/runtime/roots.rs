@@ -62,6 +62,15 @@ fn code_roots_admit_only_folders_under_them_with_one_error_for_the_rest() {
     let state = state.canonicalize().unwrap();
     register_ok(&w, "inside", &format!("code:{}", root.join("f").display()));
     assert_eq!(body(&w, "inside"), json!({"from": "root"}));
+    // Registrations of one folder share one descriptor of it.
+    register_ok(&w, "inside2", &format!("code:{}?X=1", root.join("f").display()));
+    register_ok(&w, "inside3", &format!("code:{}/", root.join("f").display()));
+    let held = std::fs::read_dir(format!("/proc/{}/fd", w.pid()))
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == root.join("f")))
+        .count();
+    assert_eq!(held, 1, "the worker holds the folder open once");
 
     let generic = |path: &str| {
         format!("code:{path} is not a folder holding main.py under the configured code_roots (or does not exist)")

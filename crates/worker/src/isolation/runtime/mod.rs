@@ -126,9 +126,17 @@ pub struct RuntimeBackend {
     me: std::sync::Weak<RuntimeBackend>,
     /// What registrations may name.
     roots: roots::Roots,
-    /// The folder or image file of each registration (fqdn, reference), opened and checked
-    /// when it was registered (or reloaded at start), and used only through the handle.
-    handles: Mutex<HashMap<(String, String), Arc<roots::Handle>>>,
+    /// The folder or image file of each registration, opened and checked when it was
+    /// registered (or reloaded at start), and used only through the handle.
+    handles: Mutex<Handles>,
+}
+
+#[derive(Default)]
+struct Handles {
+    /// By (fqdn, reference).
+    registrations: HashMap<(String, String), Arc<roots::Handle>>,
+    /// By the file's (device, inode): registrations of one folder share one descriptor.
+    files: HashMap<(u64, u64), std::sync::Weak<roots::Handle>>,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> IsolationError {
@@ -317,7 +325,10 @@ impl RuntimeBackend {
             Parsed::Image(r) if r.archive => (r.path.as_path(), roots::Kind::File),
             Parsed::Image(r) => (r.path.as_path(), roots::Kind::Folder),
         };
-        let handle = self.roots.open(path, kind).ok_or_else(|| refused_path(spec, &parsed))?;
+        let handle = self.roots.open(path, kind).map_err(|refused| match refused {
+            roots::Refused::Path => refused_path(spec, &parsed),
+            roots::Refused::Worker(why) => IsolationError::Io(why),
+        })?;
         // A regular file, not a link: the folder's contents are checked through the handle.
         let inside = |name: &str| std::fs::symlink_metadata(handle.proc_path().join(name)).is_ok_and(|m| m.is_file());
         let complete = match &parsed {
@@ -336,7 +347,7 @@ impl RuntimeBackend {
     fn source(&self, spec: &FunctionSpec) -> Result<Source, IsolationError> {
         let parsed = parse(spec)?;
         let key = (spec.fqdn().0, spec.image.clone());
-        let Some(handle) = self.handles.lock().unwrap().get(&key).cloned() else {
+        let Some(handle) = self.handles.lock().unwrap().registrations.get(&key).cloned() else {
             return Err(refused_path(spec, &parsed));
         };
         Ok(match parsed {
@@ -364,12 +375,20 @@ impl IsolationBackend for RuntimeBackend {
 
     fn registered(&self, spec: &FunctionSpec) -> Result<(), IsolationError> {
         let key = (spec.fqdn().0, spec.image.clone());
-        if self.handles.lock().unwrap().contains_key(&key) {
+        if self.handles.lock().unwrap().registrations.contains_key(&key) {
             return Ok(());
         }
-        let handle = self.open_source(spec)?;
-        tracing::debug!(fqdn = key.0, path = %handle.real.display(), "registered path opened");
-        self.handles.lock().unwrap().entry(key).or_insert(handle);
+        let opened = self.open_source(spec)?;
+        tracing::debug!(fqdn = key.0, path = %opened.real.display(), "registered path opened");
+        let mut handles = self.handles.lock().unwrap();
+        let handle = match handles.files.get(&opened.id).and_then(std::sync::Weak::upgrade) {
+            Some(same) => same,
+            None => {
+                handles.files.insert(opened.id, Arc::downgrade(&opened));
+                opened
+            }
+        };
+        handles.registrations.entry(key).or_insert(handle);
         Ok(())
     }
 

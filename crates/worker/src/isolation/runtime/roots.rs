@@ -30,12 +30,23 @@ pub enum Kind {
     File,
 }
 
+/// Why a path cannot be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Refused, missing or of the wrong kind: the caller answers one generic error.
+    Path,
+    /// The worker itself cannot open it now (out of file descriptors or memory).
+    Worker(String),
+}
+
 /// An opened, checked path, kept for the registration's life.
 #[derive(Debug)]
 pub struct Handle {
     file: std::fs::File,
     /// Where it was when it was opened (for logs only; never used to reach it).
     pub real: PathBuf,
+    /// The file's device and inode: registrations of one file share one handle.
+    pub id: (u64, u64),
 }
 
 impl Handle {
@@ -73,32 +84,40 @@ impl Roots {
         Ok(Roots { roots, refused })
     }
 
-    /// Opens `path` and checks where it really is. `None` for every refusal, whatever the
-    /// reason: the caller answers one generic error.
-    pub fn open(&self, path: &Path, kind: Kind) -> Option<Handle> {
+    /// Opens `path` and checks where it really is. Every refusal is `Refused::Path`,
+    /// whatever the reason, but the worker's own shortage of descriptors or memory.
+    pub fn open(&self, path: &Path, kind: Kind) -> Result<Handle, Refused> {
+        use std::os::unix::fs::MetadataExt;
         // `..` is refused outright: it never names anything a plain path could not.
         if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
-            return None;
+            return Err(Refused::Path);
         }
         let mut flags = nix::libc::O_PATH | nix::libc::O_CLOEXEC;
         if kind == Kind::Folder {
             flags |= nix::libc::O_DIRECTORY;
         }
-        let file = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path).ok()?;
-        let meta = file.metadata().ok()?;
+        let file = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path).map_err(|e| {
+            match e.raw_os_error() {
+                Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOMEM) => {
+                    Refused::Worker(format!("the worker cannot open the path now: {e}"))
+                }
+                _ => Refused::Path,
+            }
+        })?;
+        let meta = file.metadata().map_err(|_| Refused::Path)?;
         let right_kind = match kind {
             Kind::Folder => meta.is_dir(),
             Kind::File => meta.is_file(),
         };
         if !right_kind {
-            return None;
+            return Err(Refused::Path);
         }
         // Where the kernel says the open file is: every link on the way already followed.
-        let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(|_| Refused::Path)?;
         if !self.allows(&real) {
-            return None;
+            return Err(Refused::Path);
         }
-        Some(Handle { file, real })
+        Ok(Handle { file, real, id: (meta.dev(), meta.ino()) })
     }
 
     /// Whether a canonical path may be used: under a root (if any), and neither in nor
@@ -146,28 +165,29 @@ mod tests {
         assert_eq!(h.real, root.join("f"));
         assert!(h.proc_path().join("main.py").is_file());
         // A link under the root leading out is refused; a link outside leading in is allowed.
-        assert!(r.open(&root.join("link"), Kind::Folder).is_none());
-        assert_eq!(r.open(&outside.join("in"), Kind::Folder).unwrap().real, root.join("f"));
-        assert!(r.open(&outside.join("g"), Kind::Folder).is_none());
-        assert!(r.open(&root.join("missing"), Kind::Folder).is_none());
-        assert!(r.open(&root.join("f/main.py"), Kind::Folder).is_none(), "a file is not a folder");
-        assert!(r.open(&root.join("f/main.py"), Kind::File).is_some());
-        assert!(r.open(&root.join("f/../f"), Kind::Folder).is_none(), "no ..");
-        assert!(r.open(Path::new("relative"), Kind::Folder).is_none());
+        assert!(r.open(&root.join("link"), Kind::Folder).is_err());
+        let via_link = r.open(&outside.join("in"), Kind::Folder).unwrap();
+        assert_eq!((via_link.real.as_path(), via_link.id), (root.join("f").as_path(), h.id));
+        assert!(r.open(&outside.join("g"), Kind::Folder).is_err());
+        assert!(r.open(&root.join("missing"), Kind::Folder).is_err());
+        assert!(r.open(&root.join("f/main.py"), Kind::Folder).is_err(), "a file is not a folder");
+        assert!(r.open(&root.join("f/main.py"), Kind::File).is_ok());
+        assert!(r.open(&root.join("f/../f"), Kind::Folder).is_err(), "no ..");
+        assert!(r.open(Path::new("relative"), Kind::Folder).is_err());
 
         // No roots: anything but the refused paths and their parents.
         let any = Roots::new(&[], &state, false).unwrap();
-        assert!(any.open(&outside.join("g"), Kind::Folder).is_some());
+        assert!(any.open(&outside.join("g"), Kind::Folder).is_ok());
         for refused in [state.clone(), state.join("runtime"), base.clone(), "/proc".into(), "/proc/1".into()] {
-            assert!(any.open(&refused, Kind::Folder).is_none(), "{} is refused", refused.display());
+            assert!(any.open(&refused, Kind::Folder).is_err(), "{} is refused", refused.display());
         }
         for refused in ["/sys", "/dev", "/"] {
-            assert!(any.open(Path::new(refused), Kind::Folder).is_none(), "{refused} is refused");
+            assert!(any.open(Path::new(refused), Kind::Folder).is_err(), "{refused} is refused");
         }
         // A root holding the state dir still refuses it.
         let wide = Roots::new(std::slice::from_ref(&base), &state, true).unwrap();
-        assert!(wide.open(&state.join("runtime"), Kind::Folder).is_none());
-        assert!(wide.open(&outside.join("g"), Kind::Folder).is_some());
+        assert!(wide.open(&state.join("runtime"), Kind::Folder).is_err());
+        assert!(wide.open(&outside.join("g"), Kind::Folder).is_ok());
 
         let e = Roots::new(&[], &state, true).unwrap_err();
         assert!(e.contains("code_roots is empty") && e.contains("beyond loopback"), "{e}");
