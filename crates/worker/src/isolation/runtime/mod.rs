@@ -12,8 +12,8 @@ mod cgroup;
 mod container;
 mod image;
 pub mod launcher;
-mod seccomp;
 pub mod roots;
+mod seccomp;
 mod spec;
 mod standby;
 
