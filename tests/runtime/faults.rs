@@ -188,7 +188,7 @@ async fn bad_code_references_are_refused_at_registration() {
         "--isolation",
         "runtime",
     ]);
-    assert!(err.contains("registration failed") && err.contains("has no main.py"), "{err}");
+    assert!(err.contains("registration failed") && err.contains("is not a folder holding main.py"), "{err}");
     assert!(err.contains(&no_main.display().to_string()), "{err}");
 
     for (image, needles) in [

@@ -15,7 +15,7 @@ mod lifecycle;
 mod limits;
 mod network;
 mod restart;
-
+mod roots;
 mod standby;
 mod util;
 mod wedge;

@@ -13,4 +13,5 @@ mod http_api;
 mod keep_alive;
 mod memory;
 mod overload;
+mod secrets;
 mod shutdown;

@@ -342,7 +342,8 @@ impl ControllerApi {
             .map(|r| rpc::RegisteredFunction {
                 function_name: r.function_name.clone(),
                 function_version: r.function_version.clone(),
-                image_name: r.image_name.clone(),
+                // Environment values in a code reference are never shown.
+                image_name: iluvatar_core::shown_reference(&r.image_name),
             })
             .collect();
         functions.sort_by(|a, b| (&a.function_name, &a.function_version).cmp(&(&b.function_name, &b.function_version)));

@@ -92,9 +92,17 @@ fn differences(old: &rpc::RegisterRequest, new: &rpc::RegisterRequest) -> Vec<St
     else {
         return vec!["(unreadable registration)".into()];
     };
+    // A reference's environment values are never shown, not even to say they differ.
+    let shown = |k: &str, v: &serde_json::Value| match (k, v.as_str()) {
+        ("image_name", Some(r)) => serde_json::Value::String(iluvatar_core::shown_reference(r)),
+        _ => v.clone(),
+    };
     old.iter()
         .filter(|(k, v)| k.as_str() != "transaction_id" && new.get(k.as_str()) != Some(v))
-        .map(|(k, v)| format!("{k}: registered {v}, asked {}", new.get(k.as_str()).cloned().unwrap_or_default()))
+        .map(|(k, v)| {
+            let asked = new.get(k.as_str()).map(|w| shown(k, w)).unwrap_or_default();
+            format!("{k}: registered {}, asked {asked}", shown(k, v))
+        })
         .collect()
 }
 
@@ -284,5 +292,9 @@ mod tests {
         assert!(differences(&a, &b).is_empty());
         let c = rpc::RegisterRequest { memory: 32, ..a.clone() };
         assert_eq!(differences(&a, &c), ["memory: registered 16, asked 32"]);
+        let d = rpc::RegisterRequest { image_name: "code:/f?KEY=old-secret".into(), ..a.clone() };
+        let e = rpc::RegisterRequest { image_name: "code:/f?KEY=new-secret".into(), ..a.clone() };
+        let diff = differences(&d, &e).join("; ");
+        assert!(!diff.contains("secret") && diff.contains("KEY=<hidden>"), "{diff}");
     }
 }

@@ -21,6 +21,14 @@ pub enum StoreError {
     Corrupt { key: String, why: String },
 }
 
+/// Creates `path` readable and writable by its owner only (0600), or narrows an existing
+/// file to that: registrations may carry secrets (environment values of code references).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 fn store_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Store(e.to_string())
 }
@@ -41,6 +49,7 @@ impl Store {
         let path = state_dir.join(DB_FILE);
         let open_err = |why: String| StoreError::Open { path: path.display().to_string(), why };
         std::fs::create_dir_all(state_dir).map_err(|e| open_err(e.to_string()))?;
+        create_private(&path).map_err(|e| open_err(e.to_string()))?;
         let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
         let txn = db.begin_write().map_err(store_err)?;
         txn.open_table(FUNCTIONS).map_err(store_err)?;
@@ -90,5 +99,26 @@ impl Store {
 
     pub async fn put_worker(&self, w: &rpc::RegisterWorkerRequest) -> Result<(), StoreError> {
         self.put(WORKERS, w.name.clone(), serde_json::to_vec(w).map_err(store_err)?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_store_file_is_the_owners_only() {
+        let dir = std::env::temp_dir().join(format!("iluvatar-store-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mode = || std::fs::metadata(dir.join(DB_FILE)).unwrap().permissions().mode() & 0o777;
+        drop(Store::open(&dir).unwrap());
+        assert_eq!(mode(), 0o600);
+        // One written before stores were private is narrowed when opened.
+        std::fs::set_permissions(dir.join(DB_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(&dir).unwrap());
+        assert_eq!(mode(), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -66,13 +66,32 @@ async fn registrations_fan_out_round_robin_spreads_and_a_restarted_controller_re
     assert_eq!(done.expect("async result")["success"], true);
     assert!(ctl.cli(&["prewarm", "--name", "g", "--version", "1"])["message"].as_str().unwrap().contains("worker w"));
     assert_eq!(ctl.cli(&["ping"])["message"], "Pong");
+    // Environment values of a code reference are never shown, and the store is private.
+    let out = ctl.cli(&[
+        "register",
+        "--name",
+        "e",
+        "--version",
+        "1",
+        "--image",
+        "code:/srv/e?API_KEY=s3cret",
+        "--isolation",
+        "sim",
+    ]);
+    assert_eq!(out["fqdn"], "e-1", "{out}");
+    let list = ctl.http_get("/functions");
+    assert!(!list.contains("s3cret") && list.contains("code:/srv/e?API_KEY=<hidden>"), "{list}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(state.join("controller.redb")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the controller's store is its owner's only");
 
     // A restarted controller knows its functions and its workers (they do not register
     // again: it reads them from its store and health-checks them back into service).
     assert!(ctl.proc.stop().success());
     drop(ctl);
     let ctl = Controller::start_in(json!({"type": "round_robin"}), &state);
-    assert_eq!(ctl.proc.ready["functions"], 2, "{}", ctl.proc.ready);
+    assert_eq!(ctl.proc.ready["functions"], 3, "{}", ctl.proc.ready);
     assert_eq!(ctl.proc.ready["workers"], 3, "{}", ctl.proc.ready);
     ctl.wait_healthy(3);
     let placed = tally(&invoke_n(&ctl, "f", 6).await);

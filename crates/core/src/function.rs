@@ -93,6 +93,22 @@ impl FunctionSpec {
     }
 }
 
+/// A reference as it may be shown: the values of the environment variables a code reference
+/// carries (`code:/f?API_KEY=secret`) replaced by `<hidden>`, so that `list`, conflicts and
+/// errors never echo them; `network=...` is not a secret and is kept.
+pub fn shown_reference(reference: &str) -> String {
+    let Some((base, query)) = reference.split_once('?') else { return reference.to_string() };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("network", v)) => format!("network={v}"),
+            Some((k, _)) => format!("{k}=<hidden>"),
+            None => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
+}
+
 fn check_ident(field: &'static str, value: &str) -> Result<(), SpecError> {
     if value.is_empty() {
         return Err(SpecError::Empty(field));
@@ -228,6 +244,16 @@ pub enum SpecError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_references_hide_environment_values_only() {
+        assert_eq!(shown_reference("code:/f"), "code:/f");
+        assert_eq!(
+            shown_reference("code:/f?API_KEY=s3cret&network=loopback&X=a=b"),
+            "code:/f?API_KEY=<hidden>&network=loopback&X=<hidden>"
+        );
+        assert_eq!(shown_reference("oci:/img:latest"), "oci:/img:latest");
+    }
 
     fn spec() -> FunctionSpec {
         FunctionSpec {

@@ -10,5 +10,5 @@ pub mod metrics;
 pub mod policy;
 
 pub use env::{Clock, Env, Rng, SplitMix64};
-pub use function::{Fqdn, FunctionSpec, Language, ResourceTimings, SpecError, SpecLimits};
+pub use function::{Fqdn, FunctionSpec, Language, ResourceTimings, SpecError, SpecLimits, shown_reference};
 pub use invocation::{ContainerState, Timings};

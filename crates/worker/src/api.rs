@@ -65,8 +65,17 @@ impl WorkerApi {
     pub fn build(config: WorkerConfig, env: Env, host: Arc<dyn HostStats>) -> anyhow::Result<Arc<Self>> {
         use anyhow::Context;
         let registry = Registry::open(&config.state_dir)?;
-        let ctx = BackendContext { env: env.clone(), state_dir: config.state_dir.clone() };
+        let loopback = |a: &str| crate::isolation::runtime::roots::is_loopback(a);
+        let beyond_loopback =
+            !loopback(&config.grpc.address) || (config.http.enabled && !loopback(&config.http.address));
+        let ctx = BackendContext { env: env.clone(), state_dir: config.state_dir.clone(), beyond_loopback };
         let backends = Backends::build(&config.isolation.backends, &ctx).context("building isolation backends")?;
+        // Stored registrations are opened (and checked) again, as when they were registered.
+        for spec in registry.list() {
+            if let Some(Err(e)) = backends.get(spec.isolation).map(|b| b.registered(&spec)) {
+                tracing::warn!(fqdn = %spec.fqdn(), error = %e, "a registered function cannot be used until registered again");
+            }
+        }
         let metrics = Arc::new(Metrics::default());
         let p = &config.container_pool;
         let policies = PoolPolicies {
@@ -158,8 +167,13 @@ impl WorkerApi {
             Err(e) => return fail(e),
         };
         let fqdn = spec.fqdn().0;
-        match self.registry.register(spec).await {
+        let backend = self.backends.get(spec.isolation).cloned();
+        match self.registry.register(spec.clone()).await {
             Ok(outcome) => {
+                // The backend keeps what it checked (an opened folder) for the function's life.
+                if let Some(Err(e)) = backend.map(|b| b.registered(&spec)) {
+                    return fail(e.to_string());
+                }
                 if outcome == Registered::New {
                     self.metrics.registrations.fetch_add(1, Ordering::Relaxed);
                 }
@@ -360,7 +374,8 @@ impl WorkerApi {
             .map(|s| rpc::RegisteredFunction {
                 function_name: s.name.clone(),
                 function_version: s.version.clone(),
-                image_name: s.image.clone(),
+                // Environment values in a code reference are never shown.
+                image_name: iluvatar_core::shown_reference(&s.image),
             })
             .collect();
         rpc::ListFunctionResponse { functions }

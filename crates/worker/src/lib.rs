@@ -185,7 +185,8 @@ async fn register_with_controller(link: config::ControllerLink, me: iluvatar_rpc
 /// are kept. Returns how many things each backend removed.
 pub async fn clean(config: &WorkerConfig, env: Env) -> anyhow::Result<Vec<(String, usize)>> {
     let _lock = state_lock::StateLock::acquire(&config.state_dir)?;
-    let ctx = isolation::BackendContext { env, state_dir: config.state_dir.clone() };
+    // Cleaning serves no client: where the worker listens does not matter.
+    let ctx = isolation::BackendContext { env, state_dir: config.state_dir.clone(), beyond_loopback: false };
     let backends = isolation::Backends::build(&config.isolation.backends, &ctx)?;
     let mut removed = Vec::new();
     for b in backends.all() {

@@ -25,6 +25,14 @@ pub enum RegistryError {
     Conflict { fqdn: String, differences: String },
 }
 
+/// Creates `path` readable and writable by its owner only (0600), or narrows an existing
+/// file to that: registrations may carry secrets (environment values of code references).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 fn store_err(e: impl std::fmt::Display) -> RegistryError {
     RegistryError::Store(e.to_string())
 }
@@ -49,6 +57,7 @@ impl Registry {
         let path = state_dir.join(DB_FILE);
         let open_err = |why: String| RegistryError::Open { path: path.display().to_string(), why };
         std::fs::create_dir_all(state_dir).map_err(|e| open_err(e.to_string()))?;
+        create_private(&path).map_err(|e| open_err(e.to_string()))?;
         let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
         let txn = db.begin_write().map_err(store_err)?;
         txn.open_table(FUNCTIONS).map_err(store_err)?;
@@ -113,9 +122,17 @@ impl Registry {
 fn differences(old: &FunctionSpec, new: &FunctionSpec) -> String {
     let (a, b) = (serde_json::to_value(old).unwrap_or_default(), serde_json::to_value(new).unwrap_or_default());
     let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return String::new() };
+    // A reference's environment values are never shown, not even to say they differ.
+    let shown = |k: &str, v: &serde_json::Value| match (k, v.as_str()) {
+        ("image", Some(r)) => serde_json::Value::String(iluvatar_core::shown_reference(r)),
+        _ => v.clone(),
+    };
     a.iter()
         .filter(|(k, v)| b.get(*k) != Some(v))
-        .map(|(k, v)| format!("{k}: registered {v}, asked {}", b.get(k).cloned().unwrap_or_default()))
+        .map(|(k, v)| {
+            let asked = b.get(k).map(|w| shown(k, w)).unwrap_or_default();
+            format!("{k}: registered {}, asked {asked}", shown(k, v))
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -154,8 +171,31 @@ mod tests {
             assert!(e.contains("memory_mb: registered 128, asked 256"), "{e}");
         }
         let r = Registry::open(&dir).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(DB_FILE)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the registry file is the owner's only");
         assert_eq!(r.len(), 1);
         assert_eq!(r.get("f-1").unwrap().memory_mb, 128);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn conflicts_never_show_environment_values_and_old_files_are_narrowed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("iluvatar-registry-env-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A registry written before files were private: opening it narrows it.
+        drop(Database::create(dir.join(DB_FILE)).unwrap());
+        std::fs::set_permissions(dir.join(DB_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let r = Registry::open(&dir).unwrap();
+        let mode = std::fs::metadata(dir.join(DB_FILE)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let with = |image: &str| FunctionSpec { image: image.into(), ..spec(128) };
+        r.register(with("code:/f?API_KEY=first-secret")).await.unwrap();
+        let e = r.register(with("code:/f?API_KEY=second-secret")).await.unwrap_err().to_string();
+        assert!(!e.contains("secret"), "{e}");
+        assert!(e.contains("API_KEY=<hidden>"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

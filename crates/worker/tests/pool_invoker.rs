@@ -48,7 +48,7 @@ fn pool(total_mb: u64, ttl_ms: u64, memory_wait_ms: u64) -> Arc<ContainerPool> {
 }
 
 fn pool_with(env: Env, total_mb: u64, ttl_ms: u64, memory_wait_ms: u64) -> Arc<ContainerPool> {
-    let ctx = BackendContext { env: env.clone(), state_dir: std::env::temp_dir() };
+    let ctx = BackendContext { env: env.clone(), state_dir: std::env::temp_dir(), beyond_loopback: false };
     let backends = Backends::build(&[BackendConfig::Sim(Default::default())], &ctx).unwrap();
     let policies = PoolPolicies {
         eviction: EvictionConfig::Lru.build(),

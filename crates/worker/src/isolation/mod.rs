@@ -60,6 +60,12 @@ pub trait IsolationBackend: Send + Sync {
     fn flag(&self) -> u32;
     /// Checks at registration that the function's image or code reference can be used.
     fn check_reference(&self, spec: &FunctionSpec) -> Result<(), IsolationError>;
+    /// Called once a registration is stored, and for every stored one at start: the backend
+    /// may open (and check again) what the reference names and keep it for the function's
+    /// life. An error leaves the function registered but unable to start containers.
+    fn registered(&self, _spec: &FunctionSpec) -> Result<(), IsolationError> {
+        Ok(())
+    }
     fn create<'a>(&'a self, req: CreateRequest<'a>) -> BoxFuture<'a, Result<Box<dyn Container>, IsolationError>>;
     fn remove<'a>(&'a self, container: Box<dyn Container>) -> BoxFuture<'a, Result<(), IsolationError>>;
     /// Removes whatever an earlier run of the worker left behind; returns how many things.
@@ -111,13 +117,16 @@ pub enum BackendConfig {
 pub struct BackendContext {
     pub env: Env,
     pub state_dir: PathBuf,
+    /// The worker listens on an address beyond loopback (others may be its clients).
+    pub beyond_loopback: bool,
 }
 
 impl BackendConfig {
     pub fn build(&self, ctx: &BackendContext) -> Result<Arc<dyn IsolationBackend>, IsolationError> {
         match self {
             BackendConfig::Runtime(c) => {
-                Ok(runtime::RuntimeBackend::new(c.clone(), &ctx.state_dir, ctx.env.clock.clone())?)
+                let clock = ctx.env.clock.clone();
+                Ok(runtime::RuntimeBackend::new(c.clone(), &ctx.state_dir, clock, ctx.beyond_loopback)?)
             }
             BackendConfig::Sim(c) => Ok(Arc::new(sim::SimBackend::new(c.clone(), ctx.env.clone()))),
         }

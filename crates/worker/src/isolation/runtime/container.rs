@@ -3,7 +3,7 @@
 
 use super::agent::{AgentConnection, AgentFailure};
 use super::launcher::{LaunchError, Request, reap};
-use super::{RuntimeBackend, Source, cgroup, io_err, log_tail, source, spec};
+use super::{RuntimeBackend, Source, cgroup, io_err, log_tail, roots, spec};
 use crate::isolation::{BoxFuture, CallRequest, CallResult, Container, CreateRequest, IsolationError};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,8 @@ pub(super) struct Files {
     pub log: PathBuf,
     /// Where a standby container's function folder is mounted.
     pub slot: PathBuf,
+    /// Where a started container's code folder is staged (mounted from its handle).
+    pub code: PathBuf,
 }
 
 impl RuntimeBackend {
@@ -28,6 +30,7 @@ impl RuntimeBackend {
             sockets: self.dirs.sockets.join(key),
             log: self.dirs.logs.join(format!("{key}.log")),
             slot: self.dirs.slots.join(key),
+            code: self.dirs.staging.join(format!("{key}-code")),
         }
     }
 
@@ -43,7 +46,7 @@ impl RuntimeBackend {
         let started = async {
             self.prepare_dirs(&files)?;
             let config = self.config_for(&req, &key, &files).await?;
-            let loopback = matches!(source(req.spec)?, Source::Code(_, _, true));
+            let loopback = matches!(self.source(req.spec)?, Source::Code(_, _, true));
             self.boot(&id, req.tid, &files, config, req.spec.memory_mb, loopback).await
         };
         match started.await {
@@ -80,7 +83,7 @@ impl RuntimeBackend {
         files: &Files,
     ) -> Result<serde_json::Value, IsolationError> {
         let start_err = |why: String| IsolationError::Start { id: req.container_id.to_string(), why };
-        let source = source(req.spec)?;
+        let source = self.source(req.spec)?;
         let image = match &source {
             Source::Image(r) => {
                 let (store, r) = (self.images.clone(), r.clone());
@@ -95,8 +98,12 @@ impl RuntimeBackend {
         };
         let (rootfs, binds, args, env, cwd) = match (&source, &image) {
             (Source::Code(code, extra_env, _), _) => {
+                // libcontainer resolves a bind's source by its path (canonicalize, then
+                // open_tree): the container binds the staged mount of the handle, never
+                // the registered path.
+                stage_code(code, &files.code).map_err(start_err)?;
                 let (binds, args, mut env) =
-                    spec::code_function(code, &self.dirs.agent, &files.sockets, &self.config.python);
+                    spec::code_function(&files.code, &self.dirs.agent, &files.sockets, &self.config.python);
                 env.extend(extra_env.iter().cloned());
                 (self.dirs.rootfs.as_path(), binds, args, env, "/tmp")
             }
@@ -223,14 +230,28 @@ impl RuntimeBackend {
     }
 }
 
-/// Removes a container's files; its socket and slot directories are mount points.
+/// Mounts the folder a handle holds at `stage`, read-only: the kernel follows the handle's
+/// `/proc/self/fd` link to the opened folder itself, whatever its path names now.
+fn stage_code(code: &roots::Handle, stage: &Path) -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    std::fs::create_dir_all(stage).map_err(|e| format!("creating {}: {e}", stage.display()))?;
+    let source = code.proc_path();
+    mount(Some(&source), stage, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| format!("binding the function's folder: {e}"))?;
+    let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(None::<&str>, stage, None::<&str>, ro, None::<&str>).map_err(|e| format!("making it read-only: {e}"))
+}
+
+/// Removes a container's files; its socket, slot and code directories are mount points
+/// (a staged code folder is only ever unmounted and removed empty, never recursed into).
 pub(super) fn remove_files(files: &Files) {
-    for m in [&files.sockets, &files.slot] {
+    for m in [&files.sockets, &files.slot, &files.code] {
         let _ = nix::mount::umount2(m.as_path(), nix::mount::MntFlags::MNT_DETACH);
     }
     let _ = std::fs::remove_dir_all(&files.bundle);
     let _ = std::fs::remove_dir_all(&files.sockets);
     let _ = std::fs::remove_dir(&files.slot);
+    let _ = std::fs::remove_dir(&files.code);
     let _ = std::fs::remove_file(&files.log);
 }
 

@@ -13,6 +13,7 @@ mod container;
 mod image;
 pub use image::ImageLimits;
 pub mod launcher;
+pub mod roots;
 mod seccomp;
 mod spec;
 mod standby;
@@ -20,7 +21,9 @@ mod standby;
 use super::{BoxFuture, Container, CreateRequest, IsolationBackend, IsolationError};
 use iluvatar_core::FunctionSpec;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The agent, built into the worker so that it is where the worker expects it.
@@ -56,6 +59,11 @@ pub struct RuntimeConfig {
     pub user_namespace_base: u32,
     /// Caps on OCI images: layer and image sizes, entries, unpack time.
     pub images: image::ImageLimits,
+    /// Folders under which `code:` folders and local image paths (`oci:`, `oci-archive:`)
+    /// must lie, compared on canonical paths. Empty: any folder but the refused ones (the
+    /// state dir, /proc, /sys, /dev and their parents), allowed only while the worker listens
+    /// on loopback.
+    pub code_roots: Vec<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -73,6 +81,7 @@ impl Default for RuntimeConfig {
             user_namespace: true,
             user_namespace_base: 1_000_000,
             images: Default::default(),
+            code_roots: Vec::new(),
         }
     }
 }
@@ -88,11 +97,18 @@ struct Dirs {
     staging: PathBuf,
 }
 
-/// Where a function's code comes from.
-enum Source {
+/// Where a function's code comes from, as its reference says.
+enum Parsed {
     /// A folder holding main.py, environment variables for the container, and whether it
     /// asked for (loopback) network.
     Code(PathBuf, Vec<String>, bool),
+    Image(image::ImageRef),
+}
+
+/// Where a function's code comes from, reached through the handle opened at registration.
+enum Source {
+    Code(Arc<roots::Handle>, Vec<String>, bool),
+    /// The reference with its path replaced by the handle's `/proc/self/fd` path.
     Image(image::ImageRef),
 }
 
@@ -112,6 +128,19 @@ pub struct RuntimeBackend {
     seccomp: Option<serde_json::Value>,
     /// This backend, for the tasks it spawns.
     me: std::sync::Weak<RuntimeBackend>,
+    /// What registrations may name.
+    roots: roots::Roots,
+    /// The folder or image file of each registration, opened and checked when it was
+    /// registered (or reloaded at start), and used only through the handle.
+    handles: Mutex<Handles>,
+}
+
+#[derive(Default)]
+struct Handles {
+    /// By (fqdn, reference).
+    registrations: HashMap<(String, String), Arc<roots::Handle>>,
+    /// By the file's (device, inode): registrations of one folder share one descriptor.
+    files: HashMap<(u64, u64), std::sync::Weak<roots::Handle>>,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> IsolationError {
@@ -123,6 +152,7 @@ impl RuntimeBackend {
         config: RuntimeConfig,
         state_dir: &Path,
         clock: std::sync::Arc<dyn iluvatar_core::Clock>,
+        beyond_loopback: bool,
     ) -> Result<std::sync::Arc<Self>, IsolationError> {
         let base = state_dir.join("runtime");
         let dirs = Dirs {
@@ -168,6 +198,7 @@ impl RuntimeBackend {
                 )));
             }
         }
+        let roots = roots::Roots::new(&config.code_roots, state_dir, beyond_loopback).map_err(IsolationError::Io)?;
         let agent = dirs.agent.join("agent.py");
         std::fs::write(&agent, AGENT_PY).map_err(|e| io_err("cannot write", &agent, e))?;
         if !Path::new(&config.python).exists() {
@@ -200,6 +231,8 @@ impl RuntimeBackend {
             launchers,
             seccomp,
             me: me.clone(),
+            roots,
+            handles: Default::default(),
         }))
     }
 
@@ -219,13 +252,12 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// What a reference names: `code:/absolute/folder` (holding main.py), or an OCI image
-/// (`oci:/layout[:tag]`, `oci-archive:/file.tar[:tag]`).
-fn source(spec: &FunctionSpec) -> Result<Source, IsolationError> {
-    let bad = |why: String| IsolationError::BadReference { backend: "runtime", reference: spec.image.clone(), why };
+/// (`oci:/layout[:tag]`, `oci-archive:/file.tar[:tag]`). Only the text: the path is checked
+/// by `RuntimeBackend::open_source`.
+fn parse(spec: &FunctionSpec) -> Result<Parsed, IsolationError> {
+    let bad = |why: String| bad_reference(spec, why);
     if let Some(r) = image::ImageRef::parse(&spec.image) {
-        let r = r.map_err(&bad)?;
-        r.check().map_err(&bad)?;
-        return Ok(Source::Image(r));
+        return Ok(Parsed::Image(r.map_err(&bad)?));
     }
     let Some(rest) = spec.image.strip_prefix("code:") else {
         return Err(bad("expected code:/absolute/folder, oci:/layout[:tag] or oci-archive:/file.tar[:tag]".into()));
@@ -237,7 +269,7 @@ fn source(spec: &FunctionSpec) -> Result<Source, IsolationError> {
     let mut env = Vec::new();
     let mut network = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').ok_or_else(|| bad(format!("{pair:?} is not NAME=value")))?;
+        let (k, v) = pair.split_once('=').ok_or_else(|| bad(format!("{:?} is not NAME=value", pair)))?;
         if k == "network" {
             network = match v {
                 "none" => false,
@@ -259,13 +291,79 @@ fn source(spec: &FunctionSpec) -> Result<Source, IsolationError> {
     if !dir.is_absolute() {
         return Err(bad(format!("{path} is not an absolute path")));
     }
-    if !dir.is_dir() {
-        return Err(bad(format!("folder {path} does not exist")));
+    Ok(Parsed::Code(dir, env, network))
+}
+
+/// A refused reference, named without its environment values.
+fn bad_reference(spec: &FunctionSpec, why: String) -> IsolationError {
+    IsolationError::BadReference { backend: "runtime", reference: iluvatar_core::shown_reference(&spec.image), why }
+}
+
+/// The one answer for a path that is refused, missing, of the wrong kind, or without its
+/// main.py or index.json: it does not tell a client which host paths exist.
+fn refused_path(spec: &FunctionSpec, parsed: &Parsed) -> IsolationError {
+    let why = match parsed {
+        Parsed::Code(dir, ..) => format!(
+            "code:{} is not a folder holding main.py under the configured code_roots (or does not exist)",
+            dir.display()
+        ),
+        Parsed::Image(r) if r.archive => {
+            format!(
+                "oci-archive:{} is not a file under the configured code_roots (or does not exist)",
+                r.path.display()
+            )
+        }
+        Parsed::Image(r) => format!(
+            "oci:{} is not an OCI image layout (with index.json) under the configured code_roots (or does not exist)",
+            r.path.display()
+        ),
+    };
+    bad_reference(spec, why)
+}
+
+impl RuntimeBackend {
+    /// Parses a reference and opens its path, checked against the roots: the handle every
+    /// later use goes through.
+    fn open_source(&self, spec: &FunctionSpec) -> Result<Arc<roots::Handle>, IsolationError> {
+        let parsed = parse(spec)?;
+        let (path, kind) = match &parsed {
+            Parsed::Code(dir, ..) => (dir.as_path(), roots::Kind::Folder),
+            Parsed::Image(r) if r.archive => (r.path.as_path(), roots::Kind::File),
+            Parsed::Image(r) => (r.path.as_path(), roots::Kind::Folder),
+        };
+        let handle = self.roots.open(path, kind).map_err(|refused| match refused {
+            roots::Refused::Path => refused_path(spec, &parsed),
+            roots::Refused::Worker(why) => IsolationError::Io(why),
+        })?;
+        // A regular file, not a link: the folder's contents are checked through the handle.
+        let inside = |name: &str| std::fs::symlink_metadata(handle.proc_path().join(name)).is_ok_and(|m| m.is_file());
+        let complete = match &parsed {
+            Parsed::Code(..) => inside("main.py"),
+            Parsed::Image(r) => r.archive || inside("index.json"),
+        };
+        if !complete {
+            return Err(refused_path(spec, &parsed));
+        }
+        Ok(Arc::new(handle))
     }
-    if !dir.join("main.py").is_file() {
-        return Err(bad(format!("folder {path} has no main.py")));
+
+    /// The registered source of a function: its reference's settings and the handle opened
+    /// when it was registered. A function whose path could not be opened again at start
+    /// (moved, refused since) fails here, with the same generic error.
+    fn source(&self, spec: &FunctionSpec) -> Result<Source, IsolationError> {
+        let parsed = parse(spec)?;
+        let key = (spec.fqdn().0, spec.image.clone());
+        let Some(handle) = self.handles.lock().unwrap().registrations.get(&key).cloned() else {
+            return Err(refused_path(spec, &parsed));
+        };
+        Ok(match parsed {
+            Parsed::Code(_, env, network) => Source::Code(handle, env, network),
+            Parsed::Image(mut r) => {
+                r.path = handle.proc_path();
+                Source::Image(r)
+            }
+        })
     }
-    Ok(Source::Code(dir, env, network))
 }
 
 impl IsolationBackend for RuntimeBackend {
@@ -278,13 +376,32 @@ impl IsolationBackend for RuntimeBackend {
     }
 
     fn check_reference(&self, spec: &FunctionSpec) -> Result<(), IsolationError> {
-        source(spec).map(|_| ())
+        self.open_source(spec).map(|_| ())
+    }
+
+    fn registered(&self, spec: &FunctionSpec) -> Result<(), IsolationError> {
+        let key = (spec.fqdn().0, spec.image.clone());
+        if self.handles.lock().unwrap().registrations.contains_key(&key) {
+            return Ok(());
+        }
+        let opened = self.open_source(spec)?;
+        tracing::debug!(fqdn = key.0, path = %opened.real.display(), "registered path opened");
+        let mut handles = self.handles.lock().unwrap();
+        let handle = match handles.files.get(&opened.id).and_then(std::sync::Weak::upgrade) {
+            Some(same) => same,
+            None => {
+                handles.files.insert(opened.id, Arc::downgrade(&opened));
+                opened
+            }
+        };
+        handles.registrations.entry(key).or_insert(handle);
+        Ok(())
     }
 
     fn create<'a>(&'a self, req: CreateRequest<'a>) -> BoxFuture<'a, Result<Box<dyn Container>, IsolationError>> {
         Box::pin(async move {
-            if let Source::Code(code, env, false) = source(req.spec)?
-                && let Some(c) = self.take_standby(&req, &code, &env).await?
+            if let Source::Code(code, env, false) = self.source(req.spec)?
+                && let Some(c) = self.take_standby(&req, &code.proc_path(), &env).await?
             {
                 return Ok(Box::new(c) as Box<dyn Container>);
             }
@@ -328,8 +445,14 @@ impl IsolationBackend for RuntimeBackend {
                     let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
                 }
             }
-            for d in [&self.dirs.bundles, &self.dirs.sockets, &self.dirs.logs, &self.dirs.slots, &self.dirs.staging] {
+            for d in [&self.dirs.bundles, &self.dirs.sockets, &self.dirs.logs, &self.dirs.slots] {
                 removed += clear_dir(d)?;
+            }
+            // Staged code folders are mounts of a function's own folder: never recursed into.
+            for e in std::fs::read_dir(&self.dirs.staging).into_iter().flatten().flatten() {
+                if std::fs::remove_dir(e.path()).is_ok() {
+                    removed += 1;
+                }
             }
             removed += cgroup::remove_leftovers(&self.cgroup_parent);
             Ok(removed)

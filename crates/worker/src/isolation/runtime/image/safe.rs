@@ -53,12 +53,17 @@ pub(super) fn open_regular(dir: Option<RawFd>, name: &Path, what: &str) -> Resul
         SFlag::S_IFREG => Ok(()),
         k => Err(format!("{what} is {}, not a regular file (refused)", kind_name(k))),
     };
-    let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| match e {
+    // The worker's own registration handle (`/proc/self/fd/N`, opened and checked against
+    // `code_roots` at registration) is a link by nature: it is followed, to the file opened then.
+    let handle = dir.is_none() && name.starts_with("/proc/self/fd/");
+    let at = if handle { AtFlags::empty() } else { AtFlags::AT_SYMLINK_NOFOLLOW };
+    let st = fstatat(dir, name, at).map_err(|e| match e {
         Errno::ENOENT => format!("{what} does not exist"),
         e => format!("{what}: {}", e.desc()),
     })?;
     check(&st)?;
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let nofollow = if handle { OFlag::empty() } else { OFlag::O_NOFOLLOW };
+    let flags = OFlag::O_RDONLY | nofollow | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
     let fd = openat(dir, name, flags, Mode::empty()).map(own).map_err(|e| format!("{what}: {}", e.desc()))?;
     let st = fstat(fd.as_raw_fd()).map_err(|e| format!("{what}: {}", e.desc()))?;
     check(&st)?;
