@@ -182,6 +182,26 @@ impl ServerAuth {
     }
 }
 
+/// What a worker or controller needs at start: the check of its own APIs
+/// ([`ServerAuth::configure`]) and the token it sends to its peer (`peer_field` names the
+/// config field of `peer_token_file`; without it, `token_file`'s token is sent, if any).
+/// The third value says the service is serving off loopback without a token (`insecure`).
+pub fn configure_service(
+    token_file: Option<&Path>,
+    peer_field: &str,
+    peer_token_file: Option<&Path>,
+    insecure: bool,
+    listens: &[(&str, &str)],
+) -> Result<(ServerAuth, ClientAuth, bool), String> {
+    let server = ServerAuth::configure(token_file, insecure, listens)?;
+    let client = match peer_token_file {
+        Some(p) => ClientAuth::from_file(Some(p)).map_err(|e| format!("{peer_field}: {e}"))?,
+        None => ClientAuth::from_file(token_file).map_err(|e| format!("auth.token_file: {e}"))?,
+    };
+    let exposed = !server.requires_token() && listens.iter().any(|(_, a)| !is_loopback(a));
+    Ok((server, client, exposed))
+}
+
 impl tonic::service::Interceptor for ServerAuth {
     fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let value = request.metadata().get(HEADER).map(|v| v.as_bytes());
