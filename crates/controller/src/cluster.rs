@@ -5,11 +5,11 @@
 
 use crate::balance::WorkerView;
 use iluvatar_rpc as rpc;
+use iluvatar_rpc::auth::{ClientAuth, WorkerClient};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use iluvatar_rpc::auth::{ClientAuth, WorkerClient};
 use tonic::transport::Endpoint;
 
 /// What a worker's last status said.

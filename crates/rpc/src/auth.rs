@@ -103,8 +103,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn is_loopback(address: &str) -> bool {
     let a = address.trim();
     let a = a.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(a);
-    a.eq_ignore_ascii_case("localhost")
-        || a.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
+    a.eq_ignore_ascii_case("localhost") || a.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// Why a request was refused.
@@ -118,7 +117,9 @@ pub enum Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Refusal::Missing => "missing token: send the header `authorization: Bearer <token>` (clients: --token-file)",
+            Refusal::Missing => {
+                "missing token: send the header `authorization: Bearer <token>` (clients: --token-file)"
+            }
             Refusal::NotBearer => "the authorization header is not `Bearer <token>`",
             Refusal::Wrong => "wrong token",
         })
