@@ -334,7 +334,9 @@ async fn http_get(address: &str, path: &str) -> anyhow::Result<String> {
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text.split_once("\r\n\r\n").context("not an HTTP answer")?;
     if !head.starts_with("HTTP/1.1 200") {
-        bail!("{}", head.lines().next().unwrap_or(""));
+        // The body says why (e.g. a 401's "missing token"), when it is short.
+        let why = if body.len() <= 300 { body.trim() } else { "" };
+        bail!("{} {why}", head.lines().next().unwrap_or(""));
     }
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         bail!("chunked answers are not read");
