@@ -29,6 +29,8 @@ pub struct WorkerHandle {
     healthy: AtomicBool,
     /// A health check of this worker is running (at most one at a time).
     checking: AtomicBool,
+    /// No health check of this handle has finished yet.
+    unchecked: AtomicBool,
     inflight: AtomicU64,
     pub forwarded: AtomicU64,
     status: Mutex<StatusFigures>,
@@ -101,6 +103,7 @@ impl WorkerHandle {
             client,
             healthy: AtomicBool::new(false),
             checking: AtomicBool::new(false),
+            unchecked: AtomicBool::new(true),
             inflight: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             status: Mutex::new(StatusFigures::default()),
@@ -111,6 +114,12 @@ impl WorkerHandle {
     /// Starts a health check unless one of this worker is already running.
     pub fn begin_check(self: &Arc<Self>) -> Option<Checking> {
         (!self.checking.swap(true, Ordering::SeqCst)).then(|| Checking(self.clone()))
+    }
+
+    /// True the first time only: whether this is the handle's first health check (a worker
+    /// that fails it was never in service, so its reason is logged although nothing changed).
+    pub fn first_check(&self) -> bool {
+        self.unchecked.swap(false, Ordering::SeqCst)
     }
 
     /// Records that the worker accepted `fqdn`: invocations of it may go there.

@@ -217,6 +217,8 @@ async fn wrong_tokens_between_controller_and_workers_keep_them_apart() {
     std::thread::sleep(Duration::from_millis(600));
     assert!(ctl.worker("w1").is_none(), "{}", ctl.http_get("/workers"));
     assert_eq!(ctl.worker("w0").unwrap()["healthy"], false, "{}", ctl.http_get("/workers"));
+    let log = ctl.proc.log_text();
+    assert!(log.contains("worker out of service") && log.contains("wrong token"), "the controller says why:\n{log}");
     // Nothing can run: no worker is in service.
     let mut c = controller_client(&ctl, Some("ctl-token-44")).await;
     let _ = c.register(function("f", 1)).await.unwrap();
