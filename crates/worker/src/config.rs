@@ -355,6 +355,23 @@ mod tests {
     }
 
     #[test]
+    fn the_auth_section_defaults_to_no_token_and_is_overridable() {
+        let c = WorkerConfig::load(None, vec![]).unwrap();
+        assert_eq!(c.auth, AuthConfig::default());
+        assert_eq!(AuthConfig::path(&c.auth.token_file), None);
+        let env = vec![
+            ("ILUVATAR_WORKER__auth__token_file".to_string(), "/etc/iluvatar/token".to_string()),
+            ("ILUVATAR_WORKER__auth__insecure".to_string(), "true".to_string()),
+        ];
+        let c = WorkerConfig::load(None, env).unwrap();
+        assert_eq!(AuthConfig::path(&c.auth.token_file), Some(Path::new("/etc/iluvatar/token")));
+        assert!(c.auth.insecure);
+        let j = write("auth.json", r#"{"auth": {"token": "x"}}"#);
+        let e = WorkerConfig::load(Some(&j), vec![]).unwrap_err().to_string();
+        assert!(e.contains("token"), "{e}");
+    }
+
+    #[test]
     fn the_controller_link_is_optional_and_overridable() {
         assert_eq!(WorkerConfig::default().controller, None);
         let env = vec![("ILUVATAR_WORKER__controller__port".to_string(), "9089".to_string())];
