@@ -433,9 +433,25 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
 
 /// A bare HTTP/1.1 exchange; returns (status code, body).
 fn http_request(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let (code, _, body) = http_exchange(addr, method, path, &[], body);
+    (code, body)
+}
+
+/// A bare HTTP/1.1 exchange with extra request headers; returns (status code, the
+/// response's header lines, body).
+pub fn http_exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
     if let Some(b) = body {
         req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
     }
@@ -457,7 +473,7 @@ fn http_request(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u1
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
     let body = if chunked { dechunk(rest) } else { rest.to_string() };
-    (code, body)
+    (code, head.to_string(), body)
 }
 
 fn dechunk(mut s: &str) -> String {

@@ -4,6 +4,7 @@
 //!
 //! Build the binaries first: `cargo build --workspace`.
 
+mod auth;
 mod bad_inputs;
 mod cli_lifecycle;
 mod concurrency;

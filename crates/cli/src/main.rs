@@ -4,8 +4,7 @@
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use iluvatar_rpc as rpc;
-use iluvatar_rpc::iluvatar_controller_client::IluvatarControllerClient;
-use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
+use iluvatar_rpc::auth::{ClientAuth, ControllerClient, WorkerClient};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -22,6 +21,10 @@ struct Cli {
     /// invoke, invoke-async, invoke-async-check and prewarm.
     #[arg(long, global = true)]
     controller: bool,
+    /// A file (mode 0600) holding the bearer token to send, for a worker or controller
+    /// configured with `auth.token_file`.
+    #[arg(long, global = true, env = "ILUVATAR_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -163,8 +166,8 @@ fn invoke_report(r: rpc::InvokeResponse) -> Result<Value, Value> {
 
 /// A worker or a controller: the calls both services offer go to either.
 enum Target {
-    Worker(IluvatarWorkerClient<Channel>),
-    Controller(IluvatarControllerClient<Channel>),
+    Worker(WorkerClient),
+    Controller(ControllerClient),
 }
 
 type Reply<T> = Result<tonic::Response<T>, tonic::Status>;
@@ -193,7 +196,7 @@ both! {
 
 impl Target {
     /// The worker client, for the calls only a worker offers.
-    fn worker(&mut self) -> anyhow::Result<&mut IluvatarWorkerClient<Channel>> {
+    fn worker(&mut self) -> anyhow::Result<&mut WorkerClient> {
         match self {
             Target::Worker(c) => Ok(c),
             Target::Controller(_) => {
@@ -204,14 +207,15 @@ impl Target {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Value> {
+    let auth = ClientAuth::from_file(cli.token_file.as_deref()).map_err(anyhow::Error::msg)?;
     let endpoint = format!("http://{}:{}", cli.address, cli.port);
     let channel = Channel::from_shared(endpoint.clone())?.connect().await.with_context(|| {
         format!("cannot reach the {} at {endpoint}", if cli.controller { "controller" } else { "worker" })
     })?;
     let mut c = if cli.controller {
-        Target::Controller(rpc::controller_client(channel))
+        Target::Controller(rpc::auth::controller_client(channel, auth))
     } else {
-        Target::Worker(rpc::worker_client(channel))
+        Target::Worker(rpc::auth::worker_client(channel, auth))
     };
     let tid = tid();
     let out = match cli.command {

@@ -79,7 +79,12 @@ fn never_reached(s: &Status) -> bool {
 
 impl ControllerApi {
     /// Opens the store and rebuilds the function table and the membership from it.
-    pub fn build(config: ControllerConfig, env: Env) -> anyhow::Result<Arc<Self>> {
+    /// `worker_auth` is the token sent to workers.
+    pub fn build(
+        config: ControllerConfig,
+        env: Env,
+        worker_auth: iluvatar_rpc::auth::ClientAuth,
+    ) -> anyhow::Result<Arc<Self>> {
         let (store, loaded) = Store::open(&config.state_dir)?;
         let longest = [config.forward.invoke_timeout_ms, config.forward.control_timeout_ms, config.health.timeout_ms]
             .into_iter()
@@ -88,6 +93,7 @@ impl ControllerApi {
         let cluster = Cluster::new(
             Duration::from_millis(config.forward.connect_timeout_ms),
             Duration::from_millis(longest.saturating_add(1_000)),
+            worker_auth,
         );
         for w in loaded.workers {
             cluster.upsert(w).map_err(anyhow::Error::msg)?;

@@ -5,12 +5,12 @@
 
 use crate::balance::WorkerView;
 use iluvatar_rpc as rpc;
-use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
+use iluvatar_rpc::auth::{ClientAuth, WorkerClient};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// What a worker's last status said.
 #[derive(Debug, Clone, Copy, Default)]
@@ -25,10 +25,12 @@ pub struct WorkerHandle {
     pub name: Arc<str>,
     /// `host:port`.
     pub address: String,
-    client: IluvatarWorkerClient<Channel>,
+    client: WorkerClient,
     healthy: AtomicBool,
     /// A health check of this worker is running (at most one at a time).
     checking: AtomicBool,
+    /// No health check of this handle has finished yet.
+    unchecked: AtomicBool,
     inflight: AtomicU64,
     pub forwarded: AtomicU64,
     status: Mutex<StatusFigures>,
@@ -77,7 +79,12 @@ impl Drop for Checking {
 }
 
 impl WorkerHandle {
-    fn new(info: rpc::RegisterWorkerRequest, connect_timeout: Duration, call_limit: Duration) -> Result<Self, String> {
+    fn new(
+        info: rpc::RegisterWorkerRequest,
+        connect_timeout: Duration,
+        call_limit: Duration,
+        auth: ClientAuth,
+    ) -> Result<Self, String> {
         let address = format!("{}:{}", info.host, info.port);
         // Every call also has its own, shorter deadline (api.rs); the endpoint's timeout is
         // the backstop, so that no call to a worker can wait forever.
@@ -88,7 +95,7 @@ impl WorkerHandle {
             .tcp_nodelay(true);
         // Lazy: the channel connects on first use and reconnects after a failure, so a
         // worker restarted at the same address is reached again without a new handle.
-        let client = rpc::worker_client(endpoint.connect_lazy());
+        let client = rpc::auth::worker_client(endpoint.connect_lazy(), auth);
         Ok(WorkerHandle {
             name: info.name.as_str().into(),
             address,
@@ -96,6 +103,7 @@ impl WorkerHandle {
             client,
             healthy: AtomicBool::new(false),
             checking: AtomicBool::new(false),
+            unchecked: AtomicBool::new(true),
             inflight: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             status: Mutex::new(StatusFigures::default()),
@@ -106,6 +114,12 @@ impl WorkerHandle {
     /// Starts a health check unless one of this worker is already running.
     pub fn begin_check(self: &Arc<Self>) -> Option<Checking> {
         (!self.checking.swap(true, Ordering::SeqCst)).then(|| Checking(self.clone()))
+    }
+
+    /// True the first time only: whether this is the handle's first health check (a worker
+    /// that fails it was never in service, so its reason is logged although nothing changed).
+    pub fn first_check(&self) -> bool {
+        self.unchecked.swap(false, Ordering::SeqCst)
     }
 
     /// Records that the worker accepted `fqdn`: invocations of it may go there.
@@ -154,7 +168,7 @@ impl WorkerHandle {
     }
 
     /// A client on the worker's shared channel (cloning is cheap; connections are reused).
-    pub fn client(&self) -> IluvatarWorkerClient<Channel> {
+    pub fn client(&self) -> WorkerClient {
         self.client.clone()
     }
 
@@ -226,15 +240,19 @@ pub struct Cluster {
     members: RwLock<Arc<Members>>,
     connect_timeout: Duration,
     call_limit: Duration,
+    /// Sent on every call to a worker.
+    auth: ClientAuth,
 }
 
 impl Cluster {
-    /// `call_limit` bounds every call on a worker's channel (the longest deadline of all).
-    pub fn new(connect_timeout: Duration, call_limit: Duration) -> Self {
+    /// `call_limit` bounds every call on a worker's channel (the longest deadline of all);
+    /// `auth` is the token sent to workers.
+    pub fn new(connect_timeout: Duration, call_limit: Duration, auth: ClientAuth) -> Self {
         Cluster {
             members: RwLock::new(Arc::new(Members { version: 0, workers: Vec::new() })),
             connect_timeout,
             call_limit,
+            auth,
         }
     }
 
@@ -245,7 +263,7 @@ impl Cluster {
     /// Adds a worker, or replaces the one of the same name (a restarted worker may have a
     /// new address). The new handle starts unhealthy until it is checked and synced.
     pub fn upsert(&self, info: rpc::RegisterWorkerRequest) -> Result<Arc<WorkerHandle>, String> {
-        let handle = Arc::new(WorkerHandle::new(info, self.connect_timeout, self.call_limit)?);
+        let handle = Arc::new(WorkerHandle::new(info, self.connect_timeout, self.call_limit, self.auth.clone())?);
         let mut members = self.members.write().unwrap();
         let mut workers: Vec<_> = members.workers.iter().filter(|w| w.name != handle.name).cloned().collect();
         workers.push(handle.clone());
@@ -276,7 +294,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_workers_in_service_that_accepted_a_function_are_available_for_it() {
-        let cluster = Cluster::new(Duration::from_secs(1), Duration::from_secs(1));
+        let cluster = Cluster::new(Duration::from_secs(1), Duration::from_secs(1), ClientAuth::none());
         let w0 = cluster.upsert(info("w0", 7000)).unwrap();
         let w1 = cluster.upsert(info("w1", 7001)).unwrap();
         let w2 = cluster.upsert(info("w2", 7002)).unwrap();
@@ -303,7 +321,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_health_check_per_worker_at_a_time() {
-        let cluster = Cluster::new(Duration::from_secs(1), Duration::from_secs(1));
+        let cluster = Cluster::new(Duration::from_secs(1), Duration::from_secs(1), ClientAuth::none());
         let w = cluster.upsert(info("w", 7000)).unwrap();
         let first = w.begin_check().expect("no check running");
         assert!(w.begin_check().is_none(), "a second check must wait for the first");

@@ -24,6 +24,29 @@ pub struct ControllerConfig {
     pub log_level: String,
     /// Runtime threads; 0 means the number of cores.
     pub threads: usize,
+    pub auth: AuthConfig,
+}
+
+/// Bearer-token authentication (see `iluvatar_rpc::auth`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A file (mode 0600 or stricter) holding the token every gRPC call and HTTP request
+    /// must carry (`authorization: Bearer <token>`), `register_worker` from workers
+    /// included; empty: no token is required.
+    pub token_file: PathBuf,
+    /// The file of the token the controller sends to its workers (their own
+    /// `auth.token_file`'s); empty: the token of `token_file`, if any.
+    pub worker_token_file: PathBuf,
+    /// Serve on non-loopback addresses without a token (refused otherwise).
+    pub insecure: bool,
+}
+
+impl AuthConfig {
+    /// `path`, unless empty.
+    pub fn path(path: &Path) -> Option<&Path> {
+        (!path.as_os_str().is_empty()).then_some(path)
+    }
 }
 
 impl Default for ControllerConfig {
@@ -38,6 +61,7 @@ impl Default for ControllerConfig {
             forward: ForwardConfig::default(),
             log_level: "info".into(),
             threads: 0,
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -48,8 +48,13 @@ impl ControllerApi {
         let tid = || "health".to_string();
         let health = within(timeout, w.client().health(rpc::HealthRequest { transaction_id: tid() })).await;
         let healthy = matches!(&health, Ok(r) if r.status == rpc::RpcHealthStatus::Healthy as i32);
+        if healthy {
+            w.first_check();
+        }
         if !healthy {
-            if w.set_healthy(false) {
+            // A worker that never answered (e.g. it refuses the controller's token) says why
+            // once, although its health did not change.
+            if w.set_healthy(false) | w.first_check() {
                 let why = match health {
                     Ok(_) => "it reports itself unhealthy".to_string(),
                     Err(e) => e.to_string(),

@@ -26,7 +26,8 @@ use tokio::net::TcpListener;
 /// Runs a controller until `stop` resolves (SIGINT/SIGTERM in the binary). Prints one JSON
 /// line `{"event":"ready",...}` on stdout once serving.
 pub async fn run(config: ControllerConfig, env: Env, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let api = ControllerApi::build(config.clone(), env)?;
+    let (auth, worker_auth) = auth(&config)?;
+    let api = ControllerApi::build(config.clone(), env, worker_auth)?;
     let grpc_addr = format!("{}:{}", config.grpc.address, config.grpc.port);
     let grpc_listener =
         TcpListener::bind(&grpc_addr).await.with_context(|| format!("cannot listen for gRPC on {grpc_addr}"))?;
@@ -45,16 +46,16 @@ pub async fn run(config: ControllerConfig, env: Env, stop: impl Future<Output = 
         let _ = rx.wait_for(|s| *s).await;
     };
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    // Every call passes the token check first (before its message is decoded).
+    let service = IluvatarControllerServer::new(grpc::GrpcController(api.clone()))
+        .max_decoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES);
     let grpc = tonic::transport::Server::builder()
-        .add_service(
-            IluvatarControllerServer::new(grpc::GrpcController(api.clone()))
-                .max_decoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES),
-        )
+        .add_service(tonic::service::interceptor::InterceptedService::new(service, auth.clone()))
         .serve_with_incoming_shutdown(incoming, wait_stop(servers_stopped.clone()));
     let grpc = tokio::spawn(grpc);
     let http = http_listener.map(|l| {
-        let app = http::router(api.clone());
+        let app = http::require_token(http::router(api.clone()), auth.clone());
         let stopped = wait_stop(servers_stopped.clone());
         tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(stopped).await })
     });
@@ -68,6 +69,7 @@ pub async fn run(config: ControllerConfig, env: Env, stop: impl Future<Output = 
         "workers": api.cluster.snapshot().workers.len(),
         "functions": api.function_count(),
         "pid": std::process::id(),
+        "auth": auth.requires_token(),
     });
     println!("{ready}");
     tracing::info!(grpc = %grpc_local, http = ?http_local, balancer = config.balancer.name(), "controller serving");
@@ -81,4 +83,27 @@ pub async fn run(config: ControllerConfig, env: Env, stop: impl Future<Output = 
     }
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// The check of every gRPC call and HTTP request, and the token sent to workers.
+/// Refuses to start when a token file is unusable, or when an API listens off loopback
+/// without a token and the config does not say `auth.insecure`.
+fn auth(config: &ControllerConfig) -> anyhow::Result<(iluvatar_rpc::auth::ServerAuth, iluvatar_rpc::auth::ClientAuth)> {
+    use config::AuthConfig;
+    let mut listens = vec![("grpc.address", config.grpc.address.as_str())];
+    if config.http.enabled {
+        listens.push(("http.address", config.http.address.as_str()));
+    }
+    let (server, client, exposed) = iluvatar_rpc::auth::configure_service(
+        AuthConfig::path(&config.auth.token_file),
+        "auth.worker_token_file",
+        AuthConfig::path(&config.auth.worker_token_file),
+        config.auth.insecure,
+        &listens,
+    )
+    .map_err(anyhow::Error::msg)?;
+    if exposed {
+        tracing::warn!(?listens, "serving off loopback without authentication (auth.insecure = true)");
+    }
+    Ok((server, client))
 }

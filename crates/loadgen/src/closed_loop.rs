@@ -4,7 +4,6 @@
 
 use hdrhistogram::Histogram;
 use iluvatar_rpc as rpc;
-use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -45,7 +44,7 @@ pub async fn run_step(
     let stop = record_from + duration;
     for _ in 0..clients {
         let channel = Channel::from_shared(endpoint.to_string())?.tcp_nodelay(true).connect().await?;
-        let mut client = IluvatarWorkerClient::new(channel);
+        let mut client = rpc::auth::worker_client(channel, crate::target::auth());
         let req = request.clone();
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut ovh, mut wrk) = (histogram(), histogram(), histogram());

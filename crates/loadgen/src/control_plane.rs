@@ -5,7 +5,6 @@ use crate::report::{context, cpu_seconds, percentiles_us};
 use crate::spawn::SpawnedWorker;
 use anyhow::{Context, bail};
 use iluvatar_rpc as rpc;
-use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -137,7 +136,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Registers the zero-duration function and makes one container warm.
 async fn prepare(endpoint: &str) -> anyhow::Result<()> {
-    let mut c = IluvatarWorkerClient::connect(endpoint.to_string()).await.context("connecting to the worker")?;
+    let channel = tonic::transport::Channel::from_shared(endpoint.to_string())?
+        .connect()
+        .await
+        .context("connecting to the worker")?;
+    let mut c = rpc::auth::worker_client(channel, crate::target::auth());
     let r = c
         .register(rpc::RegisterRequest {
             function_name: FUNCTION.into(),

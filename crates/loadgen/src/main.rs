@@ -9,6 +9,10 @@ struct Cli {
     /// Threads of the load generator's runtime; 0 means the number of cores.
     #[arg(long, global = true, default_value_t = 0)]
     threads: usize,
+    /// A file (mode 0600) holding the bearer token sent to a live worker or controller
+    /// configured with `auth.token_file` (gRPC calls and the controller's HTTP API).
+    #[arg(long, global = true, env = "ILUVATAR_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +61,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let auth = iluvatar_rpc::auth::ClientAuth::from_file(cli.token_file.as_deref()).map_err(anyhow::Error::msg)?;
+    iluvatar_load_gen::target::set_auth(auth);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if cli.threads > 0 {
         runtime.worker_threads(cli.threads);

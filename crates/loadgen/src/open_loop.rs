@@ -7,7 +7,6 @@
 use crate::closed_loop::histogram;
 use hdrhistogram::Histogram;
 use iluvatar_rpc as rpc;
-use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -32,7 +31,7 @@ pub async fn run(
     let mut clients = Vec::new();
     for _ in 0..connections.max(1) {
         let ch = Channel::from_shared(endpoint.to_string())?.tcp_nodelay(true).connect().await?;
-        clients.push(IluvatarWorkerClient::new(ch));
+        clients.push(rpc::auth::worker_client(ch, crate::target::auth()));
     }
     let interval = Duration::from_secs_f64(1.0 / rate);
     let total = (rate * duration.as_secs_f64()) as u64;

@@ -4,8 +4,6 @@
 use crate::trace::FunctionMeta;
 use anyhow::{Context, bail};
 use iluvatar_rpc as rpc;
-use iluvatar_rpc::iluvatar_controller_client::IluvatarControllerClient;
-use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -258,6 +256,20 @@ pub fn code_folder(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(abs)
 }
 
+/// The token every call to a live worker or controller carries (`--token-file`); none
+/// until [`set_auth`] is called.
+static AUTH: std::sync::OnceLock<rpc::auth::ClientAuth> = std::sync::OnceLock::new();
+
+/// Sets the token sent to live targets (once, at start).
+pub fn set_auth(auth: rpc::auth::ClientAuth) {
+    let _ = AUTH.set(auth);
+}
+
+/// The token sent to live targets, if any.
+pub fn auth() -> rpc::auth::ClientAuth {
+    AUTH.get().cloned().unwrap_or_default()
+}
+
 /// Opens `n` gRPC channels to `endpoint`; an unreachable target fails here.
 async fn channels(endpoint: &str, n: usize, what: &str) -> anyhow::Result<Vec<Channel>> {
     let mut out = Vec::new();
@@ -284,8 +296,9 @@ fn no_pong(what: &str, endpoint: &str) -> anyhow::Error {
 
 /// Connects `n` gRPC channels and pings the worker; an unreachable target fails here,
 /// before any load is sent.
-pub async fn connect(endpoint: &str, n: usize) -> anyhow::Result<Vec<IluvatarWorkerClient<Channel>>> {
-    let out: Vec<_> = channels(endpoint, n, "worker").await?.into_iter().map(rpc::worker_client).collect();
+pub async fn connect(endpoint: &str, n: usize) -> anyhow::Result<Vec<rpc::auth::WorkerClient>> {
+    let out: Vec<_> =
+        channels(endpoint, n, "worker").await?.into_iter().map(|c| rpc::auth::worker_client(c, auth())).collect();
     tokio::time::timeout(Duration::from_secs(5), out[0].clone().ping(ping()))
         .await
         .map_err(|_| no_pong("worker", endpoint))?
@@ -294,8 +307,12 @@ pub async fn connect(endpoint: &str, n: usize) -> anyhow::Result<Vec<IluvatarWor
 }
 
 /// Connects `n` gRPC channels to a controller and pings it.
-pub async fn connect_controller(endpoint: &str, n: usize) -> anyhow::Result<Vec<IluvatarControllerClient<Channel>>> {
-    let out: Vec<_> = channels(endpoint, n, "controller").await?.into_iter().map(rpc::controller_client).collect();
+pub async fn connect_controller(endpoint: &str, n: usize) -> anyhow::Result<Vec<rpc::auth::ControllerClient>> {
+    let out: Vec<_> = channels(endpoint, n, "controller")
+        .await?
+        .into_iter()
+        .map(|c| rpc::auth::controller_client(c, auth()))
+        .collect();
     tokio::time::timeout(Duration::from_secs(5), out[0].clone().ping(ping()))
         .await
         .map_err(|_| no_pong("controller", endpoint))?
@@ -309,14 +326,17 @@ pub async fn connect_controller(endpoint: &str, n: usize) -> anyhow::Result<Vec<
 async fn http_get(address: &str, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(address).await?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let authorization = auth().header_value().map(|v| format!("Authorization: {v}\r\n")).unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text.split_once("\r\n\r\n").context("not an HTTP answer")?;
     if !head.starts_with("HTTP/1.1 200") {
-        bail!("{}", head.lines().next().unwrap_or(""));
+        // The body says why (e.g. a 401's "missing token"), when it is short.
+        let why = if body.len() <= 300 { body.trim() } else { "" };
+        bail!("{} {why}", head.lines().next().unwrap_or(""));
     }
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         bail!("chunked answers are not read");

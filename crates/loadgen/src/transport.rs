@@ -5,12 +5,9 @@
 
 use anyhow::{Context, bail};
 use iluvatar_rpc as rpc;
-use iluvatar_rpc::iluvatar_controller_client::IluvatarControllerClient;
-use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tonic::transport::Channel;
 
 use crate::target::Plan;
 
@@ -69,7 +66,7 @@ macro_rules! grpc_transport {
 grpc_transport!(
     /// gRPC channels to one live worker.
     Grpc,
-    IluvatarWorkerClient<Channel>
+    rpc::auth::WorkerClient
 );
 
 grpc_transport!(
@@ -77,7 +74,7 @@ grpc_transport!(
     /// the controller's annotations (`"worker"`, `timings.controller_us`,
     /// `timings.worker_rpc_us`).
     ControllerGrpc,
-    IluvatarControllerClient<Channel>
+    rpc::auth::ControllerClient
 );
 
 /// Registers every function, then prewarms `prewarm` containers of each.

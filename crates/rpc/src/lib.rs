@@ -7,6 +7,8 @@
 
 tonic::include_proto!("iluvatar_rpc");
 
+pub mod auth;
+
 /// Bit flags of `RegisterRequest.isolate`. The first two are the public protocol's; the
 /// others are this implementation's own backends.
 pub mod isolation {

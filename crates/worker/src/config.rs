@@ -30,6 +30,7 @@ pub struct WorkerConfig {
     /// The controller this worker registers with at start; none by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub controller: Option<ControllerLink>,
+    pub auth: AuthConfig,
 }
 
 impl Default for WorkerConfig {
@@ -47,6 +48,7 @@ impl Default for WorkerConfig {
             log_level: "info".into(),
             threads: 0,
             controller: None,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -77,6 +79,27 @@ impl Default for ControllerLink {
             retry_ms: 1_000,
             heartbeat_ms: 5_000,
         }
+    }
+}
+
+/// Bearer-token authentication (see `iluvatar_rpc::auth`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A file (mode 0600 or stricter) holding the token every gRPC call and HTTP request
+    /// must carry (`authorization: Bearer <token>`); empty: no token is required.
+    pub token_file: PathBuf,
+    /// The file of the token sent to the controller (`register_worker`); empty: the token
+    /// of `token_file`, if any.
+    pub controller_token_file: PathBuf,
+    /// Serve on non-loopback addresses without a token (refused otherwise).
+    pub insecure: bool,
+}
+
+impl AuthConfig {
+    /// `path`, unless empty.
+    pub fn path(path: &Path) -> Option<&Path> {
+        (!path.as_os_str().is_empty()).then_some(path)
     }
 }
 
@@ -329,6 +352,23 @@ mod tests {
         let e =
             WorkerConfig::load(None, vec![("ILUVATAR_WORKER__grpc__prt".into(), "1".into())]).unwrap_err().to_string();
         assert!(e.contains("prt"), "{e}");
+    }
+
+    #[test]
+    fn the_auth_section_defaults_to_no_token_and_is_overridable() {
+        let c = WorkerConfig::load(None, vec![]).unwrap();
+        assert_eq!(c.auth, AuthConfig::default());
+        assert_eq!(AuthConfig::path(&c.auth.token_file), None);
+        let env = vec![
+            ("ILUVATAR_WORKER__auth__token_file".to_string(), "/etc/iluvatar/token".to_string()),
+            ("ILUVATAR_WORKER__auth__insecure".to_string(), "true".to_string()),
+        ];
+        let c = WorkerConfig::load(None, env).unwrap();
+        assert_eq!(AuthConfig::path(&c.auth.token_file), Some(Path::new("/etc/iluvatar/token")));
+        assert!(c.auth.insecure);
+        let j = write("auth.json", r#"{"auth": {"token": "x"}}"#);
+        let e = WorkerConfig::load(Some(&j), vec![]).unwrap_err().to_string();
+        assert!(e.contains("token"), "{e}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 /// Runs a live worker until `stop` resolves (SIGINT/SIGTERM in the binary), then shuts
 /// down gracefully. Prints one JSON line `{"event":"ready",...}` on stdout once serving.
 pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let (auth, controller_auth) = auth(&config)?;
     let _lock = state_lock::StateLock::acquire(&config.state_dir)?;
     // Listen first: a port that is taken fails the start before anything is made.
     let grpc_addr = format!("{}:{}", config.grpc.address, config.grpc.port);
@@ -60,16 +61,16 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
         let _ = rx.wait_for(|s| *s).await;
     };
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    // Every call passes the token check first (before its message is decoded).
+    let service = IluvatarWorkerServer::new(grpc::GrpcWorker(api.clone()))
+        .max_decoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES);
     let grpc = tonic::transport::Server::builder()
-        .add_service(
-            IluvatarWorkerServer::new(grpc::GrpcWorker(api.clone()))
-                .max_decoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES),
-        )
+        .add_service(tonic::service::interceptor::InterceptedService::new(service, auth.clone()))
         .serve_with_incoming_shutdown(incoming, wait_stop(servers_stopped.clone()));
     let grpc = tokio::spawn(grpc);
     let http = http_listener.map(|l| {
-        let app = http::router(api.clone());
+        let app = http::require_token(http::router(api.clone()), auth.clone());
         let stopped = wait_stop(servers_stopped.clone());
         tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(stopped).await })
     });
@@ -81,6 +82,7 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
         "http": http_local.map(|a| a.to_string()),
         "backends": api.backends().names(),
         "pid": std::process::id(),
+        "auth": auth.requires_token(),
     });
     println!("{ready}");
     tracing::info!(grpc = %grpc_local, http = ?http_local, "worker serving");
@@ -97,7 +99,7 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
             isolation: api.backends().all().iter().fold(0, |flags, b| flags | b.flag()),
             gpus: 0,
         };
-        tokio::spawn(register_with_controller(link, me));
+        tokio::spawn(register_with_controller(link, me, controller_auth));
     }
 
     stop.await;
@@ -133,8 +135,11 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
 /// ignores a member registering again, and a controller restarted without its state learns
 /// the worker again). Failures are logged at the first of a run and every tenth after, and
 /// the first success after failures is logged.
-async fn register_with_controller(link: config::ControllerLink, me: iluvatar_rpc::RegisterWorkerRequest) {
-    use iluvatar_rpc::iluvatar_controller_client::IluvatarControllerClient;
+async fn register_with_controller(
+    link: config::ControllerLink,
+    me: iluvatar_rpc::RegisterWorkerRequest,
+    auth: iluvatar_rpc::auth::ClientAuth,
+) {
     use std::time::Duration;
     // register_worker only stores the worker (it may ask an old member of the same name
     // for its health first): a few seconds are ample.
@@ -147,7 +152,7 @@ async fn register_with_controller(link: config::ControllerLink, me: iluvatar_rpc
             return;
         }
     };
-    let mut client = IluvatarControllerClient::new(channel);
+    let mut client = iluvatar_rpc::auth::controller_client(channel, auth);
     let (mut registered, mut failures) = (false, 0u64);
     loop {
         let result = match tokio::time::timeout(CALL_DEADLINE, client.register_worker(me.clone())).await {
@@ -179,6 +184,29 @@ async fn register_with_controller(link: config::ControllerLink, me: iluvatar_rpc
         let pause = if failures == 0 { link.heartbeat_ms } else { link.retry_ms };
         tokio::time::sleep(Duration::from_millis(pause.max(1))).await;
     }
+}
+
+/// The check of every gRPC call and HTTP request, and the token sent to the controller.
+/// Refuses to start when a token file is unusable, or when an API listens off loopback
+/// without a token and the config does not say `auth.insecure`.
+fn auth(config: &WorkerConfig) -> anyhow::Result<(iluvatar_rpc::auth::ServerAuth, iluvatar_rpc::auth::ClientAuth)> {
+    use config::AuthConfig;
+    let mut listens = vec![("grpc.address", config.grpc.address.as_str())];
+    if config.http.enabled {
+        listens.push(("http.address", config.http.address.as_str()));
+    }
+    let (server, client, exposed) = iluvatar_rpc::auth::configure_service(
+        AuthConfig::path(&config.auth.token_file),
+        "auth.controller_token_file",
+        AuthConfig::path(&config.auth.controller_token_file),
+        config.auth.insecure,
+        &listens,
+    )
+    .map_err(anyhow::Error::msg)?;
+    if exposed {
+        tracing::warn!(?listens, "serving off loopback without authentication (auth.insecure = true)");
+    }
+    Ok((server, client))
 }
 
 /// Removes whatever earlier runs left behind (containers and their files); registrations

@@ -222,6 +222,8 @@ impl Drop for Proc {
 
 pub struct Controller {
     pub proc: Proc,
+    /// The token `http_get` sends (for a controller configured with `auth.token_file`).
+    pub token: Option<String>,
 }
 
 impl Controller {
@@ -237,8 +239,10 @@ impl Controller {
 
     /// A controller whose config is the tests' default with the top-level sections of
     /// `changes` replaced (e.g. `{"health": {...}, "grpc": {"address": "0.0.0.0", "port": P}}`).
+    /// It serves on 0.0.0.0 without a token, so the default says `auth.insecure`.
     pub fn start_with(changes: Value, state: &Path) -> Controller {
         let mut config = json!({
+            "auth": {"insecure": true},
             "state_dir": state, "grpc": {"address": "0.0.0.0", "port": 0},
             "http": {"enabled": true, "address": "127.0.0.1", "port": 0},
             "balancer": {"type": "round_robin"}, "health": {"interval_ms": 200, "timeout_ms": 300},
@@ -247,7 +251,7 @@ impl Controller {
         for (k, v) in changes.as_object().expect("an object") {
             config[k] = v.clone();
         }
-        Controller { proc: Proc::start("iluvatar_controller", "controller", config, None) }
+        Controller { proc: Proc::start("iluvatar_controller", "controller", config, None), token: None }
     }
 
     /// The worker named `name` as `GET /workers` lists it.
@@ -279,7 +283,8 @@ impl Controller {
     pub fn http_get(&self, path: &str) -> String {
         let addr = self.proc.ready["http"].as_str().expect("http");
         let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let authorization = self.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{authorization}Connection: close\r\n\r\n").unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(out)
@@ -323,14 +328,24 @@ impl Worker {
     /// A sim worker named `name` in its own place, registering with `controller` (and
     /// again every 200 ms, its heartbeat).
     pub fn start(name: &str, k: usize, controller: &Controller) -> Worker {
+        Self::start_with(name, k, controller, json!({}))
+    }
+
+    /// Like [`start`](Self::start), with the top-level sections of `changes` replaced. Its
+    /// address may not be loopback (a namespace's), so the default says `auth.insecure`.
+    pub fn start_with(name: &str, k: usize, controller: &Controller, changes: Value) -> Worker {
         let place = Place::new(k);
-        let config = json!({
+        let mut config = json!({
+            "auth": {"insecure": true},
             "name": name, "state_dir": unique_dir("worker-state"),
             "grpc": {"address": place.addr, "port": 0}, "http": {"enabled": false},
             "isolation": {"backends": [{"type": "sim"}]}, "invoker": {"concurrency": 4},
             "controller": {"address": place.controller_addr, "port": controller.proc.port(), "retry_ms": 100,
                 "heartbeat_ms": 200},
         });
+        for (key, v) in changes.as_object().expect("an object") {
+            config[key] = v.clone();
+        }
         let proc = Proc::start("iluvatar_worker", name, config, place.netns.clone());
         Worker { proc, place }
     }
