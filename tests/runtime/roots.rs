@@ -208,6 +208,8 @@ fn a_worker_beyond_loopback_needs_code_roots() {
         "state_dir": dir.join("state"),
         "grpc": {"address": "0.0.0.0", "port": 0},
         "http": {"enabled": false},
+        // Past the authentication check (a token or insecure is needed off loopback too).
+        "auth": {"insecure": true},
         "isolation": {"backends": [{"type": "runtime", "standby": 0}]},
     });
     let path = dir.join("worker.json");
