@@ -21,7 +21,9 @@ fn a_cold_start_takes_a_standby_container_and_the_pool_refills() {
     let mut w = RuntimeWorker::start(json!({"isolation": {"backends": [{"type": "runtime", "standby": 2}]}}));
     let two = eventually(Duration::from_secs(10), || w.containers().len() == 2);
     assert!(two, "two standby containers start: {:?}\n{}", w.containers(), w.log_context());
-    assert_eq!(memory_limits(&w), vec![64, 64], "standby containers have the standby memory limit");
+    // A container's cgroup appears a moment before libcontainer writes its limits.
+    let limited = eventually(Duration::from_secs(5), || memory_limits(&w) == vec![64, 64]);
+    assert!(limited, "standby containers have the standby memory limit: {:?}", memory_limits(&w));
 
     let code = fixture("standby_probe");
     let image = format!("code:{}?PROBE_WORD=hi", code.display());
