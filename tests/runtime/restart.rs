@@ -69,6 +69,10 @@ fn stop_leaves_nothing_and_a_crashed_runs_containers_are_cleaned() {
     assert!(running.iter().all(|p| alive(*p)), "the leftover is planted: {running:?}");
     assert_eq!(w.runtime_entries("root").len(), 2, "hello's and faults' containers are left");
     assert!(!w.container_cgroups().is_empty());
+    // A crash in the middle of a create leaves a container directory without its state.
+    let half_made = w.state_dir.join("runtime").join("root").join("hello-1-halfmade-1");
+    std::fs::create_dir_all(&half_made).unwrap();
+    std::fs::write(half_made.join("notify.sock"), b"").unwrap();
     // ... which the next start removes before it serves.
     w.start_again();
     assert_nothing_left(&w, &running, "after a restart following SIGKILL");

@@ -435,8 +435,13 @@ impl IsolationBackend for RuntimeBackend {
                 .map_err(|e| io_err("cannot list", &self.dirs.root, e))?
                 .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
                 .collect();
+            // A container caught mid-create by a crash has no readable state: its files go
+            // all the same, and its processes with the cgroups below. One failed delete
+            // does not stop the worker from starting.
             for id in ids {
-                self.destroy(id).await?;
+                if let Err(e) = self.destroy(id.clone()).await {
+                    tracing::warn!(container = %id, error = %e, "removing a leftover container failed; its files were removed");
+                }
                 removed += 1;
             }
             // Socket and slot directories are mount points: unmount before removing.
