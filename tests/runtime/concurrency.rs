@@ -1,7 +1,7 @@
 //! Two functions run at the same time, each in its own container.
 
 use crate::util::{RuntimeWorker, code_req, shipped};
-use iluvatar_e2e::{invoke_req, result_json, state_name};
+use iluvatar_testkit::{invoke_req, result_json, state_name};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,7 +110,7 @@ fn without_a_filter_the_same_calls_get_through() {
 
 #[test]
 fn a_profile_file_in_the_oci_format_is_applied_and_a_bad_one_stops_the_start_by_name() {
-    let dir = iluvatar_e2e::unique_dir("seccomp");
+    let dir = iluvatar_testkit::unique_dir("seccomp");
     let path = dir.join("profile.json");
     let profile = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
@@ -151,9 +151,9 @@ fn start_refused(dir: &std::path::Path, mut config: Value) -> String {
     config["http"] = json!({"enabled": false});
     let cfg = dir.join("worker.json");
     std::fs::write(&cfg, config.to_string()).unwrap();
-    let mut cmd = std::process::Command::new(iluvatar_e2e::bin("iluvatar_worker"));
+    let mut cmd = std::process::Command::new(iluvatar_testkit::bin("iluvatar_worker"));
     cmd.arg("-c").arg(&cfg);
-    let out = iluvatar_e2e::output_timeout(cmd, Duration::from_secs(30));
+    let out = iluvatar_testkit::output_timeout(cmd, Duration::from_secs(30));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{config} must stop the start: {err}");
     err
@@ -178,7 +178,7 @@ fn in_a_user_namespace_the_function_is_nobody_the_host_knows() {
     drop(w);
     // A range that would hold the host's own ids (0: the container's root would be the
     // host's) is refused at start, by name.
-    let dir = iluvatar_e2e::unique_dir("userns");
+    let dir = iluvatar_testkit::unique_dir("userns");
     let config = json!({"isolation": {"backends": [{"type": "runtime", "user_namespace_base": 0}]}});
     let err = start_refused(&dir, config);
     assert!(err.contains("user_namespace_base 0 must be at least 65536"), "{err}");

@@ -2,7 +2,7 @@
 //! keeps serving.
 
 use crate::util::{RuntimeWorker, alive, code_req, fixture, procs, shipped};
-use iluvatar_e2e::{invoke_req, result_json, state_name};
+use iluvatar_testkit::{invoke_req, result_json, state_name};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -175,7 +175,7 @@ async fn bad_code_references_are_refused_at_registration() {
     assert!(err.contains("/nonexistent/iluvatar-e2e") && err.contains("not found"), "{err}");
 
     // A folder without main.py.
-    let no_main = iluvatar_e2e::unique_dir("no-main");
+    let no_main = iluvatar_testkit::unique_dir("no-main");
     std::fs::write(no_main.join("handler.py"), "def main(args):\n    return {}\n").unwrap();
     let err = w.cli_err(&[
         "register",

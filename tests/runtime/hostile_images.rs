@@ -32,7 +32,7 @@ fn hostile_images_are_refused_and_the_worker_keeps_serving() {
 
     let archive = build_image(&shipped("hello"), &w.dir, "hello");
     let out = w.dir.join("hostile");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/build-hostile-images.py");
+    let script = iluvatar_testkit::fixtures::tests_dir().join("images/build-hostile-images.py");
     let built = Command::new("python3")
         .arg(&script)
         .args(["--base", &archive.display().to_string(), "--out", &out.display().to_string()])

@@ -8,7 +8,7 @@ use std::process::Command;
 
 /// Builds a self-contained image archive of `function` with the project's script.
 pub(crate) fn build_image(function: &Path, dir: &Path, tag: &str) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-python-image.py");
+    let script = iluvatar_testkit::fixtures::tests_dir().join("../scripts/build-python-image.py");
     let out = dir.join(format!("{tag}.tar"));
     let st = Command::new("python3")
         .arg(&script)

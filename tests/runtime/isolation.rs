@@ -108,7 +108,7 @@ fn a_symlink_planted_at_the_agent_socket_does_not_redirect_the_worker() {
     let decoy = w.dir.join("decoy.sock");
     let listener = UnixListener::bind(&decoy).unwrap();
     listener.set_nonblocking(true).unwrap();
-    let code = iluvatar_e2e::unique_dir("hijack");
+    let code = iluvatar_testkit::unique_dir("hijack");
     std::fs::copy(fixture("socket_hijack").join("main.py"), code.join("main.py")).unwrap();
     std::fs::write(code.join("target"), decoy.display().to_string()).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -48,8 +48,8 @@ fn body(w: &RuntimeWorker, name: &str) -> Value {
 
 #[test]
 fn code_roots_admit_only_folders_under_them_with_one_error_for_the_rest() {
-    let base = iluvatar_e2e::unique_dir("roots");
-    let (root, outside) = (base.join("root"), iluvatar_e2e::unique_dir("outside"));
+    let base = iluvatar_testkit::unique_dir("roots");
+    let (root, outside) = (base.join("root"), iluvatar_testkit::unique_dir("outside"));
     function(&root.join("f"), "root");
     function(&outside.join("g"), "outside");
     std::os::unix::fs::symlink(outside.join("g"), root.join("out-link")).unwrap();
@@ -113,8 +113,8 @@ fn code_roots_admit_only_folders_under_them_with_one_error_for_the_rest() {
 /// Registers `root/f` and `root/p/f`, swaps `f` and `p` for links to other folders under the
 /// root, and to a folder outside it, then cold-starts: the registered code runs.
 fn swapped_links_change_nothing(standby: usize) {
-    let base = iluvatar_e2e::unique_dir("swap");
-    let (root, outside) = (base.join("root"), iluvatar_e2e::unique_dir("swap-outside"));
+    let base = iluvatar_testkit::unique_dir("swap");
+    let (root, outside) = (base.join("root"), iluvatar_testkit::unique_dir("swap-outside"));
     function(&root.join("f"), "original f");
     function(&root.join("p/f"), "original p/f");
     function(&root.join("g"), "original g");
@@ -168,8 +168,8 @@ fn a_link_swapped_after_registration_changes_nothing_for_standby_containers() {
 
 #[test]
 fn a_restart_opens_and_checks_registrations_again() {
-    let base = iluvatar_e2e::unique_dir("reopen");
-    let (root, outside) = (base.join("root"), iluvatar_e2e::unique_dir("reopen-outside"));
+    let base = iluvatar_testkit::unique_dir("reopen");
+    let (root, outside) = (base.join("root"), iluvatar_testkit::unique_dir("reopen-outside"));
     function(&root.join("f"), "original");
     function(&root.join("stays"), "stays");
     function(&outside, "outside");
@@ -203,7 +203,7 @@ fn a_restart_opens_and_checks_registrations_again() {
 
 #[test]
 fn a_worker_beyond_loopback_needs_code_roots() {
-    let dir = iluvatar_e2e::unique_dir("public");
+    let dir = iluvatar_testkit::unique_dir("public");
     let config = json!({
         "state_dir": dir.join("state"),
         "grpc": {"address": "0.0.0.0", "port": 0},
@@ -214,9 +214,9 @@ fn a_worker_beyond_loopback_needs_code_roots() {
     });
     let path = dir.join("worker.json");
     std::fs::write(&path, config.to_string()).unwrap();
-    let mut cmd = std::process::Command::new(iluvatar_e2e::bin("iluvatar_worker"));
+    let mut cmd = std::process::Command::new(iluvatar_testkit::bin("iluvatar_worker"));
     cmd.arg("-c").arg(&path);
-    let out = iluvatar_e2e::output_timeout(cmd, std::time::Duration::from_secs(20));
+    let out = iluvatar_testkit::output_timeout(cmd, std::time::Duration::from_secs(20));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "must refuse to start: {stderr}");
     assert!(stderr.contains("code_roots is empty") && stderr.contains("beyond loopback"), "{stderr}");
@@ -225,7 +225,7 @@ fn a_worker_beyond_loopback_needs_code_roots() {
 
 #[test]
 fn an_image_archive_swapped_after_registration_changes_nothing() {
-    let base = iluvatar_e2e::unique_dir("image-swap");
+    let base = iluvatar_testkit::unique_dir("image-swap");
     let root = base.join("root");
     function(&base.join("src-a"), "image a");
     function(&base.join("src-b"), "image b");

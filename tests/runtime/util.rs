@@ -2,8 +2,10 @@
 //! registration of code folders, and what the host sees of a worker's containers (its
 //! cgroups, their processes).
 
-use iluvatar_e2e::{WorkerProcess, merge, wait_timeout};
 use iluvatar_rpc as rpc;
+pub use iluvatar_testkit::eventually;
+pub use iluvatar_testkit::fixtures::{fixture, shipped};
+use iluvatar_testkit::{POLL, WorkerProcess, merge, wait_timeout};
 use serde_json::{Value, json};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
@@ -11,18 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-const POLL: Duration = Duration::from_millis(20);
-
-/// A fixture function of these tests: `tests/functions/<name>`.
-pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("functions").join(name)
-}
-
-/// A function shipped with the project: `functions/<name>`.
-pub fn shipped(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("functions").join(name);
-    p.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
 
 /// A registration of a code folder on the runtime backend, as gRPC sends it.
 pub fn code_req(name: &str, image_name: &str, memory_mb: i64) -> rpc::RegisterRequest {
@@ -103,7 +93,7 @@ impl RuntimeWorker {
 
     /// Runs `iluvatar_worker -c CONFIG clean`; returns its exit success and stdout.
     pub fn clean(&self) -> Option<(bool, String)> {
-        let mut child = Command::new(iluvatar_e2e::target_dir().join("iluvatar_worker"))
+        let mut child = Command::new(iluvatar_testkit::target_dir().join("iluvatar_worker"))
             .arg("-c")
             .arg(&self.config_path)
             .arg("clean")
@@ -285,17 +275,6 @@ pub fn cmdline(pid: u32) -> String {
 pub fn proc_status(pid: u32, key: &str) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(|v| v.trim().to_string()))
-}
-
-/// Polls `f` until it holds; false after `timeout`.
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    for _ in 0..(timeout.as_millis() / POLL.as_millis()).max(1) {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(POLL);
-    }
-    f()
 }
 
 /// A cgroup file, trimmed.

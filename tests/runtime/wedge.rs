@@ -6,8 +6,8 @@
 #![allow(clippy::disallowed_methods)]
 
 use crate::util::{RuntimeWorker, alive, assert_nothing_left, code_req, eventually, fixture, shipped};
-use iluvatar_e2e::{Client, invoke_req, result_json};
 use iluvatar_rpc as rpc;
+use iluvatar_testkit::{Client, invoke_req, result_json};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -293,7 +293,7 @@ async fn a_prewarm_dropped_by_its_client_leaks_neither_memory_nor_a_container() 
     assert_eq!(w.containers().len(), 1, "{}", w.log_context());
     assert_eq!(used(&mut c).await, 25.0, "128 of 512 MB");
     let r = c.invoke(invoke_req("hello", "1", "{}")).await.unwrap().into_inner();
-    assert_eq!(iluvatar_e2e::state_name(&r), "PREWARM", "the dropped prewarm's container serves: {r:?}");
+    assert_eq!(iluvatar_testkit::state_name(&r), "PREWARM", "the dropped prewarm's container serves: {r:?}");
     c.clean(rpc::CleanRequest::default()).await.unwrap();
     assert!(eventually(Duration::from_secs(5), || w.containers().is_empty()), "clean removes it");
     assert_eq!(used(&mut c).await, 0.0, "no memory stays reserved");
@@ -318,9 +318,9 @@ fn an_early_sigterm_or_a_failed_start_leaves_nothing_behind() {
     config["grpc"]["port"] = json!(taken.local_addr().unwrap().port());
     let path = w.dir.join("taken.json");
     std::fs::write(&path, config.to_string()).unwrap();
-    let mut cmd = std::process::Command::new(iluvatar_e2e::bin("iluvatar_worker"));
+    let mut cmd = std::process::Command::new(iluvatar_testkit::bin("iluvatar_worker"));
     cmd.arg("-c").arg(&path);
-    let out = iluvatar_e2e::output_timeout(cmd, Duration::from_secs(30));
+    let out = iluvatar_testkit::output_timeout(cmd, Duration::from_secs(30));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen for gRPC"), "{err}");

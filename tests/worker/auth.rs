@@ -3,47 +3,20 @@
 //! worker keeps serving; a worker listening off loopback refuses to start without a token
 //! unless its config says `auth.insecure`.
 
-use iluvatar_e2e::*;
 use iluvatar_rpc as rpc;
-use iluvatar_rpc::auth::{ClientAuth, Token};
+use iluvatar_testkit::auth::{self, refused, token_file};
+use iluvatar_testkit::*;
 use serde_json::{Value, json};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Writes `text` to `dir/name` with `mode`.
-fn token_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-    p
-}
-
 /// A gRPC client of the worker sending `token` (none: no header).
 async fn client_with(w: &WorkerProcess, token: Option<&str>) -> rpc::auth::WorkerClient {
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", w.grpc_port))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap_or_else(|e| w.fail(&format!("cannot connect: {e}")));
-    let auth = token.map(|t| ClientAuth::with_token(&Token::new(t).unwrap())).unwrap_or_default();
-    rpc::auth::worker_client(channel, auth)
+    auth::worker_client(format!("http://127.0.0.1:{}", w.grpc_port), token).await
 }
 
 fn ping() -> rpc::PingRequest {
-    rpc::PingRequest { message: "Ping".into(), transaction_id: "e2e-auth".into() }
-}
-
-/// Asserts a gRPC call was refused as Unauthenticated with `why` in its message.
-fn refused<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>, why: &str, what: &str) {
-    match r {
-        Ok(answer) => panic!("{what} was served without the right token: {answer:?}"),
-        Err(s) => {
-            assert_eq!(s.code(), tonic::Code::Unauthenticated, "{what}: {s:?}");
-            assert!(s.message().contains(why), "{what}: the message should say {why:?}: {s:?}");
-        }
-    }
+    auth::ping("e2e-auth")
 }
 
 #[tokio::test]
@@ -130,20 +103,9 @@ async fn every_grpc_call_http_request_and_cli_call_needs_the_token() {
 
 /// Runs the worker binary with `config` and expects it to refuse to start; its stderr.
 fn refused_start(config: Value) -> String {
-    let dir = unique_dir("auth-start");
     let mut config = config;
-    config["state_dir"] = dir.join("state").display().to_string().into();
     config["isolation"] = json!({"backends": [{"type": "sim"}]});
-    let path = dir.join("worker.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let mut cmd = Command::new(bin("iluvatar_worker"));
-    cmd.arg("-c").arg(&path).env("RUST_LIB_BACKTRACE", "0");
-    let out = output_timeout(cmd, Duration::from_secs(20));
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.code().is_some_and(|c| c != 0), "{config} must be refused ({}): {stderr}", out.status);
-    assert!(out.stdout.is_empty(), "no ready line: {}", String::from_utf8_lossy(&out.stdout));
-    std::fs::remove_dir_all(dir).unwrap();
-    stderr
+    auth::refused_start("iluvatar_worker", config)
 }
 
 #[tokio::test]

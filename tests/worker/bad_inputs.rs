@@ -1,7 +1,7 @@
 //! Bad inputs each get a specific error, and the worker keeps serving.
 
-use iluvatar_e2e::{WorkerProcess, async_req, invoke_req, register_req, result_json, timings};
 use iluvatar_rpc as rpc;
+use iluvatar_testkit::{WorkerProcess, async_req, invoke_req, register_req, result_json, timings};
 use serde_json::json;
 
 fn reg<'a>(name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {

@@ -1,6 +1,6 @@
 //! The whole lifecycle through the CLI binary, including a restart.
 
-use iluvatar_e2e::WorkerProcess;
+use iluvatar_testkit::WorkerProcess;
 use serde_json::{Value, json};
 
 fn names(list: &Value) -> Vec<(String, String, String)> {

@@ -1,6 +1,6 @@
 //! The concurrency limit queues invocations.
 
-use iluvatar_e2e::{WorkerProcess, await_status, invoke_req, register_req, result_json, state_name, timings};
+use iluvatar_testkit::{WorkerProcess, await_status, invoke_req, register_req, result_json, state_name, timings};
 use serde_json::json;
 use std::time::Duration;
 

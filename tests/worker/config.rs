@@ -1,7 +1,7 @@
 //! Configuration errors, environment overrides, and the clean subcommand.
 
-use iluvatar_e2e::{WorkerProcess, bin, output_timeout, unique_dir};
 use iluvatar_rpc as rpc;
+use iluvatar_testkit::{WorkerProcess, bin, output_timeout, unique_dir};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;

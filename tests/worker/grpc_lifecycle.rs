@@ -1,7 +1,9 @@
 //! The lifecycle through the generated gRPC client.
 
-use iluvatar_e2e::{WorkerProcess, async_req, await_async, invoke_req, register_req, result_json, state_name, timings};
 use iluvatar_rpc as rpc;
+use iluvatar_testkit::{
+    WorkerProcess, async_req, await_async, invoke_req, register_req, result_json, state_name, timings,
+};
 use serde_json::json;
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The HTTP/JSON API and /metrics, over a bare TCP socket.
 
-use iluvatar_e2e::{WorkerProcess, metric_value};
+use iluvatar_testkit::{WorkerProcess, metric_value};
 use serde_json::{Value, json};
 
 fn parse(what: &str, code: u16, body: &str) -> Value {

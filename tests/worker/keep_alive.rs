@@ -1,6 +1,6 @@
 //! Idle containers are removed after their keep-alive.
 
-use iluvatar_e2e::{WorkerProcess, invoke_req, register_req, state_name, timings};
+use iluvatar_testkit::{WorkerProcess, invoke_req, register_req, state_name, timings};
 use serde_json::json;
 use std::time::Duration;
 

@@ -1,7 +1,9 @@
 //! The memory pool: eviction of idle containers, and a clear no_memory error when a
 //! running container holds the memory past memory_wait_ms.
 
-use iluvatar_e2e::{WorkerProcess, async_req, await_async, invoke_req, register_req, result_json, state_name, timings};
+use iluvatar_testkit::{
+    WorkerProcess, async_req, await_async, invoke_req, register_req, result_json, state_name, timings,
+};
 use serde_json::json;
 use std::time::Duration;
 

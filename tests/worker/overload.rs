@@ -2,7 +2,7 @@
 //! results expire uncollected, arguments past the largest payload are refused, async
 //! cookies cannot be guessed, and a second worker (or `clean`) on a busy state dir is refused.
 
-use iluvatar_e2e::{WorkerProcess, async_req, invoke_req, register_req, result_json, timings};
+use iluvatar_testkit::{WorkerProcess, async_req, invoke_req, register_req, result_json, timings};
 use serde_json::json;
 use std::time::Duration;
 
@@ -110,9 +110,9 @@ async fn arguments_past_the_largest_payload_are_refused_by_name() {
 #[test]
 fn a_second_worker_and_clean_are_refused_on_a_busy_state_dir() {
     let w = WorkerProcess::start(json!({}));
-    let out = iluvatar_e2e::output_timeout(
+    let out = iluvatar_testkit::output_timeout(
         {
-            let mut cmd = std::process::Command::new(iluvatar_e2e::bin("iluvatar_worker"));
+            let mut cmd = std::process::Command::new(iluvatar_testkit::bin("iluvatar_worker"));
             cmd.arg("-c").arg(&w.config_path).arg("clean");
             cmd
         },
@@ -128,9 +128,9 @@ fn a_second_worker_and_clean_are_refused_on_a_busy_state_dir() {
     second["http"]["port"] = json!(0);
     let path = w.dir.join("second.json");
     std::fs::write(&path, second.to_string()).unwrap();
-    let out = iluvatar_e2e::output_timeout(
+    let out = iluvatar_testkit::output_timeout(
         {
-            let mut cmd = std::process::Command::new(iluvatar_e2e::bin("iluvatar_worker"));
+            let mut cmd = std::process::Command::new(iluvatar_testkit::bin("iluvatar_worker"));
             cmd.arg("-c").arg(&path);
             cmd
         },

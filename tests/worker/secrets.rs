@@ -1,8 +1,8 @@
 //! Environment values in a code reference are never shown (list over gRPC and HTTP, a
 //! conflicting registration's error), and the registry file is its owner's only.
 
-use iluvatar_e2e::{WorkerProcess, register_req};
 use iluvatar_rpc as rpc;
+use iluvatar_testkit::{WorkerProcess, register_req};
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 

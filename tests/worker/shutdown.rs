@@ -1,7 +1,7 @@
 //! Graceful shutdown on SIGTERM.
 
-use iluvatar_e2e::{STOP_TIMEOUT, WorkerProcess, await_status, invoke_req, register_req, result_json, timings};
 use iluvatar_rpc as rpc;
+use iluvatar_testkit::{STOP_TIMEOUT, WorkerProcess, await_status, invoke_req, register_req, result_json, timings};
 use serde_json::json;
 use std::time::Duration;
 
@@ -80,13 +80,13 @@ async fn in_flight_invocation_completes_within_the_default_grace() {
 fn sigterm_right_after_the_ready_line_shuts_down_gracefully() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
-    let dir = iluvatar_e2e::unique_dir("sigterm-race");
+    let dir = iluvatar_testkit::unique_dir("sigterm-race");
     let config = dir.join("worker.json");
     let state = dir.join("state").display().to_string();
     let body = json!({"state_dir": state, "grpc": {"port": 0}, "http": {"port": 0}, "isolation": {"backends": [{"type": "sim"}]}});
     std::fs::write(&config, body.to_string()).unwrap();
     for attempt in 0..20 {
-        let mut worker = Command::new(iluvatar_e2e::bin("iluvatar_worker"))
+        let mut worker = Command::new(iluvatar_testkit::bin("iluvatar_worker"))
             .arg("-c")
             .arg(&config)
             .stdout(Stdio::piped())
@@ -103,7 +103,7 @@ fn sigterm_right_after_the_ready_line_shuts_down_gracefully() {
         assert!(line.contains("\"ready\""), "{line}");
         killer.stdin.take().unwrap().write_all(b"go\n").unwrap();
         assert!(killer.wait().unwrap().success());
-        let status = iluvatar_e2e::wait_timeout(&mut worker, STOP_TIMEOUT).unwrap_or_else(|| {
+        let status = iluvatar_testkit::wait_timeout(&mut worker, STOP_TIMEOUT).unwrap_or_else(|| {
             let _ = worker.kill();
             panic!("attempt {attempt}: the worker did not exit")
         });

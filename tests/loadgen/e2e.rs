@@ -1,72 +1,42 @@
 //! End-to-end tests of iluvatar_load_gen: the real binary against a real iluvatar_worker
 //! process (sim backend) on loopback. `cargo build --workspace` builds both binaries.
 
-mod common;
-use common::*;
-
 use iluvatar_rpc as rpc;
-use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
-use serde_json::Value;
-use std::io::{BufRead, BufReader};
+use iluvatar_testkit::loadgen::*;
+use iluvatar_testkit::{WorkerProcess, s, unique_dir as temp_dir};
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Output;
 
-struct Worker {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
+/// A sim worker on loopback.
+fn worker() -> WorkerProcess {
+    WorkerProcess::start(json!({"log_level": "warn"}))
 }
 
-impl Worker {
-    fn start() -> Worker {
-        let dir = temp_dir("worker");
-        let config = serde_json::json!({
-            "isolation": {"backends": [{"type": "sim"}]},
-            "grpc": {"address": "127.0.0.1", "port": 0},
-            "http": {"enabled": false},
-            "state_dir": dir.join("state"),
-            "log_level": "warn",
-        });
-        std::fs::write(dir.join("worker.json"), config.to_string()).unwrap();
-        let mut child = Command::new(bin("iluvatar_worker"))
-            .arg("-c")
-            .arg(dir.join("worker.json"))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("worker.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("the worker printed no ready line in 20 s");
-        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-            panic!("bad ready line {line:?}; log: {:?}", std::fs::read_to_string(dir.join("worker.log")))
-        });
-        let port = ready["grpc"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
-        Worker { child, port, dir }
-    }
-
-    fn registered(&self) -> usize {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let mut c = IluvatarWorkerClient::connect(format!("http://127.0.0.1:{}", self.port)).await.unwrap();
-            c.list_registered_funcs(rpc::ListFunctionRequest::default()).await.unwrap().into_inner().functions.len()
-        })
-    }
+/// How many functions the worker has registered.
+fn registered(w: &WorkerProcess) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut c = w.client().await;
+        c.list_registered_funcs(rpc::ListFunctionRequest::default()).await.unwrap().into_inner().functions.len()
+    })
 }
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // SAFETY: signals our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Replays `trace` (with its `meta`) at the sim worker on `port`, results in `out`.
+fn replay(port: &str, trace: &Path, meta: &Path, out: &Path) -> Output {
+    load_gen(&[
+        "trace",
+        "--port",
+        port,
+        "--isolation",
+        "sim",
+        "--input",
+        s(trace),
+        "--metadata",
+        s(meta),
+        "--out",
+        s(out),
+    ])
 }
 
 const META: &str = "func_name,cold_dur_ms,warm_dur_ms,mem_mb,note\nhello,60,5,128,x\nslow,120,30,256,y\n";
@@ -87,25 +57,13 @@ fn check_svg(path: &Path) {
 
 #[test]
 fn trace_replay_against_sim_worker() {
-    let w = Worker::start();
+    let w = worker();
     let d = temp_dir("trace");
     let (meta, trace, out) = (d.join("meta.csv"), d.join("trace.csv"), d.join("out"));
     std::fs::write(&meta, META).unwrap();
     std::fs::write(&trace, TRACE).unwrap();
-    let port = w.port.to_string();
-    let o = load_gen(&[
-        "trace",
-        "--port",
-        &port,
-        "--isolation",
-        "sim",
-        "--input",
-        s(&trace),
-        "--metadata",
-        s(&meta),
-        "--out",
-        s(&out),
-    ]);
+    let port = w.grpc_port.to_string();
+    let o = replay(&port, &trace, &meta, &out);
     assert!(o.status.success());
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("ALL") && stdout.contains("lat p99ms"), "{stdout}");
@@ -143,12 +101,12 @@ fn trace_replay_against_sim_worker() {
 
 #[test]
 fn prewarmed_containers_serve_the_first_invocations() {
-    let w = Worker::start();
+    let w = worker();
     let d = temp_dir("prewarm");
     let (meta, trace, out) = (d.join("meta.csv"), d.join("trace.csv"), d.join("out"));
     std::fs::write(&meta, META).unwrap();
     std::fs::write(&trace, "func_name,invoke_time_ms\nhello,0\nhello,50\n").unwrap();
-    let port = w.port.to_string();
+    let port = w.grpc_port.to_string();
     let o = load_gen(&[
         "trace",
         "--port",
@@ -172,9 +130,9 @@ fn prewarmed_containers_serve_the_first_invocations() {
 
 #[test]
 fn bad_inputs_fail_before_any_load_with_file_line_and_reason() {
-    let w = Worker::start();
+    let w = worker();
     let d = temp_dir("bad");
-    let port = w.port.to_string();
+    let port = w.grpc_port.to_string();
     let good_meta = d.join("meta.csv");
     std::fs::write(&good_meta, META).unwrap();
     let cases: [(&str, &str, &str, &str); 5] = [
@@ -210,25 +168,13 @@ fn bad_inputs_fail_before_any_load_with_file_line_and_reason() {
         let (meta, trace, out) = (dir.join("meta.csv"), dir.join("trace.csv"), dir.join("out"));
         std::fs::write(&meta, meta_text).unwrap();
         std::fs::write(&trace, trace_text).unwrap();
-        let o = load_gen(&[
-            "trace",
-            "--port",
-            &port,
-            "--isolation",
-            "sim",
-            "--input",
-            s(&trace),
-            "--metadata",
-            s(&meta),
-            "--out",
-            s(&out),
-        ]);
+        let o = replay(&port, &trace, &meta, &out);
         assert!(!o.status.success(), "{tag} should fail");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(want), "{tag}: want {want:?} in {err}");
         assert!(!out.join("invocations.csv").exists(), "{tag}: no results expected");
     }
-    assert_eq!(w.registered(), 0, "nothing may reach the worker when the input is bad");
+    assert_eq!(registered(&w), 0, "nothing may reach the worker when the input is bad");
 
     // An unreachable target: a port nobody listens on.
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
@@ -258,9 +204,9 @@ fn bad_inputs_fail_before_any_load_with_file_line_and_reason() {
 
 #[test]
 fn rate_is_seeded_and_open_loop() {
-    let w = Worker::start();
+    let w = worker();
     let d = temp_dir("rate");
-    let port = w.port.to_string();
+    let port = w.grpc_port.to_string();
     let mut traces = Vec::new();
     for run in ["a", "b"] {
         let out = d.join(run);
@@ -400,7 +346,7 @@ fn azure_conversion_drops_and_counts_what_is_missing() {
 
 #[test]
 fn synthetic_generation_replays() {
-    let w = Worker::start();
+    let w = worker();
     let d = temp_dir("synthetic");
     let gen_dir = d.join("gen");
     let o = load_gen(&[
@@ -426,7 +372,7 @@ fn synthetic_generation_replays() {
     assert!(o.status.success());
     let n = std::fs::read_to_string(gen_dir.join("trace.csv")).unwrap().lines().count() - 1;
     assert!(n > 10, "{n}");
-    let port = w.port.to_string();
+    let port = w.grpc_port.to_string();
     let out = d.join("out");
     let o = load_gen(&[
         "trace",
@@ -450,9 +396,9 @@ fn synthetic_generation_replays() {
 
 #[test]
 fn scaling_steps_closed_loop_clients() {
-    let w = Worker::start();
+    let w = worker();
     let d = temp_dir("scaling");
-    let port = w.port.to_string();
+    let port = w.grpc_port.to_string();
     let out = d.join("out");
     let o = load_gen(&[
         "scaling",
@@ -486,14 +432,14 @@ fn scaling_steps_closed_loop_clients() {
 
 #[test]
 fn benchmark_writes_function_data() {
-    let w = Worker::start();
+    let w = worker();
     let d = temp_dir("bench");
     let funcs = d.join("functions");
     for f in ["alpha", "beta"] {
         std::fs::create_dir_all(funcs.join(f)).unwrap();
         std::fs::write(funcs.join(f).join("main.py"), "def main(args):\n    return {}\n").unwrap();
     }
-    let port = w.port.to_string();
+    let port = w.grpc_port.to_string();
     let data = d.join("data.json");
     let o = load_gen(&[
         "benchmark",

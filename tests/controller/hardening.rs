@@ -3,10 +3,9 @@
 //! and a controller restarted without its state that learns its workers from their
 //! heartbeats. Waits count short sleeps; bounds on promptness are tokio timeouts.
 
-mod common;
-
-use common::*;
 use iluvatar_rpc as rpc;
+use iluvatar_testkit::cluster::*;
+use iluvatar_testkit::unique_dir;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;

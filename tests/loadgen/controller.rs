@@ -2,64 +2,15 @@
 //! loopback; `cargo build --workspace` builds the binaries), and simulated (a cluster of
 //! in-process workers behind the controller's balancer, under virtual time).
 
-mod common;
-use common::*;
-
 use clap::Parser;
 use iluvatar_load_gen::replay::{TraceArgs, run_trace};
+use iluvatar_testkit::loadgen::*;
+use iluvatar_testkit::{Proc, s, unique_dir as temp_dir};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
 
 const SEED: u64 = 7;
-
-/// A process started with a JSON config, stopped with SIGTERM on drop.
-struct Proc {
-    child: Child,
-    ready: Value,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(binary: &str, dir: &Path, config: Value) -> Proc {
-        let path = dir.join(format!("{binary}.json"));
-        std::fs::write(&path, config.to_string()).unwrap();
-        let log = dir.join(format!("{binary}.log"));
-        let mut child = Command::new(bin(binary))
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("no ready line in 20 s");
-        let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|_| panic!("bad ready line {line:?}; log: {:?}", std::fs::read_to_string(&log)));
-        Proc { child, ready, log }
-    }
-
-    fn grpc_port(&self) -> u16 {
-        self.ready["grpc"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SAFETY: signals our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
 
 const META: &str = "func_name,cold_dur_ms,warm_dur_ms,mem_mb\nhello,60,5,128\nslow,120,30,256\n";
 const TRACE: &str = "func_name,invoke_time_ms\nhello,0\nslow,0\nhello,300\nslow,400\nhello,600\nhello,650\nslow,800\n";
@@ -67,7 +18,7 @@ const TRACE: &str = "func_name,invoke_time_ms\nhello,0\nslow,0\nhello,300\nslow,
 #[test]
 fn a_trace_runs_through_a_live_controller_over_two_workers() {
     let dir = temp_dir("live");
-    let controller = Proc::start(
+    let controller = daemon(
         "iluvatar_controller",
         &dir,
         serde_json::json!({
@@ -79,14 +30,14 @@ fn a_trace_runs_through_a_live_controller_over_two_workers() {
             "log_level": "warn",
         }),
     );
-    let port = controller.grpc_port();
+    let port = controller.port();
     let http = controller.ready["http"].as_str().unwrap().to_string();
     let workers: Vec<Proc> = ["w1", "w2"]
         .iter()
         .map(|name| {
             let wdir = dir.join(name);
             std::fs::create_dir_all(&wdir).unwrap();
-            Proc::start(
+            daemon(
                 "iluvatar_worker",
                 &wdir,
                 serde_json::json!({
@@ -129,9 +80,9 @@ fn a_trace_runs_through_a_live_controller_over_two_workers() {
         s(&out),
     ]);
     let logs = || {
-        let mut all = format!("controller: {:?}", std::fs::read_to_string(&controller.log));
+        let mut all = format!("controller: {:?}", std::fs::read_to_string(&controller.log_path));
         for w in &workers {
-            all += &format!("\nworker: {:?}", std::fs::read_to_string(&w.log));
+            all += &format!("\nworker: {:?}", std::fs::read_to_string(&w.log_path));
         }
         all
     };

@@ -2,8 +2,7 @@
 //! Runs the library directly (no binaries needed). Every test prints its seed, and every
 //! assertion names it, so a failure can be replayed bit for bit.
 
-mod common;
-use common::*;
+use iluvatar_testkit::{s, unique_dir as temp_dir};
 
 use clap::Parser;
 use iluvatar_load_gen::generate::{SyntheticArgs, synthetic_workload, write};

@@ -2,9 +2,8 @@
 //! network namespace, or a loopback address): registration fan-out, placement by policy,
 //! a worker killed mid-run, a worker restarted, a controller restarted.
 
-mod common;
-
-use common::*;
+use iluvatar_testkit::cluster::*;
+use iluvatar_testkit::unique_dir;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;

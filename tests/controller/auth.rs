@@ -2,74 +2,30 @@
 //! its workers (the controller's token for `register_worker`, the workers' token for the
 //! controller's calls), and the refusal to serve off loopback without a token.
 
-mod common;
-
-use common::*;
 use iluvatar_rpc as rpc;
-use iluvatar_rpc::auth::{ClientAuth, Token};
+use iluvatar_testkit::auth::{self, refused, token_file};
+use iluvatar_testkit::cluster::*;
+use iluvatar_testkit::{bin, http_exchange, unique_dir};
 use serde_json::{Value, json};
-use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-fn token_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-    p
-}
-
 async fn controller_client(ctl: &Controller, token: Option<&str>) -> rpc::auth::ControllerClient {
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", ctl.proc.port()))
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect");
-    let auth = token.map(|t| ClientAuth::with_token(&Token::new(t).unwrap())).unwrap_or_default();
-    rpc::auth::controller_client(channel, auth)
+    auth::controller_client(format!("http://127.0.0.1:{}", ctl.proc.port()), token).await
 }
 
 async fn worker_client(w: &Worker, token: Option<&str>) -> rpc::auth::WorkerClient {
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", w.proc.grpc())).unwrap().connect().await.unwrap();
-    let auth = token.map(|t| ClientAuth::with_token(&Token::new(t).unwrap())).unwrap_or_default();
-    rpc::auth::worker_client(channel, auth)
-}
-
-fn refused<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>, why: &str, what: &str) {
-    match r {
-        Ok(answer) => panic!("{what} was served without the right token: {answer:?}"),
-        Err(s) => {
-            assert_eq!(s.code(), tonic::Code::Unauthenticated, "{what}: {s:?}");
-            assert!(s.message().contains(why), "{what}: the message should say {why:?}: {s:?}");
-        }
-    }
+    auth::worker_client(format!("http://{}", w.proc.grpc()), token).await
 }
 
 /// One HTTP/1.1 exchange with the controller's HTTP API: (status, head, body).
 fn http(ctl: &Controller, method: &str, path: &str, authorization: Option<&str>, body: &str) -> (u16, String, String) {
-    let addr = ctl.proc.ready["http"].as_str().expect("http");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no header end: {out:?}"));
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, head.to_string(), body.to_string())
+    let headers: Vec<(&str, &str)> = authorization.iter().map(|a| ("Authorization", *a)).collect();
+    http_exchange(&ctl.proc.addr("http"), method, path, &headers, Some(body))
 }
 
 fn ping() -> rpc::PingRequest {
-    rpc::PingRequest { message: "Ping".into(), transaction_id: "auth".into() }
+    auth::ping("auth")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,41 +186,7 @@ async fn wrong_tokens_between_controller_and_workers_keep_them_apart() {
 
 /// Runs the controller binary with `config`; expects it to refuse to start within 20 s.
 fn refused_start(config: Value) -> String {
-    let dir = unique_dir("auth-start");
-    let mut config = config;
-    config["state_dir"] = dir.join("state").display().to_string().into();
-    let path = dir.join("controller.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let mut child = Command::new(bin("iluvatar_controller"))
-        .arg("-c")
-        .arg(&path)
-        .env("RUST_LIB_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut status = None;
-    for _ in 0..400 {
-        if let Some(s) = child.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        std::thread::sleep(POLL);
-    }
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{config} started instead of being refused");
-    };
-    let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    let mut stdout = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    assert!(status.code().is_some_and(|c| c != 0), "{config}: {status}: {stderr}");
-    assert!(stdout.is_empty(), "no ready line: {stdout}");
-    std::fs::remove_dir_all(dir).unwrap();
-    stderr
+    auth::refused_start("iluvatar_controller", config)
 }
 
 #[test]

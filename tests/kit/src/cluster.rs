@@ -1,47 +1,21 @@
-//! Helpers for the controller's end-to-end tests: a controller and worker processes (the
-//! real binaries), each worker on its own address — in a network namespace the test creates
-//! (veth pair, private /30), or on a loopback address 127.0.0.N where namespaces cannot be
-//! made. Nothing here reads the wall clock: waits count short sleeps.
+//! A controller and worker processes (the real binaries), each worker on its own address: in
+//! a network namespace made for it (veth pair, private /30), or on a loopback address
+//! 127.0.0.N where namespaces cannot be made (or `ILUVATAR_TEST_NO_NETNS` is set).
 
-#![allow(dead_code)]
-
+use crate::http::http_exchange;
+use crate::{Proc, bin, output_timeout, replace_sections, sh, unique_dir};
 use iluvatar_rpc as rpc;
 use iluvatar_rpc::iluvatar_controller_client::IluvatarControllerClient;
 use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tonic::transport::Channel;
 
+/// Step of the polling loops of the cluster tests (their poll counts are in these steps).
 pub const POLL: Duration = Duration::from_millis(50);
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-fn next() -> usize {
-    COUNTER.fetch_add(1, Ordering::SeqCst)
-}
-
-/// `target/<profile>`: the test executable lives in `target/<profile>/deps`.
-pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let path = exe.parent().and_then(Path::parent).expect("target/<profile>/deps").join(name);
-    assert!(path.is_file(), "{} not found: run `cargo build --workspace` first", path.display());
-    path
-}
-
-pub fn unique_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("iluvatar-ctl-e2e-{}-{}-{tag}", std::process::id(), next()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn sh(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{args:?}: {e}"))?;
-    if out.status.success() { Ok(()) } else { Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr))) }
-}
 
 /// Where a worker lives: its own network namespace, or a loopback address.
 pub struct Place {
@@ -66,10 +40,11 @@ impl Place {
     }
 
     fn netns() -> Result<Place, String> {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
         if std::env::var("ILUVATAR_TEST_NO_NETNS").is_ok() {
             return Err("ILUVATAR_TEST_NO_NETNS is set".into());
         }
-        let n = (std::process::id() as usize * 7 + next()) % 16000;
+        let n = (std::process::id() as usize * 7 + COUNTER.fetch_add(1, Ordering::SeqCst)) % 16000;
         let ns = format!("ilu-ctl-{n}");
         let (host_if, ns_if) = (format!("ivh{n}"), format!("ivn{n}"));
         let (a, b) = (n / 64, (n % 64) * 4);
@@ -98,128 +73,7 @@ impl Drop for Place {
     }
 }
 
-/// A process started with a JSON config, read up to its ready line.
-pub struct Proc {
-    child: Option<Child>,
-    pub dir: PathBuf,
-    pub name: String,
-    config_path: PathBuf,
-    log: PathBuf,
-    binary: String,
-    netns: Option<String>,
-    pub ready: Value,
-}
-
-impl Proc {
-    fn start(binary: &str, name: &str, config: Value, netns: Option<String>) -> Proc {
-        let dir = unique_dir(name);
-        let config_path = dir.join("config.json");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        let mut p = Proc {
-            child: None,
-            log: dir.join("log"),
-            dir,
-            name: name.into(),
-            config_path,
-            binary: binary.into(),
-            netns,
-            ready: Value::Null,
-        };
-        p.spawn();
-        p
-    }
-
-    pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(bin(&self.binary));
-                c
-            }
-            None => Command::new(bin(&self.binary)),
-        };
-        cmd.arg("-c").arg(&self.config_path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("ILUVATAR_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd.spawn().expect("spawn");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = tx.send(r.read_line(&mut line).map(|_| line));
-            let mut rest = String::new();
-            while matches!(r.read_line(&mut rest), Ok(n) if n > 0) {
-                rest.clear();
-            }
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(Ok(l)) => l,
-            other => {
-                let _ = child.kill();
-                panic!("{} did not print its ready line ({other:?}):\n{}", self.name, self.log_text());
-            }
-        };
-        self.ready = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{line:?}: {e}\n{}", self.log_text()));
-        self.child = Some(child);
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn grpc(&self) -> String {
-        self.ready["grpc"].as_str().expect("grpc in the ready line").to_string()
-    }
-
-    pub fn port(&self) -> u16 {
-        self.grpc().rsplit(':').next().unwrap().parse().unwrap()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// SIGKILL, as a crash.
-    pub fn kill(&mut self) {
-        let mut c = self.child.take().expect("running");
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-
-    /// SIGTERM and wait (at most 15 s).
-    pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        sh(&["kill", "-TERM", &c.id().to_string()]).unwrap();
-        for _ in 0..300 {
-            if let Ok(Some(s)) = c.try_wait() {
-                return s;
-            }
-            std::thread::sleep(POLL);
-        }
-        let _ = c.kill();
-        panic!("{} did not stop within 15 s:\n{}", self.name, self.log_text());
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- {} log ({}) ---\n{}", self.name, self.log.display(), self.log_text());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
+/// A running `iluvatar_controller`.
 pub struct Controller {
     pub proc: Proc,
     /// The token `http_get` sends (for a controller configured with `auth.token_file`).
@@ -248,10 +102,8 @@ impl Controller {
             "balancer": {"type": "round_robin"}, "health": {"interval_ms": 200, "timeout_ms": 300},
             "forward": {"connect_timeout_ms": 300, "invoke_timeout_ms": 10000, "control_timeout_ms": 2000},
         });
-        for (k, v) in changes.as_object().expect("an object") {
-            config[k] = v.clone();
-        }
-        Controller { proc: Proc::start("iluvatar_controller", "controller", config, None), token: None }
+        replace_sections(&mut config, changes);
+        Controller { proc: Proc::start("iluvatar_controller", "controller", &config, None), token: None }
     }
 
     /// The worker named `name` as `GET /workers` lists it.
@@ -280,14 +132,12 @@ impl Controller {
             .max_encoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
     }
 
+    /// `GET path` on the HTTP API (with the token, if any); the body.
     pub fn http_get(&self, path: &str) -> String {
-        let addr = self.proc.ready["http"].as_str().expect("http");
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        let authorization = self.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{authorization}Connection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(out)
+        let addr = self.proc.addr("http");
+        let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
+        http_exchange(&addr, "GET", path, &headers, None).2
     }
 
     pub fn healthy_workers(&self) -> usize {
@@ -309,16 +159,15 @@ impl Controller {
 
     /// Runs `iluvatar_worker_cli --controller --address 127.0.0.1 --port P ARGS`: stdout JSON.
     pub fn cli(&self, args: &[&str]) -> Value {
-        let out = Command::new(bin("iluvatar_worker_cli"))
-            .args(["--controller", "--address", "127.0.0.1", "--port", &self.proc.port().to_string()])
-            .args(args)
-            .output()
-            .unwrap();
+        let mut cmd = Command::new(bin("iluvatar_worker_cli"));
+        cmd.args(["--controller", "--address", "127.0.0.1", "--port", &self.proc.port().to_string()]).args(args);
+        let out = output_timeout(cmd, Duration::from_secs(30));
         assert!(out.status.success(), "cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
 
+/// A sim worker of a cluster, in its own [`Place`].
 pub struct Worker {
     pub proc: Proc,
     pub place: Place,
@@ -343,20 +192,14 @@ impl Worker {
             "controller": {"address": place.controller_addr, "port": controller.proc.port(), "retry_ms": 100,
                 "heartbeat_ms": 200},
         });
-        for (key, v) in changes.as_object().expect("an object") {
-            config[key] = v.clone();
-        }
-        let proc = Proc::start("iluvatar_worker", name, config, place.netns.clone());
+        replace_sections(&mut config, changes);
+        let proc = Proc::start("iluvatar_worker", name, &config, place.netns.clone());
         Worker { proc, place }
     }
 
     /// A client straight to the worker.
     pub async fn client(&self) -> IluvatarWorkerClient<Channel> {
-        IluvatarWorkerClient::connect(format!("http://{}", self.proc.grpc()))
-            .await
-            .expect("connect")
-            .max_decoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
+        crate::worker::connect(format!("http://{}", self.proc.grpc())).await.expect("connect")
     }
 
     pub async fn functions(&self) -> Vec<String> {
@@ -391,6 +234,7 @@ pub fn function(name: &str, warm_ms: u64) -> rpc::RegisterRequest {
     }
 }
 
+/// An invocation of version 1 of `name` with no arguments.
 pub fn invoke_req(name: &str) -> rpc::InvokeRequest {
     rpc::InvokeRequest {
         function_name: name.into(),
@@ -425,6 +269,7 @@ pub fn silent_listener() -> u16 {
     port
 }
 
+/// A worker's registration with a controller, as the worker sends it.
 pub fn worker_info(name: &str, host: &str, port: u16) -> rpc::RegisterWorkerRequest {
     rpc::RegisterWorkerRequest {
         name: name.into(),

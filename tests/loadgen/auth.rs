@@ -2,66 +2,11 @@
 //! a controller that both require a token (the real binaries on loopback), with the right
 //! token, with none and with a wrong one.
 
-mod common;
-use common::*;
-
-use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-/// A process started with a JSON config, stopped with SIGTERM on drop.
-struct Proc {
-    child: Child,
-    ready: Value,
-}
-
-impl Proc {
-    fn start(binary: &str, dir: &Path, config: Value) -> Proc {
-        let path = dir.join(format!("{binary}.json"));
-        std::fs::write(&path, config.to_string()).unwrap();
-        let log = dir.join(format!("{binary}.log"));
-        let mut child = Command::new(bin(binary))
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("no ready line in 20 s");
-        let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|_| panic!("bad ready line {line:?}; log: {:?}", std::fs::read_to_string(&log)));
-        Proc { child, ready }
-    }
-
-    fn grpc_port(&self) -> String {
-        self.ready["grpc"].as_str().unwrap().rsplit(':').next().unwrap().to_string()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SAFETY: signals our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-fn token_file(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p
-}
+use iluvatar_testkit::auth::token_file;
+use iluvatar_testkit::loadgen::*;
+use iluvatar_testkit::{s, unique_dir as temp_dir};
+use serde_json::json;
+use std::path::Path;
 
 const META: &str = "func_name,cold_dur_ms,warm_dur_ms,mem_mb\nhello,20,2,64\n";
 const TRACE: &str = "func_name,invoke_time_ms\nhello,0\nhello,100\nhello,200\n";
@@ -69,9 +14,9 @@ const TRACE: &str = "func_name,invoke_time_ms\nhello,0\nhello,100\nhello,200\n";
 #[test]
 fn traces_carry_the_token_to_a_worker_and_through_a_controller() {
     let dir = temp_dir("auth");
-    let ctl_token = token_file(&dir, "controller-token", "lg-ctl-token-1\n");
-    let wrk_token = token_file(&dir, "worker-token", "lg-wrk-token-2\n");
-    let controller = Proc::start(
+    let ctl_token = token_file(&dir, "controller-token", "lg-ctl-token-1\n", 0o600);
+    let wrk_token = token_file(&dir, "worker-token", "lg-wrk-token-2\n", 0o600);
+    let controller = daemon(
         "iluvatar_controller",
         &dir,
         json!({
@@ -83,7 +28,7 @@ fn traces_carry_the_token_to_a_worker_and_through_a_controller() {
             "auth": {"token_file": ctl_token, "worker_token_file": wrk_token},
         }),
     );
-    let worker = Proc::start(
+    let worker = daemon(
         "iluvatar_worker",
         &dir,
         json!({
@@ -93,7 +38,7 @@ fn traces_carry_the_token_to_a_worker_and_through_a_controller() {
             "http": {"enabled": false},
             "state_dir": dir.join("worker"),
             "log_level": "warn",
-            "controller": {"address": "127.0.0.1", "port": controller.grpc_port().parse::<u16>().unwrap(),
+            "controller": {"address": "127.0.0.1", "port": controller.port(),
                 "retry_ms": 100},
             "auth": {"token_file": wrk_token, "controller_token_file": ctl_token},
         }),
@@ -102,7 +47,7 @@ fn traces_carry_the_token_to_a_worker_and_through_a_controller() {
     std::fs::write(&trace, TRACE).unwrap();
     std::fs::write(&meta, META).unwrap();
     let http = controller.ready["http"].as_str().unwrap().to_string();
-    let (ctl_port, wrk_port) = (controller.grpc_port(), worker.grpc_port());
+    let (ctl_port, wrk_port) = (controller.port().to_string(), worker.port().to_string());
     let run = |target: &str, port: &str, token: Option<&Path>, out: &str| {
         let out = dir.join(out);
         let mut args = vec!["trace", "--target", target, "--port", port, "--isolation", "sim"];
