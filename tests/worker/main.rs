@@ -7,6 +7,7 @@
 mod auth;
 mod bad_inputs;
 mod cli_lifecycle;
+mod compliance;
 mod concurrency;
 mod config;
 mod grpc_lifecycle;

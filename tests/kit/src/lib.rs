@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod compliance;
 pub mod fixtures;
 pub mod http;
 pub mod loadgen;

@@ -1,0 +1,58 @@
+//! The backend compliance suite (iluvatar_testkit::compliance::backend) on the runtime
+//! backend, with real containers (as root, like tests/runtime). Its own test target without
+//! the libtest harness: the backend runs in this process and re-executes it as its
+//! container launcher, which works only if `main` first calls `serve_if_asked`.
+//!
+//! `cargo test -p iluvatar_e2e --test runtime_compliance [FILTER]`.
+
+use iluvatar_core::{FunctionSpec, Language};
+use iluvatar_testkit::compliance::backend::{BackendCase, run_main};
+use iluvatar_testkit::fixtures::shipped;
+use iluvatar_worker::isolation::BackendConfig;
+use iluvatar_worker::isolation::runtime::RuntimeConfig;
+use std::path::Path;
+
+struct RuntimeCase;
+
+impl BackendCase for RuntimeCase {
+    fn config() -> BackendConfig {
+        // No standby containers: the suite counts what the pool's one container leaves.
+        BackendConfig::Runtime(RuntimeConfig { standby: 0, launchers: 1, ..Default::default() })
+    }
+
+    fn function() -> FunctionSpec {
+        FunctionSpec {
+            name: "compliance".into(),
+            version: "1".into(),
+            image: format!("code:{}", shipped("hello").display()),
+            memory_mb: 64,
+            cpus: 1,
+            parallel_invokes: 1,
+            language: Language::Python3,
+            compute: 1,
+            isolation: iluvatar_rpc::isolation::RUNTIME,
+            container_server: 1,
+            resource_timings_json: String::new(),
+            system_function: false,
+        }
+    }
+
+    fn bad_function() -> FunctionSpec {
+        FunctionSpec { image: "code:/nonexistent/iluvatar-compliance".into(), ..Self::function() }
+    }
+
+    /// The container's files under the state dir: its root, bundle, socket and log.
+    fn leftovers(state_dir: &Path) -> Vec<String> {
+        let mut left = Vec::new();
+        for sub in ["root", "bundles", "sockets", "logs"] {
+            let entries = std::fs::read_dir(state_dir.join("runtime").join(sub)).into_iter().flatten().flatten();
+            left.extend(entries.map(|e| e.path().display().to_string()));
+        }
+        left
+    }
+}
+
+fn main() {
+    iluvatar_worker::isolation::runtime::launcher::serve_if_asked();
+    run_main::<RuntimeCase>("runtime");
+}
