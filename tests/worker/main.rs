@@ -1,6 +1,8 @@
 //! End-to-end tests of the worker: each test starts the real `iluvatar_worker` binary (sim
 //! backend) in its own temp directory on free ports, and drives it with the real
-//! `iluvatar_worker_cli`, the generated gRPC client, or plain HTTP.
+//! `iluvatar_worker_cli`, the generated gRPC client, or plain HTTP. Also in process:
+//! the pool and the invoker under virtual time (`pool_invoker`), and the backend
+//! compliance suite on the sim backend (`compliance`).
 //!
 //! Build the binaries first: `cargo build --workspace`.
 
@@ -15,5 +17,6 @@ mod http_api;
 mod keep_alive;
 mod memory;
 mod overload;
+mod pool_invoker;
 mod secrets;
 mod shutdown;
