@@ -2,8 +2,7 @@
 //! loopback; `cargo build --workspace` builds the binaries), and simulated (a cluster of
 //! in-process workers behind the controller's balancer, under virtual time).
 
-use clap::Parser;
-use iluvatar_load_gen::replay::{TraceArgs, run_trace};
+use super::in_process;
 use iluvatar_testkit::loadgen::*;
 use iluvatar_testkit::{Proc, s, unique_dir as temp_dir};
 use serde_json::Value;
@@ -133,12 +132,6 @@ fn live_controller_flags_are_checked() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[derive(Parser)]
-struct TraceCli {
-    #[command(flatten)]
-    args: TraceArgs,
-}
-
 /// A sparse trace: every function once a second, one at a time: 200 ms apart, and a cold
 /// start takes 100 ms, so no invocation overlaps another.
 fn sparse_trace(dir: &Path) {
@@ -163,31 +156,8 @@ fn simulate_cluster(dir: &Path, balancer: &str, workers: usize, out: &Path, seed
     std::fs::write(&controller, serde_json::json!({"balancer": {"type": balancer}}).to_string()).unwrap();
     let worker = dir.join("worker.json");
     std::fs::write(&worker, r#"{"invoker": {"concurrency": 2}, "limits": {"max_cpus": 2}}"#).unwrap();
-    let (seed, workers) = (seed.to_string(), workers.to_string());
-    let (trace, metadata) = (dir.join("trace.csv"), dir.join("metadata.csv"));
-    let argv = [
-        "trace",
-        "--setup",
-        "simulation",
-        "--quiet",
-        "--controller-config",
-        s(&controller),
-        "--workers",
-        &workers,
-        "--worker-config",
-        s(&worker),
-        "--input",
-        s(&trace),
-        "--metadata",
-        s(&metadata),
-        "--out",
-        s(out),
-        "--seed",
-        &seed,
-    ];
-    let args = TraceCli::try_parse_from(argv).unwrap().args;
-    let rt = iluvatar_load_gen::sim::runtime().unwrap();
-    rt.block_on(run_trace(args)).unwrap_or_else(|e| panic!("seed {seed}: simulation failed: {e:#}"));
+    let workers = workers.to_string();
+    in_process::simulate(dir, &worker, out, seed, &["--controller-config", s(&controller), "--workers", &workers]);
 }
 
 /// The workers each function ran on.

@@ -24,19 +24,15 @@ fn registered(w: &WorkerProcess) -> usize {
 
 /// Replays `trace` (with its `meta`) at the sim worker on `port`, results in `out`.
 fn replay(port: &str, trace: &Path, meta: &Path, out: &Path) -> Output {
-    load_gen(&[
-        "trace",
-        "--port",
-        port,
-        "--isolation",
-        "sim",
-        "--input",
-        s(trace),
-        "--metadata",
-        s(meta),
-        "--out",
-        s(out),
-    ])
+    replay_with(port, trace, meta, out, &[])
+}
+
+/// [`replay`] with `extra` arguments.
+fn replay_with(port: &str, trace: &Path, meta: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["trace", "--port", port, "--isolation", "sim"];
+    args.extend(extra);
+    args.extend(["--input", s(trace), "--metadata", s(meta), "--out", s(out)]);
+    load_gen(&args)
 }
 
 const META: &str = "func_name,cold_dur_ms,warm_dur_ms,mem_mb,note\nhello,60,5,128,x\nslow,120,30,256,y\n";
@@ -107,21 +103,7 @@ fn prewarmed_containers_serve_the_first_invocations() {
     std::fs::write(&meta, META).unwrap();
     std::fs::write(&trace, "func_name,invoke_time_ms\nhello,0\nhello,50\n").unwrap();
     let port = w.grpc_port.to_string();
-    let o = load_gen(&[
-        "trace",
-        "--port",
-        &port,
-        "--isolation",
-        "sim",
-        "--prewarm",
-        "1",
-        "--input",
-        s(&trace),
-        "--metadata",
-        s(&meta),
-        "--out",
-        s(&out),
-    ]);
+    let o = replay_with(&port, &trace, &meta, &out, &["--prewarm", "1"]);
     assert!(o.status.success());
     let rows = read_csv(&out.join("invocations.csv"));
     assert_eq!(rows.iter().map(|r| r["container_state"].as_str()).collect::<Vec<_>>(), ["prewarm", "warm"]);
@@ -180,19 +162,7 @@ fn bad_inputs_fail_before_any_load_with_file_line_and_reason() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
     let trace = d.join("trace.csv");
     std::fs::write(&trace, TRACE).unwrap();
-    let o = load_gen(&[
-        "trace",
-        "--port",
-        &free,
-        "--isolation",
-        "sim",
-        "--input",
-        s(&trace),
-        "--metadata",
-        s(&good_meta),
-        "--out",
-        s(&d.join("o")),
-    ]);
+    let o = replay(&free, &trace, &good_meta, &d.join("o"));
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the worker at http://127.0.0.1:"));
 
@@ -374,19 +344,7 @@ fn synthetic_generation_replays() {
     assert!(n > 10, "{n}");
     let port = w.grpc_port.to_string();
     let out = d.join("out");
-    let o = load_gen(&[
-        "trace",
-        "--port",
-        &port,
-        "--isolation",
-        "sim",
-        "--input",
-        s(&gen_dir.join("trace.csv")),
-        "--metadata",
-        s(&gen_dir.join("metadata.csv")),
-        "--out",
-        s(&out),
-    ]);
+    let o = replay(&port, &gen_dir.join("trace.csv"), &gen_dir.join("metadata.csv"), &out);
     assert!(o.status.success());
     let summary: Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["invocations"], n);

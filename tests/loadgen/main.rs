@@ -7,4 +7,5 @@
 mod auth;
 mod controller;
 mod e2e;
+mod in_process;
 mod simulation;

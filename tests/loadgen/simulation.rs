@@ -2,54 +2,17 @@
 //! Runs the library directly (no binaries needed). Every test prints its seed, and every
 //! assertion names it, so a failure can be replayed bit for bit.
 
+use super::in_process::{self, SyntheticArgs, synthetic_workload, write};
 use iluvatar_testkit::{s, unique_dir as temp_dir};
-
-use clap::Parser;
-use iluvatar_load_gen::generate::{SyntheticArgs, synthetic_workload, write};
-use iluvatar_load_gen::replay::{RateArgs, TraceArgs, run_rate, run_trace};
-use iluvatar_load_gen::target::Setup;
 use std::path::{Path, PathBuf};
 
 const SEED: u64 = 42;
 const FILES: [&str; 5] =
     ["invocations.csv", "summary.json", "latency_cdf.svg", "overhead_over_time.svg", "cold_starts_throughput.svg"];
 
-#[derive(Parser)]
-struct TraceCli {
-    #[command(flatten)]
-    args: TraceArgs,
-}
-
-#[derive(Parser)]
-struct RateCli {
-    #[command(flatten)]
-    args: RateArgs,
-}
-
 /// `trace --setup simulation ...` in a virtual-time runtime, as the binary runs it.
 fn simulate(dir: &Path, config: &Path, out: &Path, seed: u64) {
-    let seed = seed.to_string();
-    let (trace, metadata) = (dir.join("trace.csv"), dir.join("metadata.csv"));
-    let argv = [
-        "trace",
-        "--setup",
-        "simulation",
-        "--quiet",
-        "--worker-config",
-        s(config),
-        "--input",
-        s(&trace),
-        "--metadata",
-        s(&metadata),
-        "--out",
-        s(out),
-        "--seed",
-        &seed,
-    ];
-    let args = TraceCli::try_parse_from(argv).unwrap().args;
-    assert!(args.target.setup == Setup::Simulation);
-    let rt = iluvatar_load_gen::sim::runtime().unwrap();
-    rt.block_on(run_trace(args)).unwrap_or_else(|e| panic!("seed {seed}: simulation failed: {e:#}"));
+    in_process::simulate(dir, config, out, seed, &[]);
 }
 
 /// A workload that exercises queueing, eviction, memory waits and keep-alive expiry.
@@ -139,9 +102,7 @@ fn rate_seed_drives_the_arrivals() {
             "--out",
             s(out),
         ];
-        let args = RateCli::try_parse_from(argv).unwrap().args;
-        let rt = iluvatar_load_gen::sim::runtime().unwrap();
-        rt.block_on(run_rate(args)).unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
+        in_process::run_rate(&argv, &seed);
         read(&out.join("invocations.csv"))
     };
     let (a, b, c) = (run(SEED, &dir.join("a")), run(SEED, &dir.join("b")), run(SEED + 1, &dir.join("c")));
@@ -209,16 +170,8 @@ fn trace_seed_draws_durations_from_measured_samples() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[derive(Parser)]
-struct FidelityCli {
-    #[command(subcommand)]
-    cmd: iluvatar_load_gen::fidelity::Command,
-}
-
 fn fidelity(args: &[&str]) {
-    let argv = std::iter::once("fidelity").chain(args.iter().copied());
-    let cli = FidelityCli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
-    iluvatar_load_gen::fidelity::run(cli.cmd).unwrap_or_else(|e| panic!("seed {SEED}: fidelity {args:?}: {e:#}"));
+    in_process::fidelity(args, SEED);
 }
 
 /// The fidelity tooling end to end, with a simulation standing in for the live runs (the

@@ -5,8 +5,8 @@
 //!
 //! `cargo test -p iluvatar_e2e --test runtime_compliance [FILTER]`.
 
-use iluvatar_core::{FunctionSpec, Language};
-use iluvatar_testkit::compliance::backend::{BackendCase, run_main};
+use iluvatar_core::FunctionSpec;
+use iluvatar_testkit::compliance::backend::{BackendCase, function_spec, run_main};
 use iluvatar_testkit::fixtures::shipped;
 use iluvatar_worker::isolation::BackendConfig;
 use iluvatar_worker::isolation::runtime::RuntimeConfig;
@@ -21,20 +21,8 @@ impl BackendCase for RuntimeCase {
     }
 
     fn function() -> FunctionSpec {
-        FunctionSpec {
-            name: "compliance".into(),
-            version: "1".into(),
-            image: format!("code:{}", shipped("hello").display()),
-            memory_mb: 64,
-            cpus: 1,
-            parallel_invokes: 1,
-            language: Language::Python3,
-            compute: 1,
-            isolation: iluvatar_rpc::isolation::RUNTIME,
-            container_server: 1,
-            resource_timings_json: String::new(),
-            system_function: false,
-        }
+        let code = format!("code:{}", shipped("hello").display());
+        function_spec("compliance", &code, iluvatar_rpc::isolation::RUNTIME, 64, "")
     }
 
     fn bad_function() -> FunctionSpec {

@@ -17,19 +17,9 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// A registration of a code folder on the runtime backend, as gRPC sends it.
 pub fn code_req(name: &str, image_name: &str, memory_mb: i64) -> rpc::RegisterRequest {
     rpc::RegisterRequest {
-        function_name: name.into(),
-        function_version: "1".into(),
         image_name: image_name.into(),
-        memory: memory_mb,
-        cpus: 1,
-        parallel_invokes: 1,
-        transaction_id: format!("e2e-register-{name}"),
-        language: rpc::LanguageRuntime::Python3 as i32,
-        compute: rpc::compute::CPU,
         isolate: rpc::isolation::RUNTIME,
-        container_server: 1,
-        resource_timings_json: String::new(),
-        system_function: false,
+        ..iluvatar_testkit::register_req(name, "1", memory_mb, "")
     }
 }
 

@@ -1,8 +1,8 @@
 //! The backend compliance suite (iluvatar_testkit::compliance::backend) on the sim
 //! backend, and the proof that the suite fails a backend that breaks a promise.
 
-use iluvatar_core::{FunctionSpec, Language};
-use iluvatar_testkit::compliance::backend::{BackendCase, build, promises};
+use iluvatar_core::FunctionSpec;
+use iluvatar_testkit::compliance::backend::{BackendCase, build, function_spec, promises};
 use iluvatar_testkit::unique_dir;
 use iluvatar_worker::isolation::sim::SimConfig;
 use iluvatar_worker::isolation::{
@@ -19,20 +19,8 @@ impl BackendCase for SimCase {
     }
 
     fn function() -> FunctionSpec {
-        FunctionSpec {
-            name: "compliance".into(),
-            version: "1".into(),
-            image: "sim".into(),
-            memory_mb: 64,
-            cpus: 1,
-            parallel_invokes: 1,
-            language: Language::Python3,
-            compute: 1,
-            isolation: iluvatar_rpc::isolation::SIM,
-            container_server: 1,
-            resource_timings_json: r#"{"cold_dur_ms": 30, "warm_dur_ms": 5}"#.into(),
-            system_function: false,
-        }
+        let timings = r#"{"cold_dur_ms": 30, "warm_dur_ms": 5}"#;
+        function_spec("compliance", "sim", iluvatar_rpc::isolation::SIM, 64, timings)
     }
 
     fn bad_function() -> FunctionSpec {

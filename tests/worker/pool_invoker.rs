@@ -3,7 +3,8 @@
 //! queueing, timeouts and shutdown.
 
 use iluvatar_core::policy::{EvictionConfig, KeepAliveConfig, QueueConfig};
-use iluvatar_core::{ContainerState, Env, FunctionSpec, Language};
+use iluvatar_core::{ContainerState, Env, FunctionSpec};
+use iluvatar_testkit::compliance::backend::function_spec;
 use iluvatar_worker::env::TokioClock;
 use iluvatar_worker::invoker::{InvokeError, Invoker, InvokerSettings};
 use iluvatar_worker::isolation::{BackendConfig, BackendContext, Backends, CallRequest};
@@ -27,20 +28,7 @@ fn spec(name: &str, memory_mb: u64, cold_ms: u64, warm_ms: u64) -> Arc<FunctionS
 }
 
 fn timed(name: &str, memory_mb: u64, resource_timings_json: String) -> Arc<FunctionSpec> {
-    Arc::new(FunctionSpec {
-        name: name.into(),
-        version: "1".into(),
-        image: "sim".into(),
-        memory_mb,
-        cpus: 1,
-        parallel_invokes: 1,
-        language: Language::Python3,
-        compute: 1,
-        isolation: iluvatar_rpc::isolation::SIM,
-        container_server: 1,
-        resource_timings_json,
-        system_function: false,
-    })
+    Arc::new(function_spec(name, "sim", iluvatar_rpc::isolation::SIM, memory_mb, &resource_timings_json))
 }
 
 fn pool(total_mb: u64, ttl_ms: u64, memory_wait_ms: u64) -> Arc<ContainerPool> {

@@ -30,6 +30,24 @@ fn live_env() -> iluvatar_core::Env {
     iluvatar_worker::env::live_env()
 }
 
+/// A Python function's spec on one backend: version 1, one CPU, one call at a time.
+pub fn function_spec(name: &str, image: &str, isolation: u32, memory_mb: u64, timings: &str) -> FunctionSpec {
+    FunctionSpec {
+        name: name.into(),
+        version: "1".into(),
+        image: image.into(),
+        memory_mb,
+        cpus: 1,
+        parallel_invokes: 1,
+        language: iluvatar_core::Language::Python3,
+        compute: 1,
+        isolation,
+        container_server: 1,
+        resource_timings_json: timings.into(),
+        system_function: false,
+    }
+}
+
 /// One backend under the suite.
 pub trait BackendCase {
     /// A config of the backend as a worker in these tests can run it.
@@ -158,19 +176,9 @@ pub fn metrics<C: BackendCase>() {
     rt.block_on(async {
         let mut c = w.client().await;
         let reg = rpc::RegisterRequest {
-            function_name: spec.name.clone(),
-            function_version: spec.version.clone(),
             image_name: spec.image.clone(),
-            memory: spec.memory_mb as i64,
-            cpus: spec.cpus,
-            parallel_invokes: 1,
-            transaction_id: "compliance-register".into(),
-            language: rpc::LanguageRuntime::Python3 as i32,
-            compute: rpc::compute::CPU,
             isolate: spec.isolation,
-            container_server: 1,
-            resource_timings_json: spec.resource_timings_json.clone(),
-            system_function: false,
+            ..crate::register_req(&spec.name, &spec.version, spec.memory_mb as i64, &spec.resource_timings_json)
         };
         let r = c.register(reg).await.unwrap_or_else(|e| w.fail(&format!("register: {e}"))).into_inner();
         assert!(r.success, "register: {r:?}");
