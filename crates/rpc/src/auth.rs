@@ -203,6 +203,28 @@ pub fn configure_service(
     Ok((server, client, exposed))
 }
 
+/// [`configure_service`] for a daemon whose gRPC API listens at `grpc_address` and whose
+/// HTTP API, when enabled, at `http_address`; logs a warning when it will serve off
+/// loopback without a token. Returns the check of its own APIs and its peer's token.
+pub fn for_service(
+    token_file: Option<&Path>,
+    peer_field: &str,
+    peer_token_file: Option<&Path>,
+    insecure: bool,
+    grpc_address: &str,
+    http_address: Option<&str>,
+) -> Result<(ServerAuth, ClientAuth), String> {
+    let mut listens = vec![("grpc.address", grpc_address)];
+    if let Some(address) = http_address {
+        listens.push(("http.address", address));
+    }
+    let (server, client, exposed) = configure_service(token_file, peer_field, peer_token_file, insecure, &listens)?;
+    if exposed {
+        tracing::warn!(?listens, "serving off loopback without authentication (auth.insecure = true)");
+    }
+    Ok((server, client))
+}
+
 impl tonic::service::Interceptor for ServerAuth {
     fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let value = request.metadata().get(HEADER).map(|v| v.as_bytes());
