@@ -1,7 +1,8 @@
 //! Service plumbing shared by the worker and the controller daemons: the live clock and
 //! host figures, layered config files and their errors, where to listen, serving gRPC and
 //! HTTP with the ready line and a graceful stop, signals and logging, and starting a
-//! daemon binary and reading its ready line.
+//! daemon binary and reading its ready line; and the embedded store of their durable
+//! state.
 //!
 //! Nothing here knows a worker or a controller: each daemon passes its own services,
 //! routes and ready-line fields.
@@ -13,3 +14,4 @@ pub mod http;
 pub mod process;
 pub mod serve;
 pub mod spawn;
+pub mod store;
