@@ -27,7 +27,18 @@ use tonic::service::interceptor::InterceptedService;
 /// Runs a controller until `stop` resolves (SIGINT/SIGTERM in the binary). Prints one JSON
 /// line `{"event":"ready",...}` on stdout once serving.
 pub async fn run(config: ControllerConfig, env: Env, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let (auth, worker_auth) = auth(&config)?;
+    // The check of every gRPC call and HTTP request, and the token sent to the workers.
+    // Refuses to start when a token file is unusable, or when an API listens off loopback
+    // without a token and the config does not say `auth.insecure`.
+    let (auth, worker_auth) = iluvatar_rpc::auth::for_service(
+        config::AuthConfig::path(&config.auth.token_file),
+        "auth.worker_token_file",
+        config::AuthConfig::path(&config.auth.worker_token_file),
+        config.auth.insecure,
+        &config.grpc.address,
+        config.http.enabled.then_some(config.http.address.as_str()),
+    )
+    .map_err(anyhow::Error::msg)?;
     let api = ControllerApi::build(config.clone(), env, worker_auth)?;
     let listeners = Listeners::bind(&config.grpc, &config.http).await?;
     api.spawn_health_checks();
@@ -54,20 +65,4 @@ pub async fn run(config: ControllerConfig, env: Env, stop: impl Future<Output = 
     serving.stop(None).await?;
     tracing::info!("controller stopped");
     Ok(())
-}
-
-/// The check of every gRPC call and HTTP request, and the token sent to workers.
-/// Refuses to start when a token file is unusable, or when an API listens off loopback
-/// without a token and the config does not say `auth.insecure`.
-fn auth(config: &ControllerConfig) -> anyhow::Result<(iluvatar_rpc::auth::ServerAuth, iluvatar_rpc::auth::ClientAuth)> {
-    use config::AuthConfig;
-    iluvatar_rpc::auth::for_service(
-        AuthConfig::path(&config.auth.token_file),
-        "auth.worker_token_file",
-        AuthConfig::path(&config.auth.worker_token_file),
-        config.auth.insecure,
-        &config.grpc.address,
-        config.http.enabled.then_some(config.http.address.as_str()),
-    )
-    .map_err(anyhow::Error::msg)
 }

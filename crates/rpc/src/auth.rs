@@ -408,6 +408,20 @@ mod tests {
     }
 
     #[test]
+    fn a_service_names_the_listen_that_needs_a_token() {
+        let (server, client) = for_service(None, "auth.peer_token_file", None, false, "127.0.0.1", None).unwrap();
+        assert!(!server.requires_token() && client.header_value().is_none());
+        let e = for_service(None, "auth.peer_token_file", None, false, "127.0.0.1", Some("0.0.0.0")).unwrap_err();
+        assert!(e.starts_with("http.address \"0.0.0.0\""), "{e}");
+        let e = for_service(None, "auth.peer_token_file", None, false, "0.0.0.0", Some("127.0.0.1")).unwrap_err();
+        assert!(e.starts_with("grpc.address \"0.0.0.0\""), "{e}");
+        assert!(for_service(None, "auth.peer_token_file", None, true, "0.0.0.0", Some("0.0.0.0")).is_ok());
+        let missing = Path::new("/nonexistent/peer-token");
+        let e = for_service(None, "auth.peer_token_file", Some(missing), false, "127.0.0.1", None).unwrap_err();
+        assert!(e.starts_with("auth.peer_token_file: "), "{e}");
+    }
+
+    #[test]
     fn clients_send_the_header() {
         use tonic::service::Interceptor;
         let mut c = ClientAuth::with_token(&Token::new("abc").unwrap());

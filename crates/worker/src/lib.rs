@@ -27,7 +27,18 @@ use tonic::service::interceptor::InterceptedService;
 /// Runs a live worker until `stop` resolves (SIGINT/SIGTERM in the binary), then shuts
 /// down gracefully. Prints one JSON line `{"event":"ready",...}` on stdout once serving.
 pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let (auth, controller_auth) = auth(&config)?;
+    // The check of every gRPC call and HTTP request, and the token sent to the controller.
+    // Refuses to start when a token file is unusable, or when an API listens off loopback
+    // without a token and the config does not say `auth.insecure`.
+    let (auth, controller_auth) = iluvatar_rpc::auth::for_service(
+        config::AuthConfig::path(&config.auth.token_file),
+        "auth.controller_token_file",
+        config::AuthConfig::path(&config.auth.controller_token_file),
+        config.auth.insecure,
+        &config.grpc.address,
+        config.http.enabled.then_some(config.http.address.as_str()),
+    )
+    .map_err(anyhow::Error::msg)?;
     let _lock = state_lock::StateLock::acquire(&config.state_dir)?;
     // Listen first: a port that is taken fails the start before anything is made.
     let listeners = Listeners::bind(&config.grpc, &config.http).await?;
@@ -145,22 +156,6 @@ async fn register_with_controller(
         let pause = if failures == 0 { link.heartbeat_ms } else { link.retry_ms };
         tokio::time::sleep(Duration::from_millis(pause.max(1))).await;
     }
-}
-
-/// The check of every gRPC call and HTTP request, and the token sent to the controller.
-/// Refuses to start when a token file is unusable, or when an API listens off loopback
-/// without a token and the config does not say `auth.insecure`.
-fn auth(config: &WorkerConfig) -> anyhow::Result<(iluvatar_rpc::auth::ServerAuth, iluvatar_rpc::auth::ClientAuth)> {
-    use config::AuthConfig;
-    iluvatar_rpc::auth::for_service(
-        AuthConfig::path(&config.auth.token_file),
-        "auth.controller_token_file",
-        AuthConfig::path(&config.auth.controller_token_file),
-        config.auth.insecure,
-        &config.grpc.address,
-        config.http.enabled.then_some(config.http.address.as_str()),
-    )
-    .map_err(anyhow::Error::msg)
 }
 
 /// Removes whatever earlier runs left behind (containers and their files); registrations
