@@ -1,8 +1,8 @@
 //! The worker's clocks and host figures. A live worker reads `LiveClock` (the OS clock,
 //! from `iluvatar_service`). `TokioClock` reads tokio's clock, which is virtual in a paused
-//! runtime: simulation runs the same worker code on it. With the service crate's clock,
-//! the modules allowed to read ambient time and randomness (clippy.toml bans them
-//! everywhere else).
+//! runtime: simulation runs the same worker code on it. This module and
+//! `iluvatar_service::clock` are the only ones allowed to read ambient time and randomness
+//! (clippy.toml bans them everywhere else).
 
 #![allow(clippy::disallowed_methods)]
 
