@@ -1,11 +1,12 @@
 //! Controller configuration: a JSON or TOML file where every field has a default and unknown
 //! fields are rejected, then environment overrides `ILUVATAR_CONTROLLER__section__key=value`.
-//! The loading rules are the worker's (crates/worker/src/config.rs), kept identical.
+//! The loading rules are the worker's: both read through `iluvatar_service::config`.
 
 use crate::balance::BalancerConfig;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::path::{Path, PathBuf};
+
+pub use iluvatar_service::config::{ConfigError, HttpConfig, ListenConfig};
 
 pub const ENV_PREFIX: &str = "ILUVATAR_CONTROLLER__";
 
@@ -67,22 +68,6 @@ impl Default for ControllerConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenConfig {
-    pub address: String,
-    /// 0 picks a free port; the controller prints the one it bound.
-    pub port: u16,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    pub enabled: bool,
-    pub address: String,
-    pub port: u16,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthConfig {
     /// How often every worker's health and status are asked for. Each worker is checked on
@@ -120,29 +105,10 @@ impl Default for ForwardConfig {
     }
 }
 
-/// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path} is not valid {format}: {message}")]
-    Parse { path: PathBuf, format: &'static str, message: String },
-    #[error("config is invalid: {0}")]
-    Invalid(String),
-    #[error("environment override {var} is invalid: {why}")]
-    Override { var: String, why: String },
-}
-
 impl ControllerConfig {
     /// Loads the file (if any), applies the overrides, and checks the result.
     pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let file = path.map(read_file).transpose()?;
-        let config = iluvatar_core::layered::layer(&ControllerConfig::default(), file, env, ENV_PREFIX).map_err(
-            |e| match e {
-                iluvatar_core::layered::LayerError::Override { var, why } => ConfigError::Override { var, why },
-                iluvatar_core::layered::LayerError::Invalid(m) => ConfigError::Invalid(m),
-            },
-        )?;
+        let config = iluvatar_service::config::load(&ControllerConfig::default(), path, env, ENV_PREFIX)?;
         config.check()?;
         Ok(config)
     }
@@ -161,17 +127,6 @@ impl ControllerConfig {
         }
         self.balancer.check().map_err(ConfigError::Invalid)
     }
-}
-
-fn read_file(path: &Path) -> Result<Value, ConfigError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    let toml = path.extension().is_some_and(|e| e == "toml");
-    iluvatar_core::layered::parse(&text, toml).map_err(|message| ConfigError::Parse {
-        path: path.to_path_buf(),
-        format: if toml { "TOML" } else { "JSON" },
-        message,
-    })
 }
 
 #[cfg(test)]

@@ -67,24 +67,3 @@ pub fn router(api: Arc<ControllerApi>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(2 * iluvatar_rpc::MAX_MESSAGE_BYTES))
         .with_state(api)
 }
-
-/// `router` with every request (`/metrics` and unknown paths included) checked against
-/// `auth`: a missing or wrong token answers 401 with a JSON error naming the problem.
-pub fn require_token(router: Router, auth: iluvatar_rpc::auth::ServerAuth) -> Router {
-    if !auth.requires_token() {
-        return router;
-    }
-    router.layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
-        let checked = auth.check(req.headers().get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes()));
-        async move {
-            match checked {
-                Ok(()) => next.run(req).await,
-                Err(why) => {
-                    let challenge = [(axum::http::header::WWW_AUTHENTICATE, "Bearer realm=\"iluvatar\"")];
-                    let body = Json(serde_json::json!({"error": why.to_string()}));
-                    (StatusCode::UNAUTHORIZED, challenge, body).into_response()
-                }
-            }
-        }
-    }))
-}

@@ -1,9 +1,9 @@
 //! Starting a worker process for a benchmark, from the binary beside this one.
 
 use anyhow::{Context, bail};
-use std::io::{BufRead, BufReader};
+use iluvatar_service::spawn;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 pub struct SpawnedWorker {
     pub child: Child,
@@ -33,25 +33,8 @@ impl SpawnedWorker {
         std::fs::create_dir_all(&dir)?;
         config["state_dir"] = dir.join("state").display().to_string().into();
         config["grpc"] = serde_json::json!({"address": "127.0.0.1", "port": 0});
-        let path = dir.join("worker.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
-        let log = std::fs::File::create(dir.join("worker.log"))?;
-        let mut child = Command::new(&bin)
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("worker stdout")?).read_line(&mut line)?;
-        let ready: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("worker did not start; see {}", dir.join("worker.log").display()))?;
-        let port = ready["grpc"]
-            .as_str()
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .context("ready line has no gRPC port")?;
+        let (child, ready) = spawn::start_with_config(&bin, &config, &dir, "worker")?;
+        let port = spawn::grpc_port(&ready).context("ready line has no gRPC port")?;
         Ok(SpawnedWorker { child, port, dir })
     }
 
@@ -62,8 +45,7 @@ impl SpawnedWorker {
 
 impl Drop for SpawnedWorker {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).stderr(Stdio::null()).status();
-        let _ = self.child.wait();
+        spawn::terminate(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -203,6 +203,28 @@ pub fn configure_service(
     Ok((server, client, exposed))
 }
 
+/// [`configure_service`] for a daemon whose gRPC API listens at `grpc_address` and whose
+/// HTTP API, when enabled, at `http_address`; logs a warning when it will serve off
+/// loopback without a token. Returns the check of its own APIs and its peer's token.
+pub fn for_service(
+    token_file: Option<&Path>,
+    peer_field: &str,
+    peer_token_file: Option<&Path>,
+    insecure: bool,
+    grpc_address: &str,
+    http_address: Option<&str>,
+) -> Result<(ServerAuth, ClientAuth), String> {
+    let mut listens = vec![("grpc.address", grpc_address)];
+    if let Some(address) = http_address {
+        listens.push(("http.address", address));
+    }
+    let (server, client, exposed) = configure_service(token_file, peer_field, peer_token_file, insecure, &listens)?;
+    if exposed {
+        tracing::warn!(?listens, "serving off loopback without authentication (auth.insecure = true)");
+    }
+    Ok((server, client))
+}
+
 impl tonic::service::Interceptor for ServerAuth {
     fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let value = request.metadata().get(HEADER).map(|v| v.as_bytes());
@@ -383,6 +405,20 @@ mod tests {
         assert!(ServerAuth::configure(Some(&good), false, &listens).unwrap().requires_token());
         let e = ServerAuth::configure(Some(&file("cfg-bad", "tok", 0o644)), true, &listens).unwrap_err();
         assert!(e.starts_with("auth.token_file: token file"), "{e}");
+    }
+
+    #[test]
+    fn a_service_names_the_listen_that_needs_a_token() {
+        let (server, client) = for_service(None, "auth.peer_token_file", None, false, "127.0.0.1", None).unwrap();
+        assert!(!server.requires_token() && client.header_value().is_none());
+        let e = for_service(None, "auth.peer_token_file", None, false, "127.0.0.1", Some("0.0.0.0")).unwrap_err();
+        assert!(e.starts_with("http.address \"0.0.0.0\""), "{e}");
+        let e = for_service(None, "auth.peer_token_file", None, false, "0.0.0.0", Some("127.0.0.1")).unwrap_err();
+        assert!(e.starts_with("grpc.address \"0.0.0.0\""), "{e}");
+        assert!(for_service(None, "auth.peer_token_file", None, true, "0.0.0.0", Some("0.0.0.0")).is_ok());
+        let missing = Path::new("/nonexistent/peer-token");
+        let e = for_service(None, "auth.peer_token_file", Some(missing), false, "127.0.0.1", None).unwrap_err();
+        assert!(e.starts_with("auth.peer_token_file: "), "{e}");
     }
 
     #[test]

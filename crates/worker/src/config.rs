@@ -3,8 +3,9 @@
 
 use iluvatar_core::policy::{EvictionConfig, KeepAliveConfig, QueueConfig};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::path::{Path, PathBuf};
+
+pub use iluvatar_service::config::{ConfigError, HttpConfig, ListenConfig};
 
 pub const ENV_PREFIX: &str = "ILUVATAR_WORKER__";
 
@@ -101,22 +102,6 @@ impl AuthConfig {
     pub fn path(path: &Path) -> Option<&Path> {
         (!path.as_os_str().is_empty()).then_some(path)
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenConfig {
-    pub address: String,
-    /// 0 picks a free port; the worker prints the one it bound.
-    pub port: u16,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    pub enabled: bool,
-    pub address: String,
-    pub port: u16,
 }
 
 /// Bounds on what a registration may ask for.
@@ -221,28 +206,10 @@ impl Default for ShutdownConfig {
     }
 }
 
-/// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path} is not valid {format}: {message}")]
-    Parse { path: PathBuf, format: &'static str, message: String },
-    #[error("config is invalid: {0}")]
-    Invalid(String),
-    #[error("environment override {var} is invalid: {why}")]
-    Override { var: String, why: String },
-}
-
 impl WorkerConfig {
     /// Loads the file (if any), applies the overrides, and checks the result.
     pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let file = path.map(read_file).transpose()?;
-        let config =
-            iluvatar_core::layered::layer(&WorkerConfig::default(), file, env, ENV_PREFIX).map_err(|e| match e {
-                iluvatar_core::layered::LayerError::Override { var, why } => ConfigError::Override { var, why },
-                iluvatar_core::layered::LayerError::Invalid(m) => ConfigError::Invalid(m),
-            })?;
+        let config = iluvatar_service::config::load(&WorkerConfig::default(), path, env, ENV_PREFIX)?;
         config.check()?;
         Ok(config)
     }
@@ -282,17 +249,6 @@ impl WorkerConfig {
         };
         iluvatar_core::SpecLimits { min_memory_mb: self.limits.min_memory_mb, max_memory_mb, max_cpus }
     }
-}
-
-fn read_file(path: &Path) -> Result<Value, ConfigError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    let toml = path.extension().is_some_and(|e| e == "toml");
-    iluvatar_core::layered::parse(&text, toml).map_err(|message| ConfigError::Parse {
-        path: path.to_path_buf(),
-        format: if toml { "TOML" } else { "JSON" },
-        message,
-    })
 }
 
 #[cfg(test)]

@@ -58,26 +58,3 @@ pub fn router(api: Arc<WorkerApi>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(2 * rpc::MAX_MESSAGE_BYTES))
         .with_state(api)
 }
-
-/// `router` with every request (`/metrics` and unknown paths included) checked against
-/// `auth`: a missing or wrong token answers 401 with a JSON error naming the problem.
-pub fn require_token(router: Router, auth: iluvatar_rpc::auth::ServerAuth) -> Router {
-    if !auth.requires_token() {
-        return router;
-    }
-    router.layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
-        let checked = auth.check(req.headers().get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes()));
-        async move {
-            match checked {
-                Ok(()) => next.run(req).await,
-                Err(why) => unauthorized(why),
-            }
-        }
-    }))
-}
-
-/// 401 with `WWW-Authenticate: Bearer` and `{"error": ...}`.
-pub fn unauthorized(why: iluvatar_rpc::auth::Refusal) -> Response {
-    let challenge = [(axum::http::header::WWW_AUTHENTICATE, "Bearer realm=\"iluvatar\"")];
-    (StatusCode::UNAUTHORIZED, challenge, Json(serde_json::json!({"error": why.to_string()}))).into_response()
-}

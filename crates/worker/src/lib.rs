@@ -18,27 +18,30 @@ use api::WorkerApi;
 use config::WorkerConfig;
 use iluvatar_core::Env;
 use iluvatar_rpc::iluvatar_worker_server::IluvatarWorkerServer;
+use iluvatar_service::serve::Listeners;
 use std::future::Future;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
 
 /// Runs a live worker until `stop` resolves (SIGINT/SIGTERM in the binary), then shuts
 /// down gracefully. Prints one JSON line `{"event":"ready",...}` on stdout once serving.
 pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let (auth, controller_auth) = auth(&config)?;
+    // The check of every gRPC call and HTTP request, and the token sent to the controller.
+    // Refuses to start when a token file is unusable, or when an API listens off loopback
+    // without a token and the config does not say `auth.insecure`.
+    let (auth, controller_auth) = iluvatar_rpc::auth::for_service(
+        config::AuthConfig::path(&config.auth.token_file),
+        "auth.controller_token_file",
+        config::AuthConfig::path(&config.auth.controller_token_file),
+        config.auth.insecure,
+        &config.grpc.address,
+        config.http.enabled.then_some(config.http.address.as_str()),
+    )
+    .map_err(anyhow::Error::msg)?;
     let _lock = state_lock::StateLock::acquire(&config.state_dir)?;
     // Listen first: a port that is taken fails the start before anything is made.
-    let grpc_addr = format!("{}:{}", config.grpc.address, config.grpc.port);
-    let grpc_listener =
-        TcpListener::bind(&grpc_addr).await.with_context(|| format!("cannot listen for gRPC on {grpc_addr}"))?;
-    let grpc_local = grpc_listener.local_addr()?;
-    let (http_local, http_listener) = if config.http.enabled {
-        let addr = format!("{}:{}", config.http.address, config.http.port);
-        let l = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen for HTTP on {addr}"))?;
-        (Some(l.local_addr()?), Some(l))
-    } else {
-        (None, None)
-    };
+    let listeners = Listeners::bind(&config.grpc, &config.http).await?;
     let api = WorkerApi::build(config.clone(), env, Arc::new(env::ProcStats::default()))?;
     for b in api.backends().all() {
         let cleaned = b.clean_leftovers().await.with_context(|| format!("cleaning up after the {} backend", b.name()));
@@ -56,35 +59,14 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
     }
     api.spawn_reaper();
 
-    let (stop_servers, servers_stopped) = tokio::sync::watch::channel(false);
-    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     // Every call passes the token check first (before its message is decoded).
     let service = IluvatarWorkerServer::new(grpc::GrpcWorker(api.clone()))
         .max_decoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES);
-    let grpc = tonic::transport::Server::builder()
-        .add_service(tonic::service::interceptor::InterceptedService::new(service, auth.clone()))
-        .serve_with_incoming_shutdown(incoming, wait_stop(servers_stopped.clone()));
-    let grpc = tokio::spawn(grpc);
-    let http = http_listener.map(|l| {
-        let app = http::require_token(http::router(api.clone()), auth.clone());
-        let stopped = wait_stop(servers_stopped.clone());
-        tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(stopped).await })
-    });
-
-    let ready = serde_json::json!({
-        "event": "ready",
-        "name": config.name,
-        "grpc": grpc_local.to_string(),
-        "http": http_local.map(|a| a.to_string()),
-        "backends": api.backends().names(),
-        "pid": std::process::id(),
-        "auth": auth.requires_token(),
-    });
-    println!("{ready}");
+    let grpc = Routes::new(InterceptedService::new(service, auth.clone()));
+    let serving = listeners.serve(grpc, http::router(api.clone()), &auth);
+    let (grpc_local, http_local) = (serving.grpc_local, serving.http_local);
+    serving.announce(&config.name, serde_json::json!({"backends": api.backends().names()}));
     tracing::info!(grpc = %grpc_local, http = ?http_local, "worker serving");
     if let Some(link) = config.controller.clone() {
         let host =
@@ -113,19 +95,9 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
             let _ = tokio::time::timeout(std::time::Duration::from_secs(20), b.close()).await;
         }
     }
-    stop_servers.send_replace(true);
     // Servers finish the requests in flight, but an idle client connection must not hold
     // the shutdown forever.
-    let servers = async {
-        grpc.await?.context("gRPC server failed")?;
-        if let Some(h) = http {
-            h.await?.context("HTTP server failed")?;
-        }
-        anyhow::Ok(())
-    };
-    if tokio::time::timeout(std::time::Duration::from_secs(2), servers).await.is_err() {
-        tracing::warn!("client connections still open after 2 s; closing them");
-    }
+    serving.stop(Some(std::time::Duration::from_secs(2))).await?;
     tracing::info!("worker stopped");
     Ok(())
 }
@@ -184,29 +156,6 @@ async fn register_with_controller(
         let pause = if failures == 0 { link.heartbeat_ms } else { link.retry_ms };
         tokio::time::sleep(Duration::from_millis(pause.max(1))).await;
     }
-}
-
-/// The check of every gRPC call and HTTP request, and the token sent to the controller.
-/// Refuses to start when a token file is unusable, or when an API listens off loopback
-/// without a token and the config does not say `auth.insecure`.
-fn auth(config: &WorkerConfig) -> anyhow::Result<(iluvatar_rpc::auth::ServerAuth, iluvatar_rpc::auth::ClientAuth)> {
-    use config::AuthConfig;
-    let mut listens = vec![("grpc.address", config.grpc.address.as_str())];
-    if config.http.enabled {
-        listens.push(("http.address", config.http.address.as_str()));
-    }
-    let (server, client, exposed) = iluvatar_rpc::auth::configure_service(
-        AuthConfig::path(&config.auth.token_file),
-        "auth.controller_token_file",
-        AuthConfig::path(&config.auth.controller_token_file),
-        config.auth.insecure,
-        &listens,
-    )
-    .map_err(anyhow::Error::msg)?;
-    if exposed {
-        tracing::warn!(?listens, "serving off loopback without authentication (auth.insecure = true)");
-    }
-    Ok((server, client))
 }
 
 /// Removes whatever earlier runs left behind (containers and their files); registrations

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use iluvatar_service::process::{init_logging, shutdown_signal};
 use iluvatar_worker::config::WorkerConfig;
 use std::path::PathBuf;
 
@@ -26,12 +27,9 @@ fn main() -> anyhow::Result<()> {
     iluvatar_worker::isolation::runtime::launcher::serve_if_asked();
     let args = Args::parse();
     let config = WorkerConfig::load(args.config.as_deref(), std::env::vars())?;
-    init_logging(&config.log_level);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.threads > 0 {
-        runtime.worker_threads(config.threads);
-    }
-    let runtime = runtime.enable_all().build()?;
+    // libcgroups warns at every container about controllers this host lacks: keep it quiet.
+    init_logging(&format!("{},libcgroups=error,libcontainer=error", config.log_level));
+    let runtime = iluvatar_service::process::runtime(config.threads)?;
     runtime.block_on(async {
         let env = iluvatar_worker::env::live_env();
         match args.command {
@@ -51,29 +49,4 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
-}
-
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
-    })
-}
-
-fn init_logging(level: &str) {
-    use tracing_subscriber::EnvFilter;
-    // libcgroups warns at every container about controllers this host lacks: keep it quiet.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},libcgroups=error,libcontainer=error")));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -3,38 +3,24 @@
 //! at start, so that a restarted worker still knows every function.
 
 use iluvatar_core::FunctionSpec;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use iluvatar_service::store::{JsonStore, StoreError, Table};
+use redb::TableDefinition;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions");
+const FUNCTIONS: Table = TableDefinition::new("functions");
 pub const DB_FILE: &str = "registry.redb";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("cannot open the registry at {path}: {why}")]
-    Open { path: String, why: String },
-    #[error("the registry store failed: {0}")]
-    Store(String),
-    #[error("the registry holds an unreadable entry {key:?}: {why}")]
-    Corrupt { key: String, why: String },
+    /// Opening, reading or writing the store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error(
         "function {fqdn} is already registered with different fields ({differences}); register a new version instead"
     )]
     Conflict { fqdn: String, differences: String },
-}
-
-/// Creates `path` readable and writable by its owner only (0600), or narrows an existing
-/// file to that: registrations may carry secrets (environment values of code references).
-fn create_private(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-}
-
-fn store_err(e: impl std::fmt::Display) -> RegistryError {
-    RegistryError::Store(e.to_string())
 }
 
 /// Whether a registration added a function or repeated an identical one.
@@ -45,7 +31,7 @@ pub enum Registered {
 }
 
 pub struct Registry {
-    db: Arc<Database>,
+    db: JsonStore,
     functions: RwLock<HashMap<String, Arc<FunctionSpec>>>,
     /// Serialises check-then-write so two registrations of one fqdn cannot both pass.
     write: tokio::sync::Mutex<()>,
@@ -54,24 +40,12 @@ pub struct Registry {
 impl Registry {
     /// Opens (or creates) the store in `state_dir` and loads every function.
     pub fn open(state_dir: &Path) -> Result<Self, RegistryError> {
-        let path = state_dir.join(DB_FILE);
-        let open_err = |why: String| RegistryError::Open { path: path.display().to_string(), why };
-        std::fs::create_dir_all(state_dir).map_err(|e| open_err(e.to_string()))?;
-        create_private(&path).map_err(|e| open_err(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
-        let txn = db.begin_write().map_err(store_err)?;
-        txn.open_table(FUNCTIONS).map_err(store_err)?;
-        txn.commit().map_err(store_err)?;
-        let mut functions = HashMap::new();
-        let read = db.begin_read().map_err(store_err)?;
-        let table = read.open_table(FUNCTIONS).map_err(store_err)?;
-        for entry in table.iter().map_err(store_err)? {
-            let (k, v) = entry.map_err(store_err)?;
-            let spec: FunctionSpec = serde_json::from_slice(v.value())
-                .map_err(|e| RegistryError::Corrupt { key: k.value().to_string(), why: e.to_string() })?;
-            functions.insert(k.value().to_string(), Arc::new(spec));
-        }
-        Ok(Registry { db: Arc::new(db), functions: RwLock::new(functions), write: Default::default() })
+        // Registrations may carry secrets (environment values of code references): the
+        // store's file is its owner's only.
+        let db = JsonStore::open(state_dir, DB_FILE, "the registry", &[FUNCTIONS])?;
+        let functions: HashMap<_, _> =
+            db.read_all::<FunctionSpec>(FUNCTIONS)?.into_iter().map(|(k, spec)| (k, Arc::new(spec))).collect();
+        Ok(Registry { db, functions: RwLock::new(functions), write: Default::default() })
     }
 
     pub fn get(&self, fqdn: &str) -> Option<Arc<FunctionSpec>> {
@@ -103,16 +77,7 @@ impl Registry {
             }
             return Err(RegistryError::Conflict { fqdn, differences: differences(&old, &spec) });
         }
-        let bytes = serde_json::to_vec(&spec).map_err(store_err)?;
-        let db = self.db.clone();
-        let key = fqdn.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), RegistryError> {
-            let txn = db.begin_write().map_err(store_err)?;
-            txn.open_table(FUNCTIONS).map_err(store_err)?.insert(key.as_str(), bytes.as_slice()).map_err(store_err)?;
-            txn.commit().map_err(store_err)
-        })
-        .await
-        .map_err(store_err)??;
+        self.db.put(FUNCTIONS, fqdn.clone(), &spec).await?;
         self.functions.write().unwrap().insert(fqdn, Arc::new(spec));
         Ok(Registered::New)
     }
@@ -186,7 +151,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         // A registry written before files were private: opening it narrows it.
-        drop(Database::create(dir.join(DB_FILE)).unwrap());
+        drop(redb::Database::create(dir.join(DB_FILE)).unwrap());
         std::fs::set_permissions(dir.join(DB_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
         let r = Registry::open(&dir).unwrap();
         let mode = std::fs::metadata(dir.join(DB_FILE)).unwrap().permissions().mode() & 0o777;

@@ -1,0 +1,87 @@
+//! Starting a daemon binary (worker or controller) with a config file and reading its
+//! ready line: the one JSON line it prints on stdout once it serves.
+
+use anyhow::Context;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// Writes `config` to `dir/{tag}.json`, starts `bin -c` on it with stderr to
+/// `dir/{tag}.log`, and waits for the ready line. The child's stdout is consumed up to that
+/// line; what it prints after is not read.
+pub fn start_with_config(bin: &Path, config: &Value, dir: &Path, tag: &str) -> anyhow::Result<(Child, Value)> {
+    let path = dir.join(format!("{tag}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(config)?)?;
+    let log_path = dir.join(format!("{tag}.log"));
+    let log = std::fs::File::create(&log_path)?;
+    let mut child = Command::new(bin)
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let ready =
+        read_ready_line(&mut child).with_context(|| format!("{tag} did not start; see {}", log_path.display()))?;
+    Ok((child, ready))
+}
+
+/// The first line `child` prints on its (piped) stdout, as JSON.
+pub fn read_ready_line(child: &mut Child) -> anyhow::Result<Value> {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("the child's stdout is not piped")?).read_line(&mut line)?;
+    Ok(serde_json::from_str(&line)?)
+}
+
+/// The port of the ready line's gRPC address (`"grpc": "host:port"`).
+pub fn grpc_port(ready: &Value) -> Option<u16> {
+    ready["grpc"].as_str().and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse().ok())
+}
+
+/// SIGTERM to `child` (a daemon stops gracefully on it), then waits for it to exit.
+pub fn terminate(child: &mut Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).stderr(Stdio::null()).status();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("iluvatar-service-spawn-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn reads_the_ready_line_of_a_child() {
+        // Started as `daemon.sh -c <config>`: prints a ready line naming its config.
+        let script = r#"echo "{\"event\":\"ready\",\"grpc\":\"127.0.0.1:4321\",\"config\":\"$2\"}"; exec sleep 30"#;
+        let d = dir("ok");
+        let sh = d.join("daemon.sh");
+        std::fs::write(&sh, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&sh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let (mut child, ready) = start_with_config(&sh, &serde_json::json!({"a": 1}), &d, "t").unwrap();
+        assert_eq!(ready["event"], "ready");
+        assert_eq!(grpc_port(&ready), Some(4321));
+        assert_eq!(ready["config"], d.join("t.json").display().to_string());
+        let written: Value = serde_json::from_slice(&std::fs::read(d.join("t.json")).unwrap()).unwrap();
+        assert_eq!(written["a"], 1);
+        terminate(&mut child);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_child_that_prints_no_ready_line_names_its_log() {
+        let d = dir("bad");
+        let sh = d.join("daemon.sh");
+        std::fs::write(&sh, "#!/bin/sh\necho broken >&2\nexit 1\n").unwrap();
+        std::fs::set_permissions(&sh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let e = format!("{:#}", start_with_config(&sh, &serde_json::json!({}), &d, "t").unwrap_err());
+        assert!(e.contains("t did not start") && e.contains("t.log"), "{e}");
+        assert_eq!(std::fs::read_to_string(d.join("t.log")).unwrap(), "broken\n");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
