@@ -6,10 +6,14 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a daemon may take to print its ready line when started by [`start_with_config`].
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Writes `config` to `dir/{tag}.json`, starts `bin -c` on it with stderr to
-/// `dir/{tag}.log`, and waits for the ready line. The child's stdout is consumed up to that
-/// line; what it prints after is not read.
+/// `dir/{tag}.log`, and waits for the ready line.
 pub fn start_with_config(bin: &Path, config: &Value, dir: &Path, tag: &str) -> anyhow::Result<(Child, Value)> {
     let path = dir.join(format!("{tag}.json"));
     std::fs::write(&path, serde_json::to_vec_pretty(config)?)?;
@@ -18,20 +22,62 @@ pub fn start_with_config(bin: &Path, config: &Value, dir: &Path, tag: &str) -> a
     let mut child = Command::new(bin)
         .arg("-c")
         .arg(&path)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let ready =
-        read_ready_line(&mut child).with_context(|| format!("{tag} did not start; see {}", log_path.display()))?;
-    Ok((child, ready))
+    match read_ready_line(&mut child, READY_TIMEOUT) {
+        Ok(ready) => Ok((child, ready)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e).with_context(|| format!("{tag} did not start; see {}", log_path.display()))
+        }
+    }
 }
 
-/// The first line `child` prints on its (piped) stdout, as JSON.
-pub fn read_ready_line(child: &mut Child) -> anyhow::Result<Value> {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("the child's stdout is not piped")?).read_line(&mut line)?;
-    Ok(serde_json::from_str(&line)?)
+/// Why a child printed no ready line.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadyError {
+    #[error("the child's stdout is not piped")]
+    NotPiped,
+    #[error("reading its stdout failed: {0}")]
+    Read(std::io::Error),
+    #[error("no ready line within {0:?}")]
+    Timeout(Duration),
+    #[error("the first stdout line {line:?} is not JSON: {why}")]
+    NotJson { line: String, why: serde_json::Error },
+    #[error("the first stdout line is not a ready event: {0}")]
+    NotReady(Value),
+}
+
+/// The first line `child` prints on its (piped) stdout, which must be a JSON object with
+/// `"event": "ready"`, waited for at most `timeout`. A thread reads it, then keeps
+/// draining the child's stdout, so that the child never blocks on (or dies writing into)
+/// a full or closed pipe.
+pub fn read_ready_line(child: &mut Child, timeout: Duration) -> Result<Value, ReadyError> {
+    let stdout = child.stdout.take().ok_or(ReadyError::NotPiped)?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = tx.send(reader.read_line(&mut line).map(|_| line));
+        let mut rest = String::new();
+        while matches!(reader.read_line(&mut rest), Ok(n) if n > 0) {
+            rest.clear();
+        }
+    });
+    let line = match rx.recv_timeout(timeout) {
+        Ok(r) => r.map_err(ReadyError::Read)?,
+        Err(_) => return Err(ReadyError::Timeout(timeout)),
+    };
+    let ready: Value =
+        serde_json::from_str(line.trim()).map_err(|why| ReadyError::NotJson { line: line.clone(), why })?;
+    if ready["event"] != "ready" {
+        return Err(ReadyError::NotReady(ready));
+    }
+    Ok(ready)
 }
 
 /// The port of the ready line's gRPC address (`"grpc": "host:port"`).
@@ -83,5 +129,25 @@ mod tests {
         assert!(e.contains("t did not start") && e.contains("t.log"), "{e}");
         assert_eq!(std::fs::read_to_string(d.join("t.log")).unwrap(), "broken\n");
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    fn child(script: &str) -> Child {
+        Command::new("sh").arg("-c").arg(script).stdout(Stdio::piped()).spawn().unwrap()
+    }
+
+    #[test]
+    fn a_line_that_is_not_a_ready_event_or_none_in_time_is_an_error() {
+        let mut c = child(r#"echo '{"event":"hello"}'"#);
+        assert!(matches!(read_ready_line(&mut c, Duration::from_secs(10)), Err(ReadyError::NotReady(_))));
+        let _ = c.wait();
+        let mut c = child("echo not json");
+        let e = read_ready_line(&mut c, Duration::from_secs(10)).unwrap_err();
+        assert!(e.to_string().starts_with("the first stdout line \"not json\\n\" is not JSON"), "{e}");
+        let _ = c.wait();
+        let mut c = child("exec sleep 30");
+        let e = read_ready_line(&mut c, Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(e, ReadyError::Timeout(_)), "{e}");
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }

@@ -4,10 +4,8 @@
 
 use crate::{READY_TIMEOUT, STOP_TIMEOUT, bin, sigterm, tail, unique_dir, wait_timeout};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 /// A daemon process with its config file and log (its stderr, appended to across restarts)
@@ -114,33 +112,10 @@ impl Proc {
         cmd.env("RUST_LIB_BACKTRACE", "0");
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name));
-        // One thread reads the ready line, then keeps draining stdout so the process never
-        // writes into a closed pipe.
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let r = reader.read_line(&mut line).map(|_| line);
-            let _ = tx.send(r);
-            let mut rest = String::new();
-            while matches!(reader.read_line(&mut rest), Ok(n) if n > 0) {
-                rest.clear();
-            }
-        });
-        let line = match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(Ok(line)) => line,
-            Ok(Err(e)) => self.fail_with(&mut child, &format!("reading its stdout failed: {e}")),
-            Err(_) => self.fail_with(&mut child, &format!("no ready line within {READY_TIMEOUT:?}")),
-        };
-        let ready: Value = match serde_json::from_str(line.trim()) {
-            Ok(v) => v,
-            Err(e) => self.fail_with(&mut child, &format!("the first stdout line {line:?} is not JSON: {e}")),
-        };
-        if ready["event"] != "ready" {
-            self.fail_with(&mut child, &format!("the first stdout line is not a ready event: {ready}"));
+        match iluvatar_service::spawn::read_ready_line(&mut child, READY_TIMEOUT) {
+            Ok(ready) => self.ready = ready,
+            Err(e) => self.fail_with(&mut child, &e.to_string()),
         }
-        self.ready = ready;
         self.child = Some(child);
     }
 
