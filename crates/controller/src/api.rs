@@ -3,11 +3,11 @@
 //! membership are in register.rs, health checks in health.rs. Every call to a worker has a
 //! deadline (`within`). Errors the protocol carries in-band stay in-band.
 
-use crate::balance::{Balancer, ClusterView};
 use crate::cluster::{Cluster, Members, WorkerHandle};
 use crate::config::ControllerConfig;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use iluvatar_core::policy::balance::{Balancer, ClusterView};
 use iluvatar_core::{Env, Fqdn};
 use iluvatar_rpc as rpc;
 use std::collections::HashMap;

@@ -10,7 +10,7 @@ use crate::target::{Plan, Setup, TargetArgs, TargetKind, connect, connect_contro
 use crate::trace::{Arrival, FunctionMeta, read_metadata, read_trace, write_metadata, write_trace};
 use crate::transport::{ControllerGrpc, Grpc, Transport, register_all};
 use anyhow::{Context, bail};
-use iluvatar_controller::config::ControllerConfig;
+use iluvatar_core::policy::BalancerConfig;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -165,7 +165,7 @@ pub async fn execute(
         let config = crate::sim::worker_config(target.worker_config.as_deref(), &[])?;
         let cluster = if target.simulated_cluster() {
             // Simulations read no environment: their inputs are explicit.
-            let controller = ControllerConfig::load(target.controller_config.as_deref(), Vec::new())
+            let controller = SimController::load(target.controller_config.as_deref())
                 .context("loading the simulated controller's config")?;
             Some(SimCluster { controller, workers: target.workers.unwrap_or(1) })
         } else {
@@ -259,8 +259,43 @@ impl Live<'_> {
 /// A simulated cluster: `workers` simulated workers behind the controller's balancer.
 #[derive(Clone)]
 pub struct SimCluster {
-    pub controller: ControllerConfig,
+    pub controller: SimController,
     pub workers: usize,
+}
+
+/// What a simulated cluster takes from a controller's config file (the live controller's
+/// own, JSON or TOML by its extension): the balancer. The other sections (listening, health
+/// checks, forwarding, auth) have no part in a simulation and are not read. The file is
+/// layered on the defaults as the controller layers it, without environment overrides
+/// (a simulation's inputs are explicit).
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SimController {
+    pub balancer: BalancerConfig,
+}
+
+impl SimController {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let file = match path {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                let toml = path.extension().is_some_and(|e| e == "toml");
+                let value = iluvatar_core::layered::parse(&text, toml).map_err(|m| {
+                    anyhow::anyhow!(
+                        "config file {} is not valid {}: {m}",
+                        path.display(),
+                        if toml { "TOML" } else { "JSON" }
+                    )
+                })?;
+                Some(value)
+            }
+        };
+        let config = iluvatar_core::layered::layer(&SimController::default(), file, Vec::new(), "")?;
+        config.balancer.check().map_err(|e| anyhow::anyhow!("config is invalid: {e}"))?;
+        Ok(config)
+    }
 }
 
 /// The seeds of a simulated cluster from the run's seed: the balancer's, then each

@@ -9,7 +9,7 @@ use crate::results::{Outcome, SharedRecorder};
 use crate::trace::Arrival;
 use crate::transport::Transport;
 use anyhow::Context;
-use iluvatar_controller::balance::{BalancerConfig, FixedCluster};
+use iluvatar_core::policy::{BalancerConfig, FixedCluster};
 use iluvatar_core::{Clock, Env, Fqdn};
 use iluvatar_rpc as rpc;
 use iluvatar_worker::api::WorkerApi;
@@ -113,7 +113,7 @@ impl Choose for First {
     }
 }
 
-/// The controller's balancing policy (the same code as `iluvatar_controller`'s), over a
+/// The controller's balancing policy (the same code, `iluvatar_core::policy::balance`), over a
 /// fixed set of simulated workers whose load is their in-flight count.
 pub struct Balanced(pub FixedCluster);
 
