@@ -25,9 +25,7 @@ pub fn histogram() -> Histogram<u64> {
 
 /// The in-function and worker times reported in an invocation's result, in microseconds.
 pub fn reported_us(json_result: &str) -> Option<(u64, u64)> {
-    let v: serde_json::Value = serde_json::from_str(json_result).ok()?;
-    let t = v.get("timings")?;
-    Some((t.get("function_us")?.as_u64()?, t.get("total_us")?.as_u64()?))
+    rpc::json_result::parse(json_result)?.function_and_total_us()
 }
 
 /// Runs `clients` closed-loop clients for `duration` after `warmup` (not recorded).

@@ -10,7 +10,6 @@ use crate::csv::field;
 use crate::plots::{Chart, Series};
 use crate::trace::FunctionMeta;
 use iluvatar_rpc as rpc;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -154,29 +153,6 @@ pub const CSV_HEADER: &str = "function,version,transaction_id,scheduled_ms,sent_
 latency_from_schedule_ms,worker_duration_ms,func_start_ms,func_end_ms,func_duration_ms,container_state,queue_ms,\
 cold_start_ms,overhead_ms,success,error,worker,controller_ms,worker_rpc_ms\n";
 
-/// The parts of `InvokeResponse.json_result` a row needs (typed: faster than a `Value`).
-#[derive(Deserialize)]
-struct ResultView {
-    start: Option<f64>,
-    end: Option<f64>,
-    timings: Option<TimingsView>,
-    kind: Option<String>,
-    #[serde(rename = "Error")]
-    error: Option<String>,
-    /// Added by a controller.
-    worker: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct TimingsView {
-    function_us: Option<f64>,
-    queue_us: Option<f64>,
-    cold_start_us: Option<f64>,
-    /// Added by a controller.
-    controller_us: Option<f64>,
-    worker_rpc_us: Option<f64>,
-}
-
 /// Turns one raw outcome into a row; `start_unix_s` is the Unix time of the run's zero.
 pub fn row(i: usize, o: Outcome, start_unix_s: f64) -> (Row, State) {
     let ms = |ns: u64| ns as f64 / 1e6;
@@ -203,7 +179,7 @@ pub fn row(i: usize, o: Outcome, start_unix_s: f64) -> (Row, State) {
     match o.response {
         Err(e) => row.error = e,
         Ok(r) => {
-            let v: Option<ResultView> = serde_json::from_str(&r.json_result).ok();
+            let v = rpc::json_result::parse(&r.json_result);
             row.success = r.success;
             state = State::of(r.container_state);
             row.state = state.name();
@@ -794,7 +770,7 @@ mod tests {
     fn controller_annotations_become_columns() {
         let mut json =
             r#"{"body":{},"start":10.5,"end":10.6,"timings":{"function_us":100000,"queue_us":0}}"#.to_string();
-        iluvatar_controller::api::annotate(&mut json, "w1", Some((42, 100500)));
+        rpc::json_result::annotate(&mut json, "w1", Some((42, 100500)));
         let response =
             rpc::InvokeResponse { json_result: json, success: true, duration_us: 100100, ..Default::default() };
         let o = Outcome { func: 0, scheduled_ns: 0, sent_ns: 0, done_ns: 101_000_000, response: Ok(response) };

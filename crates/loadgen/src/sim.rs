@@ -223,7 +223,7 @@ impl Transport for InProcess {
         let _counted = Counted::new(&self.inflight[i]);
         let mut r = self.workers[i].invoke(req).await;
         if let Some(names) = &self.names {
-            iluvatar_controller::api::annotate(&mut r.json_result, &names[i], None);
+            rpc::json_result::annotate(&mut r.json_result, &names[i], None);
         }
         Ok(r)
     }

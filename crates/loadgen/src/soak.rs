@@ -83,9 +83,8 @@ async fn client_loop(mut c: IluvatarWorkerClient<Channel>, seed: u64, args: Arc<
         };
         let kind = match tokio::time::timeout(Duration::from_secs(60), c.invoke(req)).await {
             Ok(Ok(r)) if r.get_ref().success => "ok".to_string(),
-            Ok(Ok(r)) => serde_json::from_str::<Value>(&r.get_ref().json_result)
-                .ok()
-                .and_then(|v| v["kind"].as_str().map(String::from))
+            Ok(Ok(r)) => rpc::json_result::parse(&r.get_ref().json_result)
+                .and_then(|v| v.kind)
                 .unwrap_or_else(|| "unreadable".into()),
             Ok(Err(_)) | Err(_) => "lost".to_string(),
         };

@@ -200,8 +200,9 @@ async fn cold_starts(c: &mut IluvatarWorkerClient<Channel>, image: &str, args: &
             not_cold += 1;
         } else {
             lat.saturating_record(ns);
-            let v: Value = serde_json::from_str(&r.json_result).unwrap_or_default();
-            worker_cold.saturating_record(v["timings"]["cold_start_us"].as_u64().unwrap_or(0) * 1000);
+            let v = rpc::json_result::parse(&r.json_result);
+            let cold_us = v.and_then(|v| v.timings?.cold_start_us).unwrap_or(0.0) as u64;
+            worker_cold.saturating_record(cold_us * 1000);
         }
         c.clean(rpc::CleanRequest::default()).await?;
         tokio::time::sleep(Duration::from_millis(args.cold_gap_ms)).await;
