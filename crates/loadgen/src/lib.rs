@@ -5,6 +5,7 @@
 pub mod benchmark;
 pub mod closed_loop;
 pub mod control_plane;
+pub mod controller_bench;
 pub mod csv;
 pub mod dist;
 pub mod fidelity;

@@ -36,6 +36,10 @@ enum Command {
     /// loopback with closed-loop clients; prints p50/p99 overhead and invocations/s and
     /// writes JSON.
     ControlPlane(iluvatar_load_gen::control_plane::Args),
+    /// The latency the controller adds: starts a controller and a sim worker behind it, runs
+    /// closed-loop clients through the controller and straight to the worker, prints
+    /// percentiles and writes JSON.
+    ControllerBench(iluvatar_load_gen::controller_bench::Args),
     /// Simulation speed: replays a generated workload of about 1.3 million invocations in
     /// simulation; prints invocations per wall-clock second and peak memory, writes JSON.
     SimBench(iluvatar_load_gen::sim_bench::Args),
@@ -111,6 +115,7 @@ fn main() -> anyhow::Result<()> {
                 unreachable!("handled above")
             }
             Command::ControlPlane(args) => iluvatar_load_gen::control_plane::run(args).await,
+            Command::ControllerBench(args) => iluvatar_load_gen::controller_bench::run(args).await,
             Command::WorkerBench(args) => iluvatar_load_gen::worker_bench::run(args).await,
             Command::Soak(args) => iluvatar_load_gen::soak::run(args).await,
         }
