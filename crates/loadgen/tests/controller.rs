@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use clap::Parser;
-use iluvatar_load_gen::replay::{TraceArgs, run_trace};
+use iluvatar_load_gen::commands::replay::{TraceArgs, run_trace};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
@@ -235,7 +235,7 @@ fn simulate_cluster(dir: &Path, balancer: &str, workers: usize, out: &Path, seed
         &seed,
     ];
     let args = TraceCli::try_parse_from(argv).unwrap().args;
-    let rt = iluvatar_load_gen::sim::runtime().unwrap();
+    let rt = iluvatar_load_gen::simulation::worker::runtime().unwrap();
     rt.block_on(run_trace(args)).unwrap_or_else(|e| panic!("seed {seed}: simulation failed: {e:#}"));
 }
 

@@ -6,9 +6,9 @@ mod common;
 use common::*;
 
 use clap::Parser;
-use iluvatar_load_gen::generate::{SyntheticArgs, synthetic_workload, write};
-use iluvatar_load_gen::replay::{RateArgs, TraceArgs, run_rate, run_trace};
-use iluvatar_load_gen::target::Setup;
+use iluvatar_load_gen::commands::replay::{RateArgs, TraceArgs, run_rate, run_trace};
+use iluvatar_load_gen::sending::target::Setup;
+use iluvatar_load_gen::workload::generate::{SyntheticArgs, synthetic_workload, write};
 use std::path::{Path, PathBuf};
 
 const SEED: u64 = 42;
@@ -49,7 +49,7 @@ fn simulate(dir: &Path, config: &Path, out: &Path, seed: u64) {
     ];
     let args = TraceCli::try_parse_from(argv).unwrap().args;
     assert!(args.target.setup == Setup::Simulation);
-    let rt = iluvatar_load_gen::sim::runtime().unwrap();
+    let rt = iluvatar_load_gen::simulation::worker::runtime().unwrap();
     rt.block_on(run_trace(args)).unwrap_or_else(|e| panic!("seed {seed}: simulation failed: {e:#}"));
 }
 
@@ -141,7 +141,7 @@ fn rate_seed_drives_the_arrivals() {
             s(out),
         ];
         let args = RateCli::try_parse_from(argv).unwrap().args;
-        let rt = iluvatar_load_gen::sim::runtime().unwrap();
+        let rt = iluvatar_load_gen::simulation::worker::runtime().unwrap();
         rt.block_on(run_rate(args)).unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
         read(&out.join("invocations.csv"))
     };
@@ -213,13 +213,14 @@ fn trace_seed_draws_durations_from_measured_samples() {
 #[derive(Parser)]
 struct FidelityCli {
     #[command(subcommand)]
-    cmd: iluvatar_load_gen::fidelity::Command,
+    cmd: iluvatar_load_gen::simulation::fidelity::Command,
 }
 
 fn fidelity(args: &[&str]) {
     let argv = std::iter::once("fidelity").chain(args.iter().copied());
     let cli = FidelityCli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
-    iluvatar_load_gen::fidelity::run(cli.cmd).unwrap_or_else(|e| panic!("seed {SEED}: fidelity {args:?}: {e:#}"));
+    iluvatar_load_gen::simulation::fidelity::run(cli.cmd)
+        .unwrap_or_else(|e| panic!("seed {SEED}: fidelity {args:?}: {e:#}"));
 }
 
 /// The fidelity tooling end to end, with a simulation standing in for the live runs (the
@@ -251,7 +252,7 @@ fn fidelity_calibrates_from_a_run_and_compares() {
     simulate(&cal, &cfg, &cal_run, SEED);
     let calibrated = dir.join("calibrated.csv");
     fidelity(&["calibrate", "--run", s(&cal_run), "--metadata", s(&meta), "--out", s(&calibrated)]);
-    let m = iluvatar_load_gen::trace::read_metadata(&calibrated).unwrap();
+    let m = iluvatar_load_gen::workload::trace::read_metadata(&calibrated).unwrap();
     assert!(m.iter().any(|f| !f.cold_samples_ms.is_empty()), "seed {SEED}: cold samples expected");
     assert!(m.iter().all(|f| f.warm_idle_ms.len() == f.warm_samples_ms.len()), "seed {SEED}: one idle per sample");
     assert!(m.iter().any(|f| f.warm_samples_ms.len() > 10), "seed {SEED}: warm samples expected");

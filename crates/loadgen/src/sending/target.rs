@@ -1,7 +1,7 @@
 //! Where load goes and how functions get there: connecting to a worker (failing early when
 //! it is unreachable), registering each function of a workload, prewarming.
 
-use crate::trace::FunctionMeta;
+use crate::workload::trace::FunctionMeta;
 use anyhow::{Context, bail};
 use iluvatar_rpc as rpc;
 use serde::{Deserialize, Serialize};

@@ -3,7 +3,7 @@
 
 #![allow(clippy::disallowed_methods)] // client latency is wall-clock time by definition
 
-use crate::target::{BenchmarkedFunction, FunctionData, Isolation, code_folder, connect};
+use crate::sending::target::{BenchmarkedFunction, FunctionData, Isolation, code_folder, connect};
 use anyhow::{Context, bail};
 use iluvatar_rpc as rpc;
 use serde_json::json;

@@ -5,7 +5,7 @@
 
 #![allow(clippy::disallowed_methods)] // client latency is wall-clock time by definition
 
-use crate::report::{context, percentiles_us};
+use crate::results::report::{context, percentiles_us};
 use crate::spawn::{SpawnedWorker, sibling_binary};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
@@ -184,7 +184,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// (the worker has registered and been synced).
 async fn prepare(endpoint: &str) -> anyhow::Result<()> {
     let mut c = IluvatarControllerClient::connect(endpoint.to_string()).await?;
-    let r = c.register(crate::control_plane::zero_function(FUNCTION)).await?.into_inner();
+    let r = c.register(crate::commands::control_plane::zero_function(FUNCTION)).await?.into_inner();
     if !r.success {
         bail!("registering {FUNCTION}: {}", r.error);
     }

@@ -182,7 +182,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let c = IluvatarWorkerClient::new(Channel::from_shared(endpoint)?.connect().await?);
     let image = format!("code:{}", code.display());
     for i in 0..args.functions {
-        crate::worker_bench::register_runtime(&mut c.clone(), &format!("soak{i}"), "1", &image, 64).await?;
+        crate::commands::worker_bench::register_runtime(&mut c.clone(), &format!("soak{i}"), "1", &image, 64).await?;
     }
     let args = Arc::new(args);
     let stop = Arc::new(AtomicBool::new(false));
@@ -237,7 +237,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "stopped_cleanly": status.success(),
         "left_after_stop": left,
         "samples": samples,
-        "context": crate::report::context(),
+        "context": crate::results::report::context(),
     });
     println!(
         "soak {:.1} min: {sent} calls, {} answered, {lost} lost; outcomes {}",

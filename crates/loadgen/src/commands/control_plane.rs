@@ -1,7 +1,7 @@
 //! The control-plane benchmark: the floor every real backend adds to.
 
-use crate::closed_loop::run_step;
-use crate::report::{context, cpu_seconds, percentiles_us};
+use crate::results::report::{context, cpu_seconds, percentiles_us};
+use crate::sending::closed_loop::run_step;
 use crate::spawn::SpawnedWorker;
 use anyhow::{Context, bail};
 use iluvatar_rpc as rpc;
@@ -154,7 +154,7 @@ async fn prepare(endpoint: &str) -> anyhow::Result<()> {
         .connect()
         .await
         .context("connecting to the worker")?;
-    let mut c = rpc::auth::worker_client(channel, crate::target::auth());
+    let mut c = rpc::auth::worker_client(channel, crate::sending::target::auth());
     let r = c.register(zero_function(FUNCTION)).await?.into_inner();
     if !r.success {
         bail!("registering {FUNCTION}: {}", r.error);

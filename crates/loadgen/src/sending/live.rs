@@ -5,11 +5,11 @@
 
 #![allow(clippy::disallowed_methods)] // send times and client latency are wall-clock time by definition
 
-use crate::open_loop::set_fine_timer_slack;
-use crate::progress::Progress;
 use crate::results::{Outcome, Recorder};
-use crate::trace::Arrival;
-use crate::transport::Transport;
+use crate::sending::open_loop::set_fine_timer_slack;
+use crate::sending::progress::Progress;
+use crate::sending::transport::Transport;
+use crate::workload::trace::Arrival;
 use iluvatar_rpc as rpc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
