@@ -1,16 +1,19 @@
-//! Sends a list of timed invocations open-loop: a dedicated thread keeps the schedule (as
-//! in `open_loop`) and hands each invocation to the runtime whether or not earlier ones
-//! answered, so a slow worker cannot slow the sender (no coordinated omission). Every
-//! invocation records when it was scheduled, when it was really sent, and when it answered.
+//! Sends a list of timed invocations open-loop in real time: a dedicated thread runs the
+//! arrival loop (`sending::arrivals`) on the OS clock (as `open_loop` keeps its schedule)
+//! and hands each invocation to the runtime whether or not earlier ones answered, so a slow
+//! worker cannot slow the sender (no coordinated omission). Every invocation records when
+//! it was scheduled, when it was really sent, and when it answered.
 
 #![allow(clippy::disallowed_methods)] // send times and client latency are wall-clock time by definition
 
 use crate::results::{Outcome, Recorder};
+use crate::sending::arrivals::{Arrivals, Pacer, Sink, send};
 use crate::sending::open_loop::set_fine_timer_slack;
 use crate::sending::progress::Progress;
 use crate::sending::transport::Transport;
 use crate::workload::trace::Arrival;
 use iluvatar_rpc as rpc;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,39 +43,16 @@ pub async fn run<T: Transport>(
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     recorder
         .set_start_unix_s(since_epoch.as_secs_f64() + start.saturating_duration_since(Instant::now()).as_secs_f64());
-    let sched_progress = progress.clone();
-    let sched_arrivals = arrivals.clone();
+    let sink = ToReceiver { tx, progress: progress.clone() };
     let transport = transport.clone();
     // The schedule is kept by a dedicated thread with fine timer slack: tokio's timers tick
     // in whole milliseconds, which would make every request up to 1 ms late.
     let scheduler = std::thread::Builder::new().name("schedule".into()).spawn(move || {
         set_fine_timer_slack();
         let realtime = set_realtime_priority();
-        let mut wake = Vec::with_capacity(sched_arrivals.len());
-        for (i, a) in sched_arrivals.iter().enumerate() {
-            let scheduled = start + Duration::from_nanos((a.time_ms * 1e6) as u64);
-            let now = Instant::now();
-            if scheduled > now {
-                std::thread::sleep(scheduled - now);
-            }
-            wake.push(Instant::now().saturating_duration_since(scheduled).as_nanos() as u64);
-            let t = transport.clone();
-            let mut req = requests[a.func].clone();
-            req.transaction_id = format!("{tid_prefix}-{i}");
-            let tx = tx.clone();
-            let p = sched_progress.clone();
-            let func = a.func;
-            handle.spawn(async move {
-                let sent = Instant::now();
-                let response = t.invoke(req).await;
-                let done = Instant::now();
-                let ns = |t: Instant| t.saturating_duration_since(start).as_nanos() as u64;
-                p.done(response.as_ref().map(|r| r.success).unwrap_or(false));
-                let o = Outcome { func, scheduled_ns: ns(scheduled), sent_ns: ns(sent), done_ns: ns(done), response };
-                let _ = tx.send((i, o));
-            });
-            sched_progress.sent();
-        }
+        let mut wake = Vec::with_capacity(arrivals.len());
+        let what = Arrivals { requests: &requests, arrivals: &arrivals, tid_prefix: &tid_prefix };
+        block_on(send(what, &OsClock { start }, &transport, &sink, &handle, Some(&mut wake)));
         (wake, realtime)
     })?;
     let ticker = progress.start_ticker();
@@ -85,6 +65,70 @@ pub async fn run<T: Transport>(
         .await?
         .map_err(|_| anyhow::anyhow!("the scheduler thread panicked"))?;
     Ok(Run { wake_lateness_ns, realtime })
+}
+
+/// The OS clock from the run's zero, `start`. Waiting blocks the calling thread (the
+/// scheduler's own): `std::thread::sleep` with fine timer slack wakes within microseconds.
+#[derive(Clone, Copy)]
+struct OsClock {
+    start: Instant,
+}
+
+impl Pacer for OsClock {
+    fn now_ns(&self) -> u64 {
+        Instant::now().saturating_duration_since(self.start).as_nanos() as u64
+    }
+
+    fn wait_until(&self, at_ns: u64) -> impl Future<Output = ()> + Send {
+        let at = self.start + Duration::from_nanos(at_ns);
+        let now = Instant::now();
+        if at > now {
+            std::thread::sleep(at - now);
+        }
+        std::future::ready(())
+    }
+}
+
+/// Outcomes go to the run's task (which writes the rows) over a channel; the progress
+/// display counts them.
+#[derive(Clone)]
+struct ToReceiver {
+    tx: tokio::sync::mpsc::UnboundedSender<(usize, Outcome)>,
+    progress: Progress,
+}
+
+impl Sink for ToReceiver {
+    type InFlight = ();
+
+    fn sending(&self) {
+        self.progress.sent();
+    }
+
+    fn record(&self, index: usize, outcome: Outcome) {
+        self.progress.done(outcome.response.as_ref().map(|r| r.success).unwrap_or(false));
+        let _ = self.tx.send((index, outcome));
+    }
+}
+
+/// Runs `future` to completion on this thread. The arrival loop paced by [`OsClock`] never
+/// waits asynchronously, so its first poll completes it; the waker (which unparks this
+/// thread) only makes this correct for any future.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
 }
 
 /// Gives the scheduler thread a real-time priority (SCHED_FIFO) when allowed (root or

@@ -1,6 +1,8 @@
 //! Sending invocations: the target of a run and its connections, the transports that reach
-//! it, and the loops that send (open loop on a schedule, closed-loop clients).
+//! it, and the loops that send: the one arrival loop (open loop on a schedule, live or
+//! virtual time), closed-loop clients, the fixed-rate open loop of the benchmarks.
 
+pub mod arrivals;
 pub mod closed_loop;
 pub mod live;
 pub mod open_loop;

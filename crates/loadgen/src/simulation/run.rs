@@ -4,6 +4,7 @@
 
 use crate::results::{Outcome, Recorder, SharedRecorder, write_results};
 use crate::sending::TID;
+use crate::sending::arrivals::{Arrivals, Pacer, Sink, send};
 use crate::sending::target::{Plan, requests};
 use crate::sending::transport::{Transport, register_all};
 use crate::simulation::in_process::{Balanced, InProcess};
@@ -14,6 +15,7 @@ use iluvatar_core::Clock;
 use iluvatar_core::policy::BalancerConfig;
 use iluvatar_rpc as rpc;
 use serde_json::{Value, json};
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -149,33 +151,57 @@ pub async fn run_virtual<T: Transport>(
 ) -> anyhow::Result<()> {
     let zero = clock.now();
     recorder.lock().unwrap().set_start_unix_s(clock.unix_time_us() as f64 / 1e6);
-    let ns = move |d: Duration| d.saturating_sub(zero).as_nanos() as u64;
     let running = Arc::new(Running { count: AtomicUsize::new(0), idle: tokio::sync::Notify::new() });
-    for (i, a) in arrivals.iter().enumerate() {
-        let at = zero + Duration::from_nanos((a.time_ms * 1e6) as u64);
-        let mut now = clock.now();
-        if at > now {
-            tokio::time::sleep(at - now).await;
-            now = clock.now();
-        }
-        let mut req = requests[a.func].clone();
-        req.transaction_id.clear();
-        req.transaction_id.push_str(&tid_prefix);
-        req.transaction_id.push('-');
-        crate::results::push_u64(&mut req.transaction_id, i as u64);
-        let (t, rec, clock, func) = (transport.clone(), recorder.clone(), clock.clone(), a.func);
-        let guard = Running::enter(&running);
-        tokio::spawn(async move {
-            let response = t.invoke(req).await;
-            let o = Outcome { func, scheduled_ns: ns(at), sent_ns: ns(now), done_ns: ns(clock.now()), response };
-            rec.lock().unwrap().record(i, o);
-            drop(guard);
-        });
-    }
+    let sink = ToRecorder { recorder, running: running.clone() };
+    let what = Arrivals { requests: &requests, arrivals: &arrivals, tid_prefix: &tid_prefix };
+    let handle = tokio::runtime::Handle::current();
+    send(what, &VirtualClock { clock, zero }, transport, &sink, &handle, None).await;
     while running.count.load(Ordering::Acquire) > 0 {
         running.idle.notified().await;
     }
     Ok(())
+}
+
+/// The simulation's virtual clock from the run's zero; waiting is a tokio timer.
+#[derive(Clone)]
+struct VirtualClock {
+    clock: Arc<dyn Clock>,
+    zero: Duration,
+}
+
+impl Pacer for VirtualClock {
+    fn now_ns(&self) -> u64 {
+        self.clock.now().saturating_sub(self.zero).as_nanos() as u64
+    }
+
+    fn wait_until(&self, at_ns: u64) -> impl Future<Output = ()> + Send {
+        let at = self.zero + Duration::from_nanos(at_ns);
+        let now = self.clock.now();
+        async move {
+            if at > now {
+                tokio::time::sleep(at - now).await;
+            }
+        }
+    }
+}
+
+/// Invocations record themselves in the shared recorder, and are counted while in flight.
+#[derive(Clone)]
+struct ToRecorder {
+    recorder: SharedRecorder,
+    running: Arc<Running>,
+}
+
+impl Sink for ToRecorder {
+    type InFlight = InFlight;
+
+    fn sending(&self) -> InFlight {
+        Running::enter(&self.running)
+    }
+
+    fn record(&self, index: usize, outcome: Outcome) {
+        self.recorder.lock().unwrap().record(index, outcome);
+    }
 }
 
 /// The invocations in flight, and a notification when the last one ends.
