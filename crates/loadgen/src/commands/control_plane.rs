@@ -154,7 +154,7 @@ async fn prepare(endpoint: &str) -> anyhow::Result<()> {
         .connect()
         .await
         .context("connecting to the worker")?;
-    let mut c = rpc::auth::worker_client(channel, crate::sending::target::auth());
+    let mut c = rpc::auth::worker_client(channel, crate::sending::connect::auth());
     let r = c.register(zero_function(FUNCTION)).await?.into_inner();
     if !r.success {
         bail!("registering {FUNCTION}: {}", r.error);

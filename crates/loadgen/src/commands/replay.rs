@@ -4,8 +4,9 @@
 use crate::results;
 use crate::results::write_results;
 use crate::results::{Recorded, Recorder};
+use crate::sending::connect::{connect, connect_controller};
 use crate::sending::progress::Progress;
-use crate::sending::target::{Plan, Setup, TargetArgs, TargetKind, connect, connect_controller, requests};
+use crate::sending::target::{Plan, Setup, TargetArgs, TargetKind, requests};
 use crate::sending::transport::{ControllerGrpc, Grpc, Transport, register_all};
 use crate::simulation::run::{SimCluster, SimController, SimRun};
 use crate::workload::dist::Draw;

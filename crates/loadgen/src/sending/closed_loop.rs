@@ -42,7 +42,7 @@ pub async fn run_step(
     let stop = record_from + duration;
     for _ in 0..clients {
         let channel = Channel::from_shared(endpoint.to_string())?.tcp_nodelay(true).connect().await?;
-        let mut client = rpc::auth::worker_client(channel, crate::sending::target::auth());
+        let mut client = rpc::auth::worker_client(channel, crate::sending::connect::auth());
         let req = request.clone();
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut ovh, mut wrk) = (histogram(), histogram(), histogram());

@@ -4,6 +4,7 @@
 
 pub mod arrivals;
 pub mod closed_loop;
+pub mod connect;
 pub mod live;
 pub mod open_loop;
 pub mod progress;

@@ -31,7 +31,7 @@ pub async fn run(
     let mut clients = Vec::new();
     for _ in 0..connections.max(1) {
         let ch = Channel::from_shared(endpoint.to_string())?.tcp_nodelay(true).connect().await?;
-        clients.push(rpc::auth::worker_client(ch, crate::sending::target::auth()));
+        clients.push(rpc::auth::worker_client(ch, crate::sending::connect::auth()));
     }
     let interval = Duration::from_secs_f64(1.0 / rate);
     let total = (rate * duration.as_secs_f64()) as u64;
