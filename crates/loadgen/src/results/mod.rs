@@ -32,21 +32,23 @@ pub struct Outcome {
 /// An invocation's times (milliseconds from the run's zero) and what follows from them,
 /// written once for the rows of invocations.csv and the samples a run keeps.
 pub trait Timed {
-    fn scheduled_ms(&self) -> f64;
-    fn sent_ms(&self) -> f64;
-    fn done_ms(&self) -> f64;
+    /// When it was scheduled, sent, and answered.
+    fn times_ms(&self) -> [f64; 3];
     /// The in-function time the result reported, if any.
     fn func_duration_ms(&self) -> Option<f64>;
 
     /// How late it was sent (never negative).
     fn lateness_ms(&self) -> f64 {
-        (self.sent_ms() - self.scheduled_ms()).max(0.0)
+        let [scheduled, sent, _] = self.times_ms();
+        (sent - scheduled).max(0.0)
     }
     fn client_latency_ms(&self) -> f64 {
-        self.done_ms() - self.sent_ms()
+        let [_, sent, done] = self.times_ms();
+        done - sent
     }
     fn latency_from_schedule_ms(&self) -> f64 {
-        self.done_ms() - self.scheduled_ms()
+        let [scheduled, _, done] = self.times_ms();
+        done - scheduled
     }
     /// Client latency beyond the in-function time.
     fn overhead_ms(&self) -> Option<f64> {

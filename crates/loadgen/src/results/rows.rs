@@ -68,14 +68,8 @@ impl Row {
 }
 
 impl Timed for Row {
-    fn scheduled_ms(&self) -> f64 {
-        self.scheduled_ms
-    }
-    fn sent_ms(&self) -> f64 {
-        self.sent_ms
-    }
-    fn done_ms(&self) -> f64 {
-        self.done_ms
+    fn times_ms(&self) -> [f64; 3] {
+        [self.scheduled_ms, self.sent_ms, self.done_ms]
     }
     fn func_duration_ms(&self) -> Option<f64> {
         self.func_duration_ms
@@ -89,14 +83,8 @@ impl Sample {
 }
 
 impl Timed for Sample {
-    fn scheduled_ms(&self) -> f64 {
-        self.scheduled_ms
-    }
-    fn sent_ms(&self) -> f64 {
-        self.sent_ms
-    }
-    fn done_ms(&self) -> f64 {
-        self.done_ms
+    fn times_ms(&self) -> [f64; 3] {
+        [self.scheduled_ms, self.sent_ms, self.done_ms]
     }
     fn func_duration_ms(&self) -> Option<f64> {
         (!self.func_duration_ms.is_nan()).then_some(self.func_duration_ms)
