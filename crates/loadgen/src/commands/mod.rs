@@ -1,6 +1,7 @@
-//! The subcommands' front ends: each parses its arguments into a run of the other rooms.
-//! `trace` and `rate` replay arrivals (live or simulated); the others are benchmarks of a
-//! live worker or controller, which start their own processes.
+//! The subcommands: [`Command`] and [`run`], which picks the runtime a command needs and
+//! dispatches it. The front ends of `trace` and `rate` (replay) and of the live benchmarks
+//! are here; `generate` is the workload room's, `sim-bench`, `sweep` and `fidelity` the
+//! simulation room's.
 
 pub mod benchmark;
 pub mod control_plane;
