@@ -3,9 +3,9 @@
 //! binary).
 
 use clap::Parser;
-pub use iluvatar_load_gen::generate::{SyntheticArgs, synthetic_workload, write};
-use iluvatar_load_gen::replay::{RateArgs, TraceArgs};
-use iluvatar_load_gen::target::Setup;
+use iluvatar_load_gen::commands::replay::{RateArgs, TraceArgs};
+use iluvatar_load_gen::sending::target::Setup;
+pub use iluvatar_load_gen::workload::generate::{SyntheticArgs, synthetic_workload, write};
 use iluvatar_testkit::s;
 use std::path::Path;
 
@@ -24,7 +24,7 @@ struct RateCli {
 #[derive(Parser)]
 struct FidelityCli {
     #[command(subcommand)]
-    cmd: iluvatar_load_gen::fidelity::Command,
+    cmd: iluvatar_load_gen::simulation::fidelity::Command,
 }
 
 /// The arguments of `trace ARGV...` as the binary parses them.
@@ -34,8 +34,8 @@ pub fn trace_args(argv: &[&str]) -> TraceArgs {
 
 /// Runs a trace; a failure names the seed.
 pub fn run_trace(args: TraceArgs, seed: &str) {
-    let rt = iluvatar_load_gen::sim::runtime().unwrap();
-    rt.block_on(iluvatar_load_gen::replay::run_trace(args))
+    let rt = iluvatar_load_gen::simulation::worker::runtime().unwrap();
+    rt.block_on(iluvatar_load_gen::commands::replay::run_trace(args))
         .unwrap_or_else(|e| panic!("seed {seed}: simulation failed: {e:#}"));
 }
 
@@ -55,13 +55,14 @@ pub fn simulate(dir: &Path, worker: &Path, out: &Path, seed: u64, extra: &[&str]
 /// Runs `rate ARGV...`; a failure names the seed.
 pub fn run_rate(argv: &[&str], seed: &str) {
     let args = RateCli::try_parse_from(argv).unwrap().args;
-    let rt = iluvatar_load_gen::sim::runtime().unwrap();
-    rt.block_on(iluvatar_load_gen::replay::run_rate(args)).unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
+    let rt = iluvatar_load_gen::simulation::worker::runtime().unwrap();
+    rt.block_on(iluvatar_load_gen::commands::replay::run_rate(args)).unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
 }
 
 /// Runs `fidelity ARGS...`; a failure names the seed.
 pub fn fidelity(args: &[&str], seed: u64) {
     let argv = std::iter::once("fidelity").chain(args.iter().copied());
     let cli = FidelityCli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
-    iluvatar_load_gen::fidelity::run(cli.cmd).unwrap_or_else(|e| panic!("seed {seed}: fidelity {args:?}: {e:#}"));
+    iluvatar_load_gen::simulation::fidelity::run(cli.cmd)
+        .unwrap_or_else(|e| panic!("seed {seed}: fidelity {args:?}: {e:#}"));
 }

@@ -203,7 +203,7 @@ fn fidelity_calibrates_from_a_run_and_compares() {
     simulate(&cal, &cfg, &cal_run, SEED);
     let calibrated = dir.join("calibrated.csv");
     fidelity(&["calibrate", "--run", s(&cal_run), "--metadata", s(&meta), "--out", s(&calibrated)]);
-    let m = iluvatar_load_gen::trace::read_metadata(&calibrated).unwrap();
+    let m = iluvatar_load_gen::workload::trace::read_metadata(&calibrated).unwrap();
     assert!(m.iter().any(|f| !f.cold_samples_ms.is_empty()), "seed {SEED}: cold samples expected");
     assert!(m.iter().all(|f| f.warm_idle_ms.len() == f.warm_samples_ms.len()), "seed {SEED}: one idle per sample");
     assert!(m.iter().any(|f| f.warm_samples_ms.len() > 10), "seed {SEED}: warm samples expected");

@@ -284,7 +284,7 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
         Command::InvokeAsyncCheck { cookie } => {
             let req = rpc::InvokeAsyncLookupRequest { lookup_cookie: cookie, transaction_id: tid };
             let r = c.invoke_async_check(req).await?.into_inner();
-            let pending = serde_json::from_str::<Value>(&r.json_result).ok().and_then(|v| v.get("Pending").cloned());
+            let pending = rpc::json_result::parse(&r.json_result).and_then(|v| v.pending);
             match (pending, invoke_report(r)) {
                 (Some(msg), _) => json!({"success": false, "pending": true, "message": msg}),
                 (None, Ok(v)) => v,

@@ -3,13 +3,14 @@
 //! membership are in register.rs, health checks in health.rs. Every call to a worker has a
 //! deadline (`within`). Errors the protocol carries in-band stay in-band.
 
-use crate::balance::{Balancer, ClusterView};
 use crate::cluster::{Cluster, Members, WorkerHandle};
 use crate::config::ControllerConfig;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use iluvatar_core::policy::balance::{Balancer, ClusterView};
 use iluvatar_core::{Env, Fqdn};
 use iluvatar_rpc as rpc;
+use iluvatar_rpc::json_result;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
@@ -226,7 +227,7 @@ impl ControllerApi {
                 self.metrics.overhead.observe_us(overhead_us);
                 let counter = if r.success { &self.metrics.invocations_ok } else { &self.metrics.invocations_failed };
                 counter.fetch_add(1, Ordering::Relaxed);
-                annotate(&mut r.json_result, &w.name, Some((overhead_us, call.as_micros() as u64)));
+                json_result::annotate(&mut r.json_result, &w.name, Some((overhead_us, call.as_micros() as u64)));
                 r
             }
             Err((kind, e)) => self.failed(error_response(kind, &e)),
@@ -288,7 +289,7 @@ impl ControllerApi {
         let r = rpc::InvokeAsyncLookupRequest { lookup_cookie: cookie.to_string(), transaction_id: req.transaction_id };
         match within(self.control_timeout(), w.client().invoke_async_check(r)).await {
             Ok(mut r) => {
-                annotate(&mut r.json_result, &w.name, None);
+                json_result::annotate(&mut r.json_result, &w.name, None);
                 r
             }
             Err(e) => error_response(
@@ -363,32 +364,12 @@ impl ControllerApi {
 
 pub(crate) fn error_response(kind: &str, message: &str) -> rpc::InvokeResponse {
     rpc::InvokeResponse {
-        json_result: serde_json::json!({"Error": message, "kind": kind}).to_string(),
+        json_result: json_result::error(kind, message, None, None),
         success: false,
         duration_us: 0,
         compute: rpc::compute::CPU,
         container_state: rpc::ContainerState::Error as i32,
     }
-}
-
-/// Adds the worker's name and the controller's timings to a worker's JSON result without
-/// parsing it: `"worker"` at the top level, and `controller_us` (the controller's own time)
-/// and `worker_rpc_us` (the call to the worker) inside `"timings"`, which the worker writes
-/// last and flat.
-pub fn annotate(json: &mut String, worker: &str, timings: Option<(u64, u64)>) {
-    if !json.ends_with('}') {
-        return;
-    }
-    if let Some((controller_us, worker_rpc_us)) = timings {
-        let fields = format!("\"controller_us\":{controller_us},\"worker_rpc_us\":{worker_rpc_us}");
-        match json.rfind("\"timings\":{").and_then(|at| json[at..].find('}').map(|end| at + end)) {
-            Some(end) if json[..end].ends_with('{') => json.insert_str(end, &fields),
-            Some(end) => json.insert_str(end, &format!(",{fields}")),
-            None => json.insert_str(json.len() - 1, &format!(",\"timings\":{{{fields}}}")),
-        }
-    }
-    let name = serde_json::to_string(worker).unwrap_or_default();
-    json.insert_str(json.len() - 1, &format!(",\"worker\":{name}"));
 }
 
 #[cfg(test)]
@@ -408,26 +389,5 @@ mod tests {
         assert!(matches!(&e, CallError::Failed(why) if why.contains("boom")), "{e:?}");
         let answered = async { Ok(tonic::Response::new(7)) };
         assert_eq!(within(Duration::from_secs(1), answered).await.unwrap(), 7);
-    }
-
-    #[test]
-    fn annotate_keeps_the_json_valid() {
-        let cases = [
-            r#"{"body":{"timings":{"x":1}},"start":1.0,"timings":{"queue_us":3,"total_us":9}}"#,
-            r#"{"Error":"x","kind":"timeout","timings":{}}"#,
-            r#"{"Error":"x","kind":"timeout"}"#,
-        ];
-        for c in cases {
-            let mut s = c.to_string();
-            annotate(&mut s, "w\"1", Some((5, 40)));
-            let v: serde_json::Value = serde_json::from_str(&s).unwrap_or_else(|e| panic!("{s}: {e}"));
-            assert_eq!(v["timings"]["controller_us"], 5, "{s}");
-            assert_eq!(v["timings"]["worker_rpc_us"], 40, "{s}");
-            assert_eq!(v["worker"], "w\"1", "{s}");
-        }
-        let mut s = r#"{"body":1,"timings":{"queue_us":3}}"#.to_string();
-        annotate(&mut s, "w", Some((1, 2)));
-        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
-        assert_eq!(v["timings"]["queue_us"], 3);
     }
 }

@@ -3,7 +3,7 @@
 //! count of its in-flight invocations. The list is replaced whole (copy on write) when a
 //! worker joins or rejoins, so the invocation path only clones an `Arc`.
 
-use crate::balance::WorkerView;
+use iluvatar_core::policy::balance::WorkerView;
 use iluvatar_rpc as rpc;
 use iluvatar_rpc::auth::{ClientAuth, WorkerClient};
 use std::collections::{HashMap, HashSet};

@@ -2,7 +2,7 @@
 //! fields are rejected, then environment overrides `ILUVATAR_CONTROLLER__section__key=value`.
 //! The loading rules are the worker's: both read through `iluvatar_service::config`.
 
-use crate::balance::BalancerConfig;
+use iluvatar_core::policy::balance::BalancerConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -1,11 +1,9 @@
 //! The Ilúvatar controller: worker membership and health, registrations fanned out to every
-//! worker, load balancing policies, and invocation forwarding. The binary
-//! `iluvatar_controller` parses arguments and calls [`run`] (or [`bench::run`]).
+//! worker, load balancing (its policies are `iluvatar_core::policy::balance`), and
+//! invocation forwarding. The binary `iluvatar_controller` parses arguments and calls
+//! [`run`]. Its benchmark is the load generator's `controller-bench`.
 
 pub mod api;
-pub mod balance;
-pub mod bench;
-pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod grpc;

@@ -1,6 +1,6 @@
 //! Ilúvatar's core: domain types, the `Env` seam (clock and randomness) and the policies
-//! (queueing, keep-alive, eviction). It does no IO and knows nothing of networks or
-//! containers, so the same code runs live and in simulation.
+//! (queueing, keep-alive, eviction, load balancing). It does no IO and knows nothing of
+//! networks or containers, so the same code runs live and in simulation.
 
 pub mod env;
 pub mod function;

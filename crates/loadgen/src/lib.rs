@@ -1,28 +1,15 @@
 //! Load generation and benchmarks. Client latency is wall-clock time measured in this
 //! process, by definition (see shared/benchmarks.md), so the modules that measure read the
 //! OS clock.
+//!
+//! The rooms: [`commands`] (the subcommands' front ends), [`workload`] (traces, their
+//! metadata and their generation), [`sending`] (targets, transports and the loops that send
+//! invocations), [`simulation`] (workers and clusters in this process on virtual time),
+//! [`results`] (rows, recording, summaries, plots and benchmark reports).
 
-pub mod benchmark;
-pub mod closed_loop;
-pub mod control_plane;
-pub mod csv;
-pub mod dist;
-pub mod fidelity;
-pub mod generate;
-pub mod open_loop;
-pub mod plots;
-pub mod progress;
-pub mod replay;
-pub mod report;
+pub mod commands;
 pub mod results;
-pub mod scaling;
-pub mod schedule;
-pub mod sim;
-pub mod sim_bench;
-pub mod soak;
+pub mod sending;
+pub mod simulation;
 pub mod spawn;
-pub mod sweep;
-pub mod target;
-pub mod trace;
-pub mod transport;
-pub mod worker_bench;
+pub mod workload;

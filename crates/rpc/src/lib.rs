@@ -8,6 +8,7 @@
 tonic::include_proto!("iluvatar_rpc");
 
 pub mod auth;
+pub mod json_result;
 
 /// Bit flags of `RegisterRequest.isolate`. The first two are the public protocol's; the
 /// others are this implementation's own backends.

@@ -53,20 +53,6 @@ fn read_urandom_u64() -> Option<u64> {
     Some(u64::from_le_bytes(buf))
 }
 
-/// Wall-clock time for what is wall-clock time by definition (a benchmark client's
-/// latency), not for anything a simulation must reproduce.
-#[derive(Clone, Copy)]
-pub struct Stopwatch(std::time::Instant);
-
-impl Stopwatch {
-    pub fn start() -> Self {
-        Stopwatch(std::time::Instant::now())
-    }
-    pub fn elapsed(&self) -> Duration {
-        self.0.elapsed()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +65,5 @@ mod tests {
         assert!(c.now() > a);
         assert!(c.unix_time_us() >= ua + 2_000);
         assert!(ua > 1_600_000_000_000_000, "calendar time, in microseconds: {ua}");
-        assert!(Stopwatch::start().elapsed() < Duration::from_secs(1));
     }
 }

@@ -11,6 +11,7 @@ use crate::pool::{Acquire, ContainerPool, PoolPolicies};
 use crate::registry::{Registered, Registry};
 use iluvatar_core::{ContainerState, Env, Fqdn, FunctionSpec, Language, SpecError};
 use iluvatar_rpc as rpc;
+use iluvatar_rpc::json_result;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -285,8 +286,7 @@ impl WorkerApi {
                 _ => unreachable!("checked under the same lock"),
             },
             Some(AsyncSlot::Pending) => rpc::InvokeResponse {
-                json_result: json!({"Pending": format!("invocation {} is still running", req.lookup_cookie)})
-                    .to_string(),
+                json_result: json_result::pending(&format!("invocation {} is still running", req.lookup_cookie)),
                 success: false,
                 duration_us: 0,
                 compute: 0,
@@ -438,44 +438,14 @@ fn proto_state(s: ContainerState) -> i32 {
 }
 
 fn error_response(kind: &str, message: &str, state: ContainerState, outcome: Option<&Outcome>) -> rpc::InvokeResponse {
-    let mut body = json!({"Error": message, "kind": kind});
-    if let Some(o) = outcome {
-        body["timings"] = json!(o.timings);
-        if let Err(fe) = &o.output {
-            body["function_error"] = json!(fe);
-        }
-    }
+    let function_error = outcome.and_then(|o| o.output.as_ref().err()).map(|fe| json!(fe));
     rpc::InvokeResponse {
-        json_result: body.to_string(),
+        json_result: json_result::error(kind, message, outcome.map(|o| &o.timings), function_error),
         success: false,
         duration_us: outcome.map(|o| o.timings.container_us).unwrap_or(0),
         compute: rpc::compute::CPU,
         container_state: proto_state(state),
     }
-}
-
-/// `{"body", "start", "end", "was_cold", "timings"}`, written directly: this runs for every
-/// invocation, and integer formatting is several times cheaper than floats and serde.
-fn result_json(body: &str, o: &Outcome) -> String {
-    use std::fmt::Write;
-    let t = &o.timings;
-    let mut s = String::with_capacity(body.len() + 200);
-    let _ = write!(
-        s,
-        r#"{{"body":{body},"start":{}.{:06},"end":{}.{:06},"was_cold":{},"timings":{{"queue_us":{},"acquire_us":{},"cold_start_us":{},"container_us":{},"function_us":{},"total_us":{}}}}}"#,
-        o.start_unix_us / 1_000_000,
-        o.start_unix_us % 1_000_000,
-        o.end_unix_us / 1_000_000,
-        o.end_unix_us % 1_000_000,
-        o.first_call,
-        t.queue_us,
-        t.acquire_us,
-        t.cold_start_us,
-        t.container_us,
-        t.function_us,
-        t.total_us,
-    );
-    s
 }
 
 /// The protocol's answer for an invocation. A result's JSON is the function's value under
@@ -485,7 +455,7 @@ fn respond(result: Result<Outcome, InvokeError>) -> rpc::InvokeResponse {
     match result {
         Ok(o) => match &o.output {
             Ok(body) => rpc::InvokeResponse {
-                json_result: result_json(body, &o),
+                json_result: json_result::success(body, o.start_unix_us, o.end_unix_us, o.first_call, &o.timings),
                 success: true,
                 duration_us: o.timings.container_us,
                 compute: rpc::compute::CPU,

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use balance::{Balancer, BalancerConfig, ClusterView, WorkerView};
 /// The balancing policies (the one line to change when they move).
-pub use iluvatar_controller::balance;
+pub use iluvatar_core::policy::balance;
 
 const FUNCTIONS: [&str; 5] = ["a-1", "b-1", "c-1", "d-1", "e-1"];
 

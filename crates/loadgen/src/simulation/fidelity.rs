@@ -13,10 +13,10 @@
 //!
 //! `scripts/fidelity.sh` runs the whole experiment.
 
-use crate::csv::Table;
-use crate::dist::Draw;
 use crate::results::percentiles;
-use crate::trace::{Arrival, read_metadata, read_trace, write_metadata, write_trace};
+use crate::workload::csv::Table;
+use crate::workload::dist::Draw;
+use crate::workload::trace::{Arrival, read_metadata, read_trace, write_metadata, write_trace};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -298,7 +298,7 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<Value> {
         worst["cold"].as_f64().unwrap_or(0.0) * 100.0,
         worst["p50"].as_f64().unwrap_or(0.0) * 100.0
     );
-    let mut report = crate::report::context();
+    let mut report = crate::results::report::context();
     report["live"] = a.live.display().to_string().into();
     report["sim"] = json!(a.sim);
     report["functions"] = Value::Object(rows);

@@ -1,7 +1,7 @@
 //! How requests reach a target: the one abstraction the replay loop sends through. A live
 //! worker is reached over gRPC ([`Grpc`]), a live controller too ([`ControllerGrpc`]);
-//! simulated workers are called in process (`sim::InProcess`). All take and return the
-//! protocol's messages.
+//! simulated workers are called in process (`simulation::in_process::InProcess`). All take
+//! and return the protocol's messages.
 
 use anyhow::{Context, bail};
 use iluvatar_rpc as rpc;
@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::target::Plan;
+use crate::sending::target::Plan;
 
 /// The operations of the worker protocol that a load run uses.
 pub trait Transport: Clone + Send + Sync + 'static {

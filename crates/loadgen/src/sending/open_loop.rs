@@ -4,7 +4,7 @@
 
 #![allow(clippy::disallowed_methods)] // client latency is wall-clock time by definition
 
-use crate::closed_loop::histogram;
+use crate::sending::closed_loop::histogram;
 use hdrhistogram::Histogram;
 use iluvatar_rpc as rpc;
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ pub async fn run(
     let mut clients = Vec::new();
     for _ in 0..connections.max(1) {
         let ch = Channel::from_shared(endpoint.to_string())?.tcp_nodelay(true).connect().await?;
-        clients.push(rpc::auth::worker_client(ch, crate::target::auth()));
+        clients.push(rpc::auth::worker_client(ch, crate::sending::connect::auth()));
     }
     let interval = Duration::from_secs_f64(1.0 / rate);
     let total = (rate * duration.as_secs_f64()) as u64;
@@ -81,7 +81,7 @@ pub async fn run(
 fn record(out: &mut OpenLoopResult, ns: u64, r: Result<rpc::InvokeResponse, tonic::Status>) {
     match r {
         Ok(resp) if resp.success => {
-            let fn_us = crate::closed_loop::reported_us(&resp.json_result).map(|t| t.0).unwrap_or(0);
+            let fn_us = crate::sending::closed_loop::reported_us(&resp.json_result).map(|t| t.0).unwrap_or(0);
             out.latency.saturating_record(ns);
             out.overhead.saturating_record(ns.saturating_sub(fn_us * 1000));
         }

@@ -1,7 +1,7 @@
 //! The control-plane benchmark: the floor every real backend adds to.
 
-use crate::closed_loop::run_step;
-use crate::report::{context, cpu_seconds, percentiles_us};
+use crate::results::report::{context, cpu_seconds, percentiles_us};
+use crate::sending::closed_loop::run_step;
 use crate::spawn::SpawnedWorker;
 use anyhow::{Context, bail};
 use iluvatar_rpc as rpc;
@@ -134,26 +134,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The registration of `name`, version 1: a sim function that takes no time, cold or warm.
+pub fn zero_function(name: &str) -> rpc::RegisterRequest {
+    rpc::RegisterRequest {
+        function_name: name.into(),
+        function_version: "1".into(),
+        image_name: "sim".into(),
+        memory: 16,
+        cpus: 1,
+        isolate: rpc::isolation::SIM,
+        resource_timings_json: r#"{"cold_dur_ms": 0, "warm_dur_ms": 0}"#.into(),
+        ..Default::default()
+    }
+}
+
 /// Registers the zero-duration function and makes one container warm.
 async fn prepare(endpoint: &str) -> anyhow::Result<()> {
     let channel = tonic::transport::Channel::from_shared(endpoint.to_string())?
         .connect()
         .await
         .context("connecting to the worker")?;
-    let mut c = rpc::auth::worker_client(channel, crate::target::auth());
-    let r = c
-        .register(rpc::RegisterRequest {
-            function_name: FUNCTION.into(),
-            function_version: "1".into(),
-            image_name: "sim".into(),
-            memory: 16,
-            cpus: 1,
-            isolate: rpc::isolation::SIM,
-            resource_timings_json: r#"{"cold_dur_ms": 0, "warm_dur_ms": 0}"#.into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let mut c = rpc::auth::worker_client(channel, crate::sending::connect::auth());
+    let r = c.register(zero_function(FUNCTION)).await?.into_inner();
     if !r.success {
         bail!("registering {FUNCTION}: {}", r.error);
     }

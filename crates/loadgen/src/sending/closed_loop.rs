@@ -25,9 +25,7 @@ pub fn histogram() -> Histogram<u64> {
 
 /// The in-function and worker times reported in an invocation's result, in microseconds.
 pub fn reported_us(json_result: &str) -> Option<(u64, u64)> {
-    let v: serde_json::Value = serde_json::from_str(json_result).ok()?;
-    let t = v.get("timings")?;
-    Some((t.get("function_us")?.as_u64()?, t.get("total_us")?.as_u64()?))
+    rpc::json_result::parse(json_result)?.function_and_total_us()
 }
 
 /// Runs `clients` closed-loop clients for `duration` after `warmup` (not recorded).
@@ -44,7 +42,7 @@ pub async fn run_step(
     let stop = record_from + duration;
     for _ in 0..clients {
         let channel = Channel::from_shared(endpoint.to_string())?.tcp_nodelay(true).connect().await?;
-        let mut client = rpc::auth::worker_client(channel, crate::target::auth());
+        let mut client = rpc::auth::worker_client(channel, crate::sending::connect::auth());
         let req = request.clone();
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut ovh, mut wrk) = (histogram(), histogram(), histogram());

@@ -1,7 +1,13 @@
 //! Hand-written SVG charts: lines or points on linear or logarithmic x axes, with ticks,
-//! labels and a legend. No plotting crate: the charts are simple and the files small.
+//! labels and a legend. No plotting crate: the charts are simple and the files small. And
+//! the three plots of a run.
 
+use super::rows::Sample;
+use super::summary::by_function;
+use super::{State, Timed};
+use crate::workload::trace::FunctionMeta;
 use std::fmt::Write;
+use std::path::Path;
 
 pub struct Series {
     pub name: String,
@@ -150,6 +156,104 @@ impl Chart<'_> {
         s.push_str("</svg>\n");
         s
     }
+}
+
+/// Bucket width (seconds) for time series of a run lasting `secs`.
+fn bucket_width(secs: f64) -> f64 {
+    let raw = (secs / 100.0).max(0.01);
+    let mag = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|w| *w >= raw).unwrap_or(raw)
+}
+
+/// latency_cdf.svg, overhead_over_time.svg and cold_starts_throughput.svg.
+pub fn write_plots(dir: &Path, rows: &[Sample], meta: &[FunctionMeta]) -> std::io::Result<()> {
+    let per = by_function(rows, meta.len());
+    let mut counts: Vec<(usize, usize)> = per.iter().enumerate().map(|(i, v)| (v.len(), i)).collect();
+    counts.sort_by(|a, b| b.cmp(a));
+    let cdf = |xs: &mut Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        let step = (xs.len() / 400).max(1);
+        let mut pts: Vec<(f64, f64)> =
+            (0..xs.len()).step_by(step).map(|i| (xs[i], (i + 1) as f64 / xs.len() as f64)).collect();
+        if let Some(&x) = xs.last() {
+            pts.push((x, 1.0));
+        }
+        pts
+    };
+    let mut series = Vec::new();
+    for &(n, i) in counts.iter().take(8).filter(|c| c.0 > 0) {
+        let _ = n;
+        let mut xs: Vec<f64> = per[i].iter().filter(|r| r.success).map(|r| r.client_latency_ms()).collect();
+        series.push(Series { name: meta[i].name.clone(), points: cdf(&mut xs) });
+    }
+    if counts.iter().filter(|c| c.0 > 0).count() > 1 {
+        let mut xs: Vec<f64> = rows.iter().filter(|r| r.success).map(|r| r.client_latency_ms()).collect();
+        series.insert(0, Series { name: "all functions".into(), points: cdf(&mut xs) });
+    }
+    let chart = Chart {
+        title: "Client latency CDF per function",
+        x_label: "client latency (ms, log scale)",
+        y_label: "fraction of invocations",
+        log_x: true,
+        series,
+    };
+    std::fs::write(dir.join("latency_cdf.svg"), chart.render())?;
+
+    let end_s = rows.iter().map(|r| r.done_ms).fold(0.0, f64::max) / 1e3;
+    let w = bucket_width(end_s);
+    let nb = (end_s / w).ceil() as usize + 1;
+    let mut ovh: Vec<Vec<f64>> = vec![Vec::new(); nb];
+    let (mut done, mut cold) = (vec![0u64; nb], vec![0u64; nb]);
+    for r in rows {
+        let b = ((r.sent_ms / 1e3) / w) as usize;
+        if let Some(o) = r.overhead_ms() {
+            ovh[b.min(nb - 1)].push(o);
+        }
+        let d = ((r.done_ms / 1e3) / w) as usize;
+        if r.success {
+            done[d.min(nb - 1)] += 1;
+        }
+        if r.state == State::Cold {
+            cold[d.min(nb - 1)] += 1;
+        }
+    }
+    let q = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
+    };
+    let (mut p50, mut p99, mut max) = (Vec::new(), Vec::new(), Vec::new());
+    for (b, v) in ovh.iter_mut().enumerate() {
+        if !v.is_empty() {
+            let t = b as f64 * w;
+            p50.push((t, q(v, 0.5)));
+            p99.push((t, q(v, 0.99)));
+            max.push((t, q(v, 1.0)));
+        }
+    }
+    let chart = Chart {
+        title: &format!("Overhead (client latency - in-function time) per {w} s"),
+        x_label: "time since start (s)",
+        y_label: "overhead (ms)",
+        log_x: false,
+        series: vec![
+            Series { name: "p50".into(), points: p50 },
+            Series { name: "p99".into(), points: p99 },
+            Series { name: "max".into(), points: max },
+        ],
+    };
+    std::fs::write(dir.join("overhead_over_time.svg"), chart.render())?;
+    let per_s = |v: &[u64]| v.iter().enumerate().map(|(b, &c)| (b as f64 * w, c as f64 / w)).collect();
+    let chart = Chart {
+        title: &format!("Throughput and cold starts per {w} s"),
+        x_label: "time since start (s)",
+        y_label: "per second",
+        log_x: false,
+        series: vec![
+            Series { name: "completed/s".into(), points: per_s(&done) },
+            Series { name: "cold starts/s".into(), points: per_s(&cold) },
+        ],
+    };
+    std::fs::write(dir.join("cold_starts_throughput.svg"), chart.render())
 }
 
 #[cfg(test)]

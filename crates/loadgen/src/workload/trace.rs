@@ -4,7 +4,7 @@
 //! durations separated by spaces (written by `fidelity calibrate`), which a simulation
 //! draws each duration from, and `warm_idle_ms`: the idle time before each warm sample.
 
-use crate::csv::{InputError, Records, Table, record};
+use crate::workload::csv::{InputError, Records, Table, record};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -166,6 +166,20 @@ pub fn write_trace(path: &Path, meta: &[FunctionMeta], arrivals: &[Arrival]) -> 
         s.push_str(&record(&[meta[a.func].name.as_str(), &num(a.time_ms)]));
     }
     std::fs::write(path, s)
+}
+
+/// Keeps only the functions the arrivals use (registering others would cost for nothing).
+pub fn used_only(meta: Vec<FunctionMeta>, arrivals: &mut [Arrival]) -> Vec<FunctionMeta> {
+    let mut map = vec![usize::MAX; meta.len()];
+    let mut kept = Vec::new();
+    for a in arrivals.iter_mut() {
+        if map[a.func] == usize::MAX {
+            map[a.func] = kept.len();
+            kept.push(meta[a.func].clone());
+        }
+        a.func = map[a.func];
+    }
+    kept
 }
 
 #[cfg(test)]

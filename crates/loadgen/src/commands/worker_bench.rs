@@ -3,8 +3,8 @@
 
 #![allow(clippy::disallowed_methods)] // client latency is wall-clock time by definition
 
-use crate::closed_loop::{histogram, run_step};
-use crate::report::{context, percentiles_us};
+use crate::results::report::{context, percentiles_us};
+use crate::sending::closed_loop::{histogram, run_step};
 use crate::spawn::SpawnedWorker;
 use anyhow::{Context, bail};
 use iluvatar_rpc as rpc;
@@ -126,7 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     if args.rate > 0.0 {
         let d = Duration::from_secs_f64(args.rate_duration_s);
-        let r = crate::open_loop::run(&endpoint, args.rate, d, 4, request.clone()).await?;
+        let r = crate::sending::open_loop::run(&endpoint, args.rate, d, 4, request.clone()).await?;
         let us = |p: f64, h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(p) as f64 / 1000.0;
         println!(
             "open loop {:.0}/s: {} sent, {} errors, overhead p50 {:.1}us p99 {:.1}us, send lateness p99 {:.1}us",
@@ -200,8 +200,9 @@ async fn cold_starts(c: &mut IluvatarWorkerClient<Channel>, image: &str, args: &
             not_cold += 1;
         } else {
             lat.saturating_record(ns);
-            let v: Value = serde_json::from_str(&r.json_result).unwrap_or_default();
-            worker_cold.saturating_record(v["timings"]["cold_start_us"].as_u64().unwrap_or(0) * 1000);
+            let v = rpc::json_result::parse(&r.json_result);
+            let cold_us = v.and_then(|v| v.timings?.cold_start_us).unwrap_or(0.0) as u64;
+            worker_cold.saturating_record(cold_us * 1000);
         }
         c.clean(rpc::CleanRequest::default()).await?;
         tokio::time::sleep(Duration::from_millis(args.cold_gap_ms)).await;

@@ -1,9 +1,12 @@
-//! `iluvatar_controller bench`: the latency the controller adds to an invocation. Starts a
-//! controller (this binary) and a sim worker that registers with it, registers a
-//! zero-duration function, and runs closed-loop clients through the controller and, for
-//! comparison, straight to the worker. Prints a table and writes JSON.
+//! The controller benchmark: the latency the controller adds to an invocation. Starts a
+//! controller and a sim worker that registers with it, registers a zero-duration function,
+//! and runs closed-loop clients through the controller and, for comparison, straight to
+//! the worker. Prints a table and writes JSON.
 
-use crate::clock::Stopwatch;
+#![allow(clippy::disallowed_methods)] // client latency is wall-clock time by definition
+
+use crate::results::report::{context, percentiles_us};
+use crate::spawn::{SpawnedWorker, sibling_binary};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use iluvatar_rpc as rpc;
@@ -13,7 +16,7 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,6 +29,9 @@ pub struct Args {
     /// Unrecorded seconds before each step.
     #[arg(long, default_value_t = 1.0)]
     warmup_s: f64,
+    /// The controller binary (default: beside this one).
+    #[arg(long)]
+    controller_bin: Option<PathBuf>,
     /// The worker binary (default: beside this one).
     #[arg(long)]
     worker_bin: Option<PathBuf>,
@@ -39,40 +45,46 @@ pub struct Args {
 
 const FUNCTION: &str = "bench-zero";
 
-/// A process started for the benchmark; killed (SIGTERM) on drop.
-struct Spawned {
+/// The controller started for the benchmark, in its own directory; stopped (SIGTERM) and
+/// its directory removed on drop.
+struct SpawnedController {
     child: Child,
-    ready: Value,
+    endpoint: String,
+    port: u16,
+    dir: PathBuf,
 }
 
-impl Spawned {
-    fn start(bin: &Path, config: &Value, dir: &Path, tag: &str) -> anyhow::Result<Self> {
-        let path = dir.join(format!("{tag}.json"));
-        std::fs::write(&path, serde_json::to_vec_pretty(config)?)?;
-        let log = std::fs::File::create(dir.join(format!("{tag}.log")))?;
+impl SpawnedController {
+    fn start(bin: &Path, threads: usize) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("iluvatar-controller-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config = json!({"state_dir": dir.join("state"), "grpc": {"address": "127.0.0.1", "port": 0},
+                            "http": {"enabled": false}, "log_level": "warn", "threads": threads});
+        let path = dir.join("controller.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+        let log = dir.join("controller.log");
         let mut child = Command::new(bin)
             .arg("-c")
             .arg(&path)
             .stdout(Stdio::piped())
-            .stderr(log)
+            .stderr(std::fs::File::create(&log)?)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
         let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        BufReader::new(child.stdout.take().context("controller stdout")?).read_line(&mut line)?;
         let ready: Value = serde_json::from_str(&line)
-            .with_context(|| format!("{tag} did not start; see {}", dir.join(format!("{tag}.log")).display()))?;
-        Ok(Spawned { child, ready })
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.ready["grpc"].as_str().unwrap_or_default())
+            .with_context(|| format!("the controller did not start; see {}", log.display()))?;
+        let grpc = ready["grpc"].as_str().unwrap_or_default();
+        let port = grpc.rsplit(':').next().and_then(|p| p.parse().ok()).context("ready line has no gRPC port")?;
+        Ok(SpawnedController { child, endpoint: format!("http://{grpc}"), port, dir })
     }
 }
 
-impl Drop for Spawned {
+impl Drop for SpawnedController {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -86,32 +98,19 @@ fn request() -> rpc::InvokeRequest {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let me = std::env::current_exe()?;
-    let worker_bin = match &args.worker_bin {
+    let controller_bin = match &args.controller_bin {
         Some(b) => b.clone(),
-        None => me.parent().context("no directory")?.join("iluvatar_worker"),
+        None => sibling_binary("iluvatar_controller")?,
     };
-    let dir = std::env::temp_dir().join(format!("iluvatar-controller-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let controller = Spawned::start(
-        &me,
-        &json!({"state_dir": dir.join("controller"), "grpc": {"address": "127.0.0.1", "port": 0},
-                "http": {"enabled": false}, "log_level": "warn", "threads": args.threads}),
-        &dir,
-        "controller",
+    let controller = SpawnedController::start(&controller_bin, args.threads)?;
+    let worker = SpawnedWorker::start(
+        args.worker_bin.clone(),
+        json!({"name": "bench-worker", "http": {"enabled": false}, "log_level": "warn", "threads": args.threads,
+               "isolation": {"backends": [{"type": "sim"}]},
+               "controller": {"address": "127.0.0.1", "port": controller.port, "retry_ms": 50}}),
     )?;
-    let port: u16 =
-        controller.ready["grpc"].as_str().and_then(|a| a.rsplit(':').next()?.parse().ok()).context("port")?;
-    let worker = Spawned::start(
-        &worker_bin,
-        &json!({"name": "bench-worker", "state_dir": dir.join("worker"), "grpc": {"address": "127.0.0.1", "port": 0},
-                "http": {"enabled": false}, "log_level": "warn", "threads": args.threads,
-                "isolation": {"backends": [{"type": "sim"}]},
-                "controller": {"address": "127.0.0.1", "port": port, "retry_ms": 50}}),
-        &dir,
-        "worker",
-    )?;
-    prepare(&controller.endpoint()).await?;
+    let worker_endpoint = format!("http://127.0.0.1:{}", worker.port);
+    prepare(&controller.endpoint).await?;
     let (warmup, duration) = (Duration::from_secs_f64(args.warmup_s), Duration::from_secs_f64(args.duration_s));
     println!("controller benchmark: warm invokes of a zero-duration sim function, gRPC on loopback");
     println!("added = client latency through the controller - the controller's call to the worker");
@@ -130,8 +129,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut steps = Vec::new();
     for &n in &args.clients {
-        let via = closed_loop(&controller.endpoint(), true, n, warmup, duration).await?;
-        let direct = closed_loop(&worker.endpoint(), false, n, warmup, duration).await?;
+        let via = closed_loop(&controller.endpoint, true, n, warmup, duration).await?;
+        let direct = closed_loop(&worker_endpoint, false, n, warmup, duration).await?;
         if via.latency.is_empty() {
             bail!("no successful invocation with {n} clients; first error: {:?}", via.first_error);
         }
@@ -156,10 +155,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "errors": via.errors,
             "first_error": via.first_error,
             "invocations_per_s": rate,
-            "added_us": percentiles(&via.added),
-            "controller_us": percentiles(&via.controller),
-            "latency_via_controller_us": percentiles(&via.latency),
-            "latency_direct_us": percentiles(&direct.latency),
+            "added_us": percentiles_us(&via.added),
+            "controller_us": percentiles_us(&via.controller),
+            "latency_via_controller_us": percentiles_us(&via.latency),
+            "latency_direct_us": percentiles_us(&direct.latency),
             "direct_requests": direct.latency.len(),
             "direct_errors": direct.errors,
         }));
@@ -178,7 +177,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)?;
     println!("wrote {}", args.out.display());
     drop((worker, controller));
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -186,19 +184,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// (the worker has registered and been synced).
 async fn prepare(endpoint: &str) -> anyhow::Result<()> {
     let mut c = IluvatarControllerClient::connect(endpoint.to_string()).await?;
-    let r = c
-        .register(rpc::RegisterRequest {
-            function_name: FUNCTION.into(),
-            function_version: "1".into(),
-            image_name: "sim".into(),
-            memory: 16,
-            cpus: 1,
-            isolate: rpc::isolation::SIM,
-            resource_timings_json: r#"{"cold_dur_ms": 0, "warm_dur_ms": 0}"#.into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let r = c.register(crate::commands::control_plane::zero_function(FUNCTION)).await?.into_inner();
     if !r.success {
         bail!("registering {FUNCTION}: {}", r.error);
     }
@@ -265,13 +251,13 @@ async fn client_loop(
     let mut to_controller = IluvatarControllerClient::new(channel.clone());
     let mut to_worker = IluvatarWorkerClient::new(channel);
     let mut step = Step::default();
-    let clock = Stopwatch::start();
+    let clock = Instant::now();
     loop {
         let at = clock.elapsed();
         if at >= warmup + duration {
             return Ok(step);
         }
-        let sw = Stopwatch::start();
+        let sw = Instant::now();
         let result = if via { to_controller.invoke(request()).await } else { to_worker.invoke(request()).await };
         let latency = sw.elapsed().as_nanos() as u64;
         if at < warmup {
@@ -292,40 +278,10 @@ async fn client_loop(
         };
         step.latency.record(latency)?;
         if via {
-            let v: Value = serde_json::from_str(&r.json_result)?;
-            let t = &v["timings"];
-            let (ctrl, rpc_us) = (t["controller_us"].as_u64().unwrap_or(0), t["worker_rpc_us"].as_u64().unwrap_or(0));
+            let t = rpc::json_result::parse(&r.json_result).and_then(|v| v.timings).unwrap_or_default();
+            let (ctrl, rpc_us) = (t.controller_us.unwrap_or(0.0) as u64, t.worker_rpc_us.unwrap_or(0.0) as u64);
             step.controller.record(ctrl * 1000)?;
             step.added.record(latency.saturating_sub(rpc_us * 1000))?;
         }
     }
-}
-
-fn percentiles(h: &Histogram<u64>) -> Value {
-    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
-    json!({"count": h.len(), "mean": h.mean() / 1000.0, "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": h.max() as f64 / 1000.0})
-}
-
-/// Cores, kernel, CPU model, commit and command line (as the load generator's reports).
-fn context() -> Value {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let cpu_model = read("/proc/cpuinfo")
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let commit = Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    json!({
-        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-                    "kernel": read("/proc/sys/kernel/osrelease").trim(), "cpu_model": cpu_model},
-        "git_commit": commit,
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
-    })
 }

@@ -1,8 +1,9 @@
 //! `sweep`: one simulation per point of a parameter grid, run in parallel (one thread per
 //! core, each with its own virtual-time runtime), and one table with a row per point.
 
-use crate::replay::{SimRun, used_only};
-use crate::trace::{read_metadata, read_trace};
+use crate::simulation::run::SimRun;
+use crate::workload::trace::used_only;
+use crate::workload::trace::{read_metadata, read_trace};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -112,9 +113,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // Every point's config is checked before any runs: a typo fails at once.
     let configs = points
         .iter()
-        .map(|p| crate::sim::worker_config(a.worker_config.as_deref(), p).with_context(|| format!("grid point {p:?}")))
+        .map(|p| {
+            crate::simulation::worker::worker_config(a.worker_config.as_deref(), p)
+                .with_context(|| format!("grid point {p:?}"))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let target = crate::sim_bench::simulation_target()?;
+    let target = crate::simulation::sim_bench::simulation_target()?;
     let plans = target.plans(&meta)?;
     let jobs = match a.jobs {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -142,7 +146,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     };
                     let info = json!({"kind": "sweep", "input": a.input, "metadata": a.metadata, "point": i,
                         "set": points[i].iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()});
-                    let r = crate::sim::runtime()
+                    let r = crate::simulation::worker::runtime()
                         .context("building a simulation runtime")
                         .and_then(|rt| rt.block_on(run.execute(&plans, &meta, arrivals.clone(), &out, info)));
                     let line = match &r {
@@ -173,7 +177,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 fields.push(format!("failed: {e:#}"));
             }
         }
-        table.push_str(&crate::csv::record(&fields));
+        table.push_str(&crate::workload::csv::record(&fields));
     }
     std::fs::create_dir_all(&a.out)?;
     std::fs::write(a.out.join("sweep.csv"), &table)?;

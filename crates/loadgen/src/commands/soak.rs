@@ -83,9 +83,8 @@ async fn client_loop(mut c: IluvatarWorkerClient<Channel>, seed: u64, args: Arc<
         };
         let kind = match tokio::time::timeout(Duration::from_secs(60), c.invoke(req)).await {
             Ok(Ok(r)) if r.get_ref().success => "ok".to_string(),
-            Ok(Ok(r)) => serde_json::from_str::<Value>(&r.get_ref().json_result)
-                .ok()
-                .and_then(|v| v["kind"].as_str().map(String::from))
+            Ok(Ok(r)) => rpc::json_result::parse(&r.get_ref().json_result)
+                .and_then(|v| v.kind)
                 .unwrap_or_else(|| "unreadable".into()),
             Ok(Err(_)) | Err(_) => "lost".to_string(),
         };
@@ -183,7 +182,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let c = IluvatarWorkerClient::new(Channel::from_shared(endpoint)?.connect().await?);
     let image = format!("code:{}", code.display());
     for i in 0..args.functions {
-        crate::worker_bench::register_runtime(&mut c.clone(), &format!("soak{i}"), "1", &image, 64).await?;
+        crate::commands::worker_bench::register_runtime(&mut c.clone(), &format!("soak{i}"), "1", &image, 64).await?;
     }
     let args = Arc::new(args);
     let stop = Arc::new(AtomicBool::new(false));
@@ -238,7 +237,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "stopped_cleanly": status.success(),
         "left_after_stop": left,
         "samples": samples,
-        "context": crate::report::context(),
+        "context": crate::results::report::context(),
     });
     println!(
         "soak {:.1} min: {sent} calls, {} answered, {lost} lost; outcomes {}",

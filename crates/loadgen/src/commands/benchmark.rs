@@ -3,7 +3,8 @@
 
 #![allow(clippy::disallowed_methods)] // client latency is wall-clock time by definition
 
-use crate::target::{BenchmarkedFunction, FunctionData, Isolation, code_folder, connect};
+use crate::sending::connect::connect;
+use crate::sending::target::{BenchmarkedFunction, FunctionData, Isolation, code_folder};
 use anyhow::{Context, bail};
 use iluvatar_rpc as rpc;
 use serde_json::json;

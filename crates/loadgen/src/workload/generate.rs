@@ -1,9 +1,9 @@
 //! `generate synthetic` and `generate azure`: write a trace and its metadata (the formats
 //! `trace` reads) from stated distributions or from the Azure Functions 2019 dataset.
 
-use crate::csv::{InputError, split};
-use crate::dist::Draw;
-use crate::trace::{Arrival, FunctionMeta, write_metadata, write_trace};
+use crate::workload::csv::{InputError, split};
+use crate::workload::dist::Draw;
+use crate::workload::trace::{Arrival, FunctionMeta, write_metadata, write_trace};
 use anyhow::{Context, bail};
 use serde_json::json;
 use std::collections::HashMap;

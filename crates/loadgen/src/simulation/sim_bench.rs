@@ -6,9 +6,9 @@
 
 #![allow(clippy::disallowed_methods)] // the wall-clock time of the simulation is the figure
 
-use crate::generate::{SyntheticArgs, synthetic_workload, write};
-use crate::replay::{TraceArgs, run_trace};
-use crate::target::{Setup, TargetArgs};
+use crate::commands::replay::{TraceArgs, run_trace};
+use crate::sending::target::{Setup, TargetArgs};
+use crate::workload::generate::{SyntheticArgs, synthetic_workload, write};
 use clap::Parser;
 use serde_json::json;
 use std::path::PathBuf;
@@ -110,7 +110,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         "simulated {n} invocations of {} functions ({:.0} virtual s) in {wall:.2} s wall: {rate:.0} invocations/s; peak memory (VmHWM) {peak:.0} MB (before the run {before_mb:.0} MB)",
         a.functions, a.duration_s
     );
-    let mut report = crate::report::context();
+    let mut report = crate::results::report::context();
     report["invocations"] = n.into();
     report["functions"] = a.functions.into();
     report["virtual_s"] = a.duration_s.into();

@@ -1,12 +1,13 @@
 //! `scaling`: closed-loop clients stepping from --start to --end, --duration-s each;
 //! throughput and latency per step.
 
-use crate::closed_loop::run_step;
-use crate::plots::{Chart, Series};
-use crate::replay::functions_of;
-use crate::report::{context, percentiles_us};
-use crate::target::{TargetArgs, connect, requests};
-use crate::transport::{Grpc, register_all};
+use crate::commands::replay::functions_of;
+use crate::results::plots::{Chart, Series};
+use crate::results::report::{context, percentiles_us};
+use crate::sending::closed_loop::run_step;
+use crate::sending::connect::connect;
+use crate::sending::target::{TargetArgs, requests};
+use crate::sending::transport::{Grpc, register_all};
 use anyhow::{Context, bail};
 use serde_json::json;
 use std::path::PathBuf;
@@ -40,7 +41,7 @@ pub struct ScalingArgs {
 
 pub async fn run(args: ScalingArgs) -> anyhow::Result<()> {
     args.target.check_supported()?;
-    if args.target.setup == crate::target::Setup::Simulation {
+    if args.target.setup == crate::sending::target::Setup::Simulation {
         bail!("scaling runs closed-loop clients in real time; --setup simulation is for trace and rate");
     }
     if args.start == 0 || args.end < args.start || args.step == 0 {

@@ -1,16 +1,19 @@
 //! `trace` and `rate`: open-loop runs of timed invocations against a target, with
 //! per-invocation results, a summary, plots and a printed table.
 
-use crate::dist::Draw;
-use crate::progress::Progress;
 use crate::results;
+use crate::results::write_results;
 use crate::results::{Recorded, Recorder};
-use crate::sim::{Balanced, InProcess, SimWorker};
-use crate::target::{Plan, Setup, TargetArgs, TargetKind, connect, connect_controller, requests};
-use crate::trace::{Arrival, FunctionMeta, read_metadata, read_trace, write_metadata, write_trace};
-use crate::transport::{ControllerGrpc, Grpc, Transport, register_all};
+use crate::sending::connect::{connect, connect_controller};
+use crate::sending::progress::Progress;
+use crate::sending::target::{Plan, Setup, TargetArgs, TargetKind, requests};
+use crate::sending::transport::{ControllerGrpc, Grpc, Transport, register_all};
+use crate::simulation::run::{SimCluster, SimController, SimRun};
+use crate::workload::dist::Draw;
+use crate::workload::trace::{
+    Arrival, FunctionMeta, read_metadata, read_trace, used_only, write_metadata, write_trace,
+};
 use anyhow::{Context, bail};
-use iluvatar_controller::config::ControllerConfig;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -125,24 +128,10 @@ pub fn functions_of(metadata: Option<&Path>, specs: &[String]) -> anyhow::Result
                 text.push_str(&parts.join(","));
                 text.push('\n');
             }
-            Ok(crate::trace::parse_metadata(Path::new("--function"), &text)?)
+            Ok(crate::workload::trace::parse_metadata(Path::new("--function"), &text)?)
         }
         _ => bail!("give the functions with either --metadata or --function"),
     }
-}
-
-/// Keeps only the functions the arrivals use (registering others would cost for nothing).
-pub fn used_only(meta: Vec<FunctionMeta>, arrivals: &mut [Arrival]) -> Vec<FunctionMeta> {
-    let mut map = vec![usize::MAX; meta.len()];
-    let mut kept = Vec::new();
-    for a in arrivals.iter_mut() {
-        if map[a.func] == usize::MAX {
-            map[a.func] = kept.len();
-            kept.push(meta[a.func].clone());
-        }
-        a.func = map[a.func];
-    }
-    kept
 }
 
 /// Registers, prewarms, sends the arrivals open-loop (live, or simulated with `seed`) and
@@ -162,10 +151,10 @@ pub async fn execute(
     let (n, f) = (arrivals.len(), meta.len());
     let arrivals = Arc::new(arrivals);
     if target.setup == Setup::Simulation {
-        let config = crate::sim::worker_config(target.worker_config.as_deref(), &[])?;
+        let config = crate::simulation::worker::worker_config(target.worker_config.as_deref(), &[])?;
         let cluster = if target.simulated_cluster() {
             // Simulations read no environment: their inputs are explicit.
-            let controller = ControllerConfig::load(target.controller_config.as_deref(), Vec::new())
+            let controller = SimController::load(target.controller_config.as_deref())
                 .context("loading the simulated controller's config")?;
             Some(SimCluster { controller, workers: target.workers.unwrap_or(1) })
         } else {
@@ -221,9 +210,6 @@ fn print_written(out: &Path, summary: &Value) {
     );
 }
 
-/// The transaction id prefix of a run's invocations.
-const TID: &str = "lg";
-
 /// A live run's inputs, whatever the transport.
 struct Live<'a> {
     plans: &'a [Plan],
@@ -237,7 +223,7 @@ struct Live<'a> {
 
 impl Live<'_> {
     /// Registers, prewarms and replays the arrivals open-loop through `transport`.
-    async fn run<T: Transport>(self, transport: T) -> anyhow::Result<(Recorded, crate::schedule::Run)> {
+    async fn run<T: Transport>(self, transport: T) -> anyhow::Result<(Recorded, crate::sending::live::Run)> {
         let (t, n, f) = (self.target, self.arrivals.len(), self.meta.len());
         register_all(&transport, self.plans, t.prewarm).await?;
         println!(
@@ -247,113 +233,19 @@ impl Live<'_> {
             t.endpoint(),
             t.isolation
         );
-        let mut recorder = Recorder::create(&self.out.join("invocations.csv"), self.meta, &t.version, TID, n)?;
+        let mut recorder =
+            Recorder::create(&self.out.join("invocations.csv"), self.meta, &t.version, crate::sending::TID, n)?;
         let progress = Progress::new(n as u64, t.quiet);
         let requests = requests(self.plans);
-        let run =
-            crate::schedule::run(&transport, requests, self.arrivals, TID.into(), progress, &mut recorder).await?;
+        let run = crate::sending::live::run(
+            &transport,
+            requests,
+            self.arrivals,
+            crate::sending::TID.into(),
+            progress,
+            &mut recorder,
+        )
+        .await?;
         Ok((recorder.finish()?, run))
     }
-}
-
-/// A simulated cluster: `workers` simulated workers behind the controller's balancer.
-#[derive(Clone)]
-pub struct SimCluster {
-    pub controller: ControllerConfig,
-    pub workers: usize,
-}
-
-/// The seeds of a simulated cluster from the run's seed: the balancer's, then each
-/// worker's (SplitMix64's sequence from `seed`).
-pub fn cluster_seeds(seed: u64, workers: usize) -> (u64, Vec<u64>) {
-    use iluvatar_core::Rng;
-    let r = iluvatar_core::SplitMix64::new(seed);
-    let balancer = r.next_u64();
-    (balancer, (0..workers).map(|_| r.next_u64()).collect())
-}
-
-/// One simulation: a worker config, a seed, and how functions are set up.
-pub struct SimRun {
-    pub config: iluvatar_worker::config::WorkerConfig,
-    pub seed: u64,
-    pub prewarm: u32,
-    pub version: String,
-    /// A cluster behind the controller's balancer instead of one worker.
-    pub cluster: Option<SimCluster>,
-}
-
-impl SimRun {
-    /// Builds a simulated worker (in the current paused runtime), registers and prewarms
-    /// the functions, replays the arrivals on the virtual clock, shuts the worker down and
-    /// writes the results to `out` as a live run does; returns the summary.
-    pub async fn execute(
-        &self,
-        plans: &[Plan],
-        meta: &[FunctionMeta],
-        arrivals: Arc<Vec<Arrival>>,
-        out: &Path,
-        info: Value,
-    ) -> anyhow::Result<Value> {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        let recorder = Recorder::create(&out.join("invocations.csv"), meta, &self.version, TID, arrivals.len())?;
-        let (workers, transport) = match &self.cluster {
-            None => {
-                let worker = SimWorker::build(self.config.clone(), self.seed)?;
-                let transport = InProcess::single(worker.api.clone());
-                (vec![worker], transport)
-            }
-            Some(c) => {
-                let (balancer_seed, seeds) = cluster_seeds(self.seed, c.workers);
-                let mut config = self.config.clone();
-                config.controller = None;
-                let names: Vec<String> = (0..c.workers).map(|i| format!("{}-{i}", config.name)).collect();
-                let cpus = config.spec_limits().max_cpus;
-                let workers =
-                    seeds.iter().map(|&s| SimWorker::build(config.clone(), s)).collect::<anyhow::Result<Vec<_>>>()?;
-                let ids: Vec<(String, u32)> = names.iter().map(|n| (n.clone(), cpus)).collect();
-                let chooser = Arc::new(Balanced::new(&c.controller.balancer, balancer_seed, &ids));
-                let apis = workers.iter().map(|w| w.api.clone()).collect();
-                (workers, InProcess::cluster(apis, names, chooser))
-            }
-        };
-        register_all(&transport, plans, self.prewarm).await?;
-        let recorder = recorder.shared();
-        let clock = workers[0].clock.clone();
-        crate::sim::run_virtual(&transport, clock, requests(plans), arrivals, TID.into(), recorder.clone()).await?;
-        for w in &workers {
-            w.api.shutdown().await;
-        }
-        let recorded = Recorder::unshare(recorder)?;
-        let mut target = json!({"setup": "simulation", "isolation": "sim", "seed": self.seed,
-            "version": self.version, "prewarm": self.prewarm,
-            "worker_config": crate::sim::config_json(&self.config)});
-        if let Some(c) = &self.cluster {
-            target["target"] = "controller".into();
-            target["workers"] = c.workers.into();
-            target["balancer"] = serde_json::to_value(&c.controller.balancer)?;
-        }
-        write_results(out, &recorded, meta, &[], false, info, target)
-    }
-}
-
-/// summary.json and the plots; returns the summary.
-fn write_results(
-    out: &Path,
-    recorded: &Recorded,
-    meta: &[FunctionMeta],
-    wake: &[u64],
-    realtime: bool,
-    info: Value,
-    target_info: Value,
-) -> anyhow::Result<Value> {
-    let mut summary = crate::report::context();
-    let s = results::summary(recorded, meta, wake, realtime);
-    summary["run"] = info;
-    summary["target"] = target_info;
-    for (k, v) in s.as_object().expect("summary is an object") {
-        summary[k] = v.clone();
-    }
-    std::fs::write(out.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
-    results::write_plots(out, &recorded.samples, meta)?;
-    Ok(summary)
 }

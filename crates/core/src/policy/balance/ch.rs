@@ -3,7 +3,7 @@
 //! ring is rebuilt only when the membership version changes.
 
 use super::{Balancer, ClusterView, WorkerView, stable_hash};
-use iluvatar_core::{Rng, SplitMix64};
+use crate::{Rng, SplitMix64};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 

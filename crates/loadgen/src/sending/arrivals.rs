@@ -1,0 +1,72 @@
+//! The one arrival loop: sends timed invocations open-loop, each at its time whatever
+//! earlier ones did, each in its own task, and hands every outcome to a [`Sink`]. What
+//! differs between a live run and a simulation is only the clock it is paced by
+//! ([`Pacer`]) and where outcomes go: a live run paces it on the OS clock from a dedicated
+//! real-time thread (`sending::live`), a simulation on the virtual clock inside its
+//! runtime (`simulation::run`).
+
+use crate::results::{Outcome, push_u64};
+use crate::sending::transport::Transport;
+use crate::workload::trace::Arrival;
+use iluvatar_rpc as rpc;
+use std::future::Future;
+
+/// The clock a run is paced by; times are nanoseconds from the run's zero.
+pub trait Pacer: Clone + Send + Sync + 'static {
+    fn now_ns(&self) -> u64;
+    /// Completes once `at_ns` has come (at once if it has passed).
+    fn wait_until(&self, at_ns: u64) -> impl Future<Output = ()> + Send;
+}
+
+/// Where outcomes go.
+pub trait Sink: Clone + Send + Sync + 'static {
+    /// Held by an invocation's task from its hand-off until the task ends (also if it
+    /// panics before recording).
+    type InFlight: Send + 'static;
+    /// An invocation is being handed to the runtime.
+    fn sending(&self) -> Self::InFlight;
+    /// Its outcome, from its task.
+    fn record(&self, index: usize, outcome: Outcome);
+}
+
+/// What to send: `requests[func]` is each function's request, sent as
+/// `arrivals[i]` says, with transaction id `{tid_prefix}-{i}`.
+pub struct Arrivals<'a> {
+    pub requests: &'a [rpc::InvokeRequest],
+    pub arrivals: &'a [Arrival],
+    pub tid_prefix: &'a str,
+}
+
+/// Sends every arrival through `transport` at its time on `pacer`, spawning each
+/// invocation on `runtime`; returns once the last is handed over (not answered). With
+/// `wake_lateness`, pushes how late the loop woke for each arrival, in nanoseconds.
+pub async fn send<P: Pacer, T: Transport, S: Sink>(
+    what: Arrivals<'_>,
+    pacer: &P,
+    transport: &T,
+    sink: &S,
+    runtime: &tokio::runtime::Handle,
+    mut wake_lateness: Option<&mut Vec<u64>>,
+) {
+    for (i, a) in what.arrivals.iter().enumerate() {
+        let scheduled_ns = (a.time_ms * 1e6) as u64;
+        pacer.wait_until(scheduled_ns).await;
+        if let Some(w) = wake_lateness.as_deref_mut() {
+            w.push(pacer.now_ns().saturating_sub(scheduled_ns));
+        }
+        let mut req = what.requests[a.func].clone();
+        req.transaction_id.clear();
+        req.transaction_id.push_str(what.tid_prefix);
+        req.transaction_id.push('-');
+        push_u64(&mut req.transaction_id, i as u64);
+        let (t, sink, pacer, func) = (transport.clone(), sink.clone(), pacer.clone(), a.func);
+        let in_flight = sink.sending();
+        runtime.spawn(async move {
+            let sent_ns = pacer.now_ns();
+            let response = t.invoke(req).await;
+            let done_ns = pacer.now_ns();
+            sink.record(i, Outcome { func, scheduled_ns, sent_ns, done_ns, response });
+            drop(in_flight);
+        });
+    }
+}

@@ -1,0 +1,230 @@
+//! The simulation driver: a run (one worker, or a cluster behind the controller's
+//! balancer) built from a worker config and a seed, its functions registered, its arrivals
+//! paced on the virtual clock, and its results written as a live run's are.
+
+use crate::results::{Outcome, Recorder, SharedRecorder, write_results};
+use crate::sending::TID;
+use crate::sending::arrivals::{Arrivals, Pacer, Sink, send};
+use crate::sending::target::{Plan, requests};
+use crate::sending::transport::{Transport, register_all};
+use crate::simulation::in_process::{Balanced, InProcess};
+use crate::simulation::worker::SimWorker;
+use crate::workload::trace::{Arrival, FunctionMeta};
+use anyhow::Context;
+use iluvatar_core::Clock;
+use iluvatar_core::policy::BalancerConfig;
+use iluvatar_rpc as rpc;
+use serde_json::{Value, json};
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// A simulated cluster: `workers` simulated workers behind the controller's balancer.
+#[derive(Clone)]
+pub struct SimCluster {
+    pub controller: SimController,
+    pub workers: usize,
+}
+
+/// What a simulated cluster takes from a controller's config file (the live controller's
+/// own, JSON or TOML by its extension): the balancer. The other sections (listening, health
+/// checks, forwarding, auth) have no part in a simulation and are not read. The file is
+/// layered on the defaults as the controller layers it, without environment overrides
+/// (a simulation's inputs are explicit).
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SimController {
+    pub balancer: BalancerConfig,
+}
+
+impl SimController {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let file = match path {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                let toml = path.extension().is_some_and(|e| e == "toml");
+                let value = iluvatar_core::layered::parse(&text, toml).map_err(|m| {
+                    anyhow::anyhow!(
+                        "config file {} is not valid {}: {m}",
+                        path.display(),
+                        if toml { "TOML" } else { "JSON" }
+                    )
+                })?;
+                Some(value)
+            }
+        };
+        let config = iluvatar_core::layered::layer(&SimController::default(), file, Vec::new(), "")?;
+        config.balancer.check().map_err(|e| anyhow::anyhow!("config is invalid: {e}"))?;
+        Ok(config)
+    }
+}
+
+/// The seeds of a simulated cluster from the run's seed: the balancer's, then each
+/// worker's (SplitMix64's sequence from `seed`).
+pub fn cluster_seeds(seed: u64, workers: usize) -> (u64, Vec<u64>) {
+    use iluvatar_core::Rng;
+    let r = iluvatar_core::SplitMix64::new(seed);
+    let balancer = r.next_u64();
+    (balancer, (0..workers).map(|_| r.next_u64()).collect())
+}
+
+/// One simulation: a worker config, a seed, and how functions are set up.
+pub struct SimRun {
+    pub config: iluvatar_worker::config::WorkerConfig,
+    pub seed: u64,
+    pub prewarm: u32,
+    pub version: String,
+    /// A cluster behind the controller's balancer instead of one worker.
+    pub cluster: Option<SimCluster>,
+}
+
+impl SimRun {
+    /// Builds a simulated worker (in the current paused runtime), registers and prewarms
+    /// the functions, replays the arrivals on the virtual clock, shuts the worker down and
+    /// writes the results to `out` as a live run does; returns the summary.
+    pub async fn execute(
+        &self,
+        plans: &[Plan],
+        meta: &[FunctionMeta],
+        arrivals: Arc<Vec<Arrival>>,
+        out: &Path,
+        info: Value,
+    ) -> anyhow::Result<Value> {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let recorder = Recorder::create(&out.join("invocations.csv"), meta, &self.version, TID, arrivals.len())?;
+        let (workers, transport) = match &self.cluster {
+            None => {
+                let worker = SimWorker::build(self.config.clone(), self.seed)?;
+                let transport = InProcess::single(worker.api.clone());
+                (vec![worker], transport)
+            }
+            Some(c) => {
+                let (balancer_seed, seeds) = cluster_seeds(self.seed, c.workers);
+                let mut config = self.config.clone();
+                config.controller = None;
+                let names: Vec<String> = (0..c.workers).map(|i| format!("{}-{i}", config.name)).collect();
+                let cpus = config.spec_limits().max_cpus;
+                let workers =
+                    seeds.iter().map(|&s| SimWorker::build(config.clone(), s)).collect::<anyhow::Result<Vec<_>>>()?;
+                let ids: Vec<(String, u32)> = names.iter().map(|n| (n.clone(), cpus)).collect();
+                let chooser = Arc::new(Balanced::new(&c.controller.balancer, balancer_seed, &ids));
+                let apis = workers.iter().map(|w| w.api.clone()).collect();
+                (workers, InProcess::cluster(apis, names, chooser))
+            }
+        };
+        register_all(&transport, plans, self.prewarm).await?;
+        let recorder = recorder.shared();
+        let clock = workers[0].clock.clone();
+        run_virtual(&transport, clock, requests(plans), arrivals, TID.into(), recorder.clone()).await?;
+        for w in &workers {
+            w.api.shutdown().await;
+        }
+        let recorded = Recorder::unshare(recorder)?;
+        let mut target = json!({"setup": "simulation", "isolation": "sim", "seed": self.seed,
+            "version": self.version, "prewarm": self.prewarm,
+            "worker_config": crate::simulation::worker::config_json(&self.config)});
+        if let Some(c) = &self.cluster {
+            target["target"] = "controller".into();
+            target["workers"] = c.workers.into();
+            target["balancer"] = serde_json::to_value(&c.controller.balancer)?;
+        }
+        write_results(out, &recorded, meta, &[], false, info, target)
+    }
+}
+
+/// Sends `arrivals` through `transport` on the virtual `clock`, each at its time from now
+/// (tokio's timers have whole-millisecond ticks, so a send is up to 1 ms late, as the
+/// lateness column shows), and records every outcome; returns once all have answered.
+/// Each invocation runs in its own task (as a request would in a live worker); an
+/// invocation whose task died without an outcome is reported by the recorder.
+pub async fn run_virtual<T: Transport>(
+    transport: &T,
+    clock: Arc<dyn Clock>,
+    requests: Vec<rpc::InvokeRequest>,
+    arrivals: Arc<Vec<Arrival>>,
+    tid_prefix: String,
+    recorder: SharedRecorder,
+) -> anyhow::Result<()> {
+    let zero = clock.now();
+    recorder.lock().unwrap().set_start_unix_s(clock.unix_time_us() as f64 / 1e6);
+    let running = Arc::new(Running { count: AtomicUsize::new(0), idle: tokio::sync::Notify::new() });
+    let sink = ToRecorder { recorder, running: running.clone() };
+    let what = Arrivals { requests: &requests, arrivals: &arrivals, tid_prefix: &tid_prefix };
+    let handle = tokio::runtime::Handle::current();
+    send(what, &VirtualClock { clock, zero }, transport, &sink, &handle, None).await;
+    while running.count.load(Ordering::Acquire) > 0 {
+        running.idle.notified().await;
+    }
+    Ok(())
+}
+
+/// The simulation's virtual clock from the run's zero; waiting is a tokio timer.
+#[derive(Clone)]
+struct VirtualClock {
+    clock: Arc<dyn Clock>,
+    zero: Duration,
+}
+
+impl Pacer for VirtualClock {
+    fn now_ns(&self) -> u64 {
+        self.clock.now().saturating_sub(self.zero).as_nanos() as u64
+    }
+
+    fn wait_until(&self, at_ns: u64) -> impl Future<Output = ()> + Send {
+        let at = self.zero + Duration::from_nanos(at_ns);
+        let now = self.clock.now();
+        async move {
+            if at > now {
+                tokio::time::sleep(at - now).await;
+            }
+        }
+    }
+}
+
+/// Invocations record themselves in the shared recorder, and are counted while in flight.
+#[derive(Clone)]
+struct ToRecorder {
+    recorder: SharedRecorder,
+    running: Arc<Running>,
+}
+
+impl Sink for ToRecorder {
+    type InFlight = InFlight;
+
+    fn sending(&self) -> InFlight {
+        Running::enter(&self.running)
+    }
+
+    fn record(&self, index: usize, outcome: Outcome) {
+        self.recorder.lock().unwrap().record(index, outcome);
+    }
+}
+
+/// The invocations in flight, and a notification when the last one ends.
+struct Running {
+    count: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One invocation in flight; counted out when dropped (also if its task panics).
+struct InFlight(Arc<Running>);
+
+impl Running {
+    fn enter(r: &Arc<Running>) -> InFlight {
+        r.count.fetch_add(1, Ordering::AcqRel);
+        InFlight(r.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // notify_one keeps a permit if nobody waits yet, so the wake-up is not lost.
+            self.0.idle.notify_one();
+        }
+    }
+}

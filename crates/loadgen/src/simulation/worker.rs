@@ -1,0 +1,89 @@
+//! A simulated worker: the real worker built in this process with the `sim` backend on a
+//! virtual clock, its config (a live worker's file works unchanged) and its temporary state.
+
+use anyhow::Context;
+use iluvatar_core::{Clock, Env};
+use iluvatar_worker::api::WorkerApi;
+use iluvatar_worker::config::WorkerConfig;
+use iluvatar_worker::env::{QuietHost, TokioClock};
+use iluvatar_worker::isolation::BackendConfig;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The runtime a simulation runs on: one thread, the clock paused (virtual time).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build()
+}
+
+/// A simulated worker's config: `file` (or the defaults) with `overrides` applied as
+/// `section.key=value` pairs (the same as the worker's ILUVATAR_WORKER__section__key
+/// environment overrides, which a simulation does not read: its inputs are explicit).
+/// The isolation backends become the file's `sim` backend alone (a default one if it has
+/// none), so that a live worker's config file works unchanged.
+pub fn worker_config(file: Option<&Path>, overrides: &[(String, String)]) -> anyhow::Result<WorkerConfig> {
+    let env = overrides
+        .iter()
+        .map(|(k, v)| (format!("{}{}", iluvatar_worker::config::ENV_PREFIX, k.replace('.', "__")), v.clone()));
+    let mut config = WorkerConfig::load(file, env).context("loading the simulated worker's config")?;
+    let sim: Vec<BackendConfig> =
+        config.isolation.backends.iter().filter(|b| matches!(b, BackendConfig::Sim(_))).cloned().collect();
+    config.isolation.backends = if sim.is_empty() { vec![BackendConfig::Sim(Default::default())] } else { sim };
+    Ok(config)
+}
+
+/// The config as a summary records it: without the state directory, which is a temporary
+/// directory that differs from run to run.
+pub fn config_json(config: &WorkerConfig) -> serde_json::Value {
+    let mut v = serde_json::to_value(config).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("state_dir");
+    }
+    v["invoker"]["concurrency"] = config.concurrency().into();
+    v
+}
+
+/// A temporary state directory (the registry's store), removed on drop.
+pub struct StateDir(PathBuf);
+
+impl StateDir {
+    pub fn new() -> std::io::Result<Self> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("iluvatar-sim-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let dir = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(StateDir(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One simulated worker, built in the current (paused) runtime.
+pub struct SimWorker {
+    pub api: Arc<WorkerApi>,
+    pub clock: Arc<dyn Clock>,
+    _state: StateDir,
+}
+
+impl SimWorker {
+    /// Builds the worker on a virtual clock starting at Unix time 0, seeded by `seed`, and
+    /// starts its keep-alive reaper. Must run inside a runtime from [`runtime`].
+    pub fn build(mut config: WorkerConfig, seed: u64) -> anyhow::Result<Self> {
+        let state = StateDir::new().context("creating the simulated worker's state directory")?;
+        config.state_dir = state.path().to_path_buf();
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(0));
+        let env = Env::new(clock.clone(), seed);
+        let api = WorkerApi::build(config, env, Arc::new(QuietHost)).context("building the simulated worker")?;
+        api.spawn_reaper();
+        Ok(SimWorker { api, clock, _state: state })
+    }
+}
