@@ -6,16 +6,14 @@
 #![allow(clippy::disallowed_methods)] // client latency is wall-clock time by definition
 
 use crate::results::report::{context, percentiles_us};
-use crate::spawn::{SpawnedWorker, sibling_binary};
-use anyhow::{Context, bail};
+use crate::spawn::{SpawnedDaemon, SpawnedWorker, sibling_binary};
+use anyhow::bail;
 use hdrhistogram::Histogram;
 use iluvatar_rpc as rpc;
 use iluvatar_rpc::iluvatar_controller_client::IluvatarControllerClient;
 use iluvatar_rpc::iluvatar_worker_client::IluvatarWorkerClient;
-use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use serde_json::json;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -47,47 +45,6 @@ const FUNCTION: &str = "bench-zero";
 
 /// The controller started for the benchmark, in its own directory; stopped (SIGTERM) and
 /// its directory removed on drop.
-struct SpawnedController {
-    child: Child,
-    endpoint: String,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl SpawnedController {
-    fn start(bin: &Path, threads: usize) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("iluvatar-controller-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let config = json!({"state_dir": dir.join("state"), "grpc": {"address": "127.0.0.1", "port": 0},
-                            "http": {"enabled": false}, "log_level": "warn", "threads": threads});
-        let path = dir.join("controller.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
-        let log = dir.join("controller.log");
-        let mut child = Command::new(bin)
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("controller stdout")?).read_line(&mut line)?;
-        let ready: Value = serde_json::from_str(&line)
-            .with_context(|| format!("the controller did not start; see {}", log.display()))?;
-        let grpc = ready["grpc"].as_str().unwrap_or_default();
-        let port = grpc.rsplit(':').next().and_then(|p| p.parse().ok()).context("ready line has no gRPC port")?;
-        Ok(SpawnedController { child, endpoint: format!("http://{grpc}"), port, dir })
-    }
-}
-
-impl Drop for SpawnedController {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn request() -> rpc::InvokeRequest {
     rpc::InvokeRequest {
         function_name: FUNCTION.into(),
@@ -102,7 +59,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(b) => b.clone(),
         None => sibling_binary("iluvatar_controller")?,
     };
-    let controller = SpawnedController::start(&controller_bin, args.threads)?;
+    let controller = SpawnedDaemon::start_daemon(
+        &controller_bin,
+        "controller",
+        json!({"http": {"enabled": false}, "log_level": "warn", "threads": args.threads}),
+    )?;
+    let endpoint = controller.endpoint();
     let worker = SpawnedWorker::start(
         args.worker_bin.clone(),
         json!({"name": "bench-worker", "http": {"enabled": false}, "log_level": "warn", "threads": args.threads,
@@ -110,7 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                "controller": {"address": "127.0.0.1", "port": controller.port, "retry_ms": 50}}),
     )?;
     let worker_endpoint = format!("http://127.0.0.1:{}", worker.port);
-    prepare(&controller.endpoint).await?;
+    prepare(&endpoint).await?;
     let (warmup, duration) = (Duration::from_secs_f64(args.warmup_s), Duration::from_secs_f64(args.duration_s));
     println!("controller benchmark: warm invokes of a zero-duration sim function, gRPC on loopback");
     println!("added = client latency through the controller - the controller's call to the worker");
@@ -129,7 +91,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut steps = Vec::new();
     for &n in &args.clients {
-        let via = closed_loop(&controller.endpoint, true, n, warmup, duration).await?;
+        let via = closed_loop(&endpoint, true, n, warmup, duration).await?;
         let direct = closed_loop(&worker_endpoint, false, n, warmup, duration).await?;
         if via.latency.is_empty() {
             bail!("no successful invocation with {n} clients; first error: {:?}", via.first_error);
