@@ -195,7 +195,7 @@ impl WorkerApi {
             1 => Language::Python3,
             x => return Err(SpecError::Language(x).to_string()),
         };
-        let backend = self.backends.choose(r.isolate)?.clone();
+        let backend = self.backends.choose(r.isolate).map_err(|e| e.to_string())?.clone();
         let spec = FunctionSpec {
             name: r.function_name,
             version: r.function_version,

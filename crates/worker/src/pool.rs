@@ -154,7 +154,7 @@ impl ContainerPool {
     ) -> Result<Lease, PoolError> {
         let backend = self.backends.get(spec.isolation).cloned().ok_or_else(|| PoolError::NoBackend {
             fqdn: fqdn.to_string(),
-            backend: crate::isolation::flag_name(spec.isolation),
+            backend: iluvatar_rpc::isolation::name(spec.isolation),
         })?;
         let started = self.env.now();
         loop {

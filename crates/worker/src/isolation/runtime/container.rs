@@ -1,9 +1,9 @@
 //! One container's life: its files, its launch (by a launcher process), the wait for its
 //! agent, its calls, and its removal.
 
-use super::agent::{AgentConnection, AgentFailure};
 use super::launcher::{LaunchError, Request, reap};
 use super::{RuntimeBackend, Source, cgroup, io_err, log_tail, roots, spec};
+use crate::isolation::agent::{AgentConnection, AgentFailure};
 use crate::isolation::{BoxFuture, CallRequest, CallResult, Container, CreateRequest, IsolationError};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};

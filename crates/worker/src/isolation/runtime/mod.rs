@@ -7,18 +7,19 @@
 //! function's stdout and stderr), `slots/<key>/` (where a standby container's function is
 //! mounted), `rootfs/` (the shared read-only root skeleton), `agent/` and `images/`.
 
-mod agent;
 mod cgroup;
 mod container;
-mod image;
-pub use image::ImageLimits;
+pub use crate::isolation::image::ImageLimits;
 pub mod launcher;
 pub mod roots;
 mod seccomp;
 mod spec;
 mod standby;
 
-use super::{BoxFuture, Container, CreateRequest, IsolationBackend, IsolationError};
+use super::naming::fnv1a;
+use super::{
+    BackendContext, BackendFactory, BoxFuture, Container, CreateRequest, IsolationBackend, IsolationError, image,
+};
 use iluvatar_core::FunctionSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -64,6 +65,12 @@ pub struct RuntimeConfig {
     /// state dir, /proc, /sys, /dev and their parents), allowed only while the worker listens
     /// on loopback.
     pub code_roots: Vec<PathBuf>,
+}
+
+impl BackendFactory for RuntimeConfig {
+    fn build(&self, ctx: &BackendContext) -> Result<Arc<dyn IsolationBackend>, IsolationError> {
+        Ok(RuntimeBackend::new(self.clone(), &ctx.state_dir, ctx.env.clock.clone(), ctx.beyond_loopback)?)
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -245,10 +252,6 @@ impl RuntimeBackend {
     fn key(container_id: &str) -> String {
         format!("{:016x}", fnv1a(container_id.as_bytes()))
     }
-}
-
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// What a reference names: `code:/absolute/folder` (holding main.py), or an OCI image

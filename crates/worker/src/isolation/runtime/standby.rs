@@ -3,9 +3,9 @@
 //! into it (read-only, propagated through a shared mount), sets its cgroup limits and tells
 //! the agent to import the function: a cold start without a container start.
 
-use super::agent::AgentFailure;
 use super::container::{Files, RuntimeContainer};
 use super::{RuntimeBackend, cgroup, io_err, spec};
+use crate::isolation::agent::AgentFailure;
 use crate::isolation::{CreateRequest, IsolationError};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::path::Path;
@@ -79,7 +79,10 @@ impl RuntimeBackend {
 
     async fn start_standby(&self) -> Result<RuntimeContainer, IsolationError> {
         let n = self.standby.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("standby-{:08x}-{n}", super::fnv1a(self.dirs.root.to_string_lossy().as_bytes()) as u32);
+        let id = format!(
+            "standby-{:08x}-{n}",
+            crate::isolation::naming::fnv1a(self.dirs.root.to_string_lossy().as_bytes()) as u32
+        );
         let key = Self::key(&id);
         let files = self.files(&key);
         let started = async {

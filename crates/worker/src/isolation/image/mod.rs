@@ -245,7 +245,7 @@ impl ImageStore {
             "{shown}|{}|{}|{}|{}.{}|{}.{}",
             st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec
         );
-        let key = format!("{:016x}", super::fnv1a(id.as_bytes()));
+        let key = format!("{:016x}", crate::isolation::naming::fnv1a(id.as_bytes()));
         let archives = self.dir.join("archives");
         safe::private_dir(&archives)?;
         let dst = archives.join(&key);
