@@ -39,14 +39,18 @@ impl RuntimeBackend {
     }
 
     /// Starts a container for `req`; on any failure, whatever was made is removed.
-    pub(super) async fn start_container(&self, req: CreateRequest<'_>) -> Result<RuntimeContainer, IsolationError> {
+    pub(super) async fn start_container(
+        &self,
+        req: CreateRequest<'_>,
+        source: &Source,
+    ) -> Result<RuntimeContainer, IsolationError> {
         let id = req.container_id.to_string();
         let key = Self::key(&id);
         let files = self.files(&key);
         let started = async {
             self.prepare_dirs(&files)?;
-            let config = self.config_for(&req, &key, &files).await?;
-            let loopback = matches!(self.source(req.spec)?, Source::Code(_, _, true));
+            let config = self.config_for(&req, source, &key, &files).await?;
+            let loopback = matches!(source, Source::Code { network: true, .. });
             self.boot(&id, req.tid, &files, config, req.spec.memory_mb, loopback).await
         };
         match started.await {
@@ -79,13 +83,13 @@ impl RuntimeBackend {
     async fn config_for(
         &self,
         req: &CreateRequest<'_>,
+        source: &Source,
         key: &str,
         files: &Files,
     ) -> Result<serde_json::Value, IsolationError> {
         let start_err = |why: String| IsolationError::Start { id: req.container_id.to_string(), why };
-        let source = self.source(req.spec)?;
-        let image = match &source {
-            Source::Image(r) => {
+        let image = match source {
+            Source::Image { image: r, .. } => {
                 let (store, r) = (self.images.clone(), r.clone());
                 let id = req.container_id.to_string();
                 let image = tokio::task::spawn_blocking(move || store.prepare(&r, &id))
@@ -94,10 +98,10 @@ impl RuntimeBackend {
                     .map_err(|e| start_err(format!("the image cannot be used: {e}")))?;
                 Some(image)
             }
-            Source::Code(..) => None,
+            Source::Code { .. } => None,
         };
-        let (rootfs, binds, args, env, cwd) = match (&source, &image) {
-            (Source::Code(code, extra_env, _), _) => {
+        let (rootfs, binds, args, env, cwd) = match (source, &image) {
+            (Source::Code { dir: code, env: extra_env, .. }, _) => {
                 // libcontainer resolves a bind's source by its path (canonicalize, then
                 // open_tree): the container binds the staged mount of the handle, never
                 // the registered path.
@@ -107,7 +111,7 @@ impl RuntimeBackend {
                 env.extend(extra_env.iter().cloned());
                 (self.dirs.rootfs.as_path(), binds, args, env, "/tmp")
             }
-            (Source::Image(_), Some(img)) => {
+            (Source::Image { .. }, Some(img)) => {
                 let mut env = img.env.clone();
                 if !env.iter().any(|e| e.starts_with("ILUVATAR_FUNCTION_DIR=")) {
                     env.push(format!("ILUVATAR_FUNCTION_DIR={}", spec::FUNCTION_DIR));
@@ -115,32 +119,18 @@ impl RuntimeBackend {
                 let binds = vec![(files.sockets.as_path(), spec::SOCKET_DIR, true)];
                 (img.rootfs.as_path(), binds, img.args.clone(), env, img.cwd.as_str())
             }
-            (Source::Image(_), None) => unreachable!("images are prepared above"),
+            (Source::Image { .. }, None) => unreachable!("images are prepared above"),
         };
-        Ok(self.spec(key, rootfs, binds, args, env, cwd, req.spec.memory_mb, req.spec.cpus))
+        let (memory_mb, cpus) = (req.spec.memory_mb, req.spec.cpus);
+        Ok(self.spec(key, spec::Workload { rootfs, binds, args, env, cwd, memory_mb, cpus }))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn spec(
-        &self,
-        key: &str,
-        rootfs: &Path,
-        binds: Vec<spec::Bind<'_>>,
-        args: Vec<String>,
-        env: Vec<String>,
-        cwd: &str,
-        memory_mb: u64,
-        cpus: u32,
-    ) -> serde_json::Value {
+    /// The OCI config of a workload in the container named by `key`, with this backend's
+    /// cgroup, limits, seccomp profile and user namespace.
+    pub(super) fn spec(&self, key: &str, workload: spec::Workload<'_>) -> serde_json::Value {
         spec::build(&spec::SpecInput {
-            rootfs,
-            binds,
-            args,
-            env,
-            cwd,
+            workload,
             cgroup_path: &self.cgroup_path(key),
-            memory_mb,
-            cpus,
             pids_limit: self.config.pids_limit,
             tmp_size_mb: self.config.tmp_size_mb,
             log_limit_mb: self.config.log_limit_mb,

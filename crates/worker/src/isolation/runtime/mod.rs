@@ -112,11 +112,14 @@ enum Parsed {
     Image(image::ImageRef),
 }
 
-/// Where a function's code comes from, reached through the handle opened at registration.
+/// Where a function's code comes from: its reference parsed once, at registration (or at
+/// start for a stored one), and reached only through the handle opened then.
 enum Source {
-    Code(Arc<roots::Handle>, Vec<String>, bool),
-    /// The reference with its path replaced by the handle's `/proc/self/fd` path.
-    Image(image::ImageRef),
+    /// The function's folder, the container's extra environment variables, and whether it
+    /// asked for (loopback) network.
+    Code { dir: Arc<roots::Handle>, env: Vec<String>, network: bool },
+    /// An image; `image.path` is the handle's `/proc/self/fd` path.
+    Image { _handle: Arc<roots::Handle>, image: image::ImageRef },
 }
 
 pub struct RuntimeBackend {
@@ -145,7 +148,7 @@ pub struct RuntimeBackend {
 #[derive(Default)]
 struct Handles {
     /// By (fqdn, reference).
-    registrations: HashMap<(String, String), Arc<roots::Handle>>,
+    registrations: HashMap<(String, String), Arc<Source>>,
     /// By the file's (device, inode): registrations of one folder share one descriptor.
     files: HashMap<(u64, u64), std::sync::Weak<roots::Handle>>,
 }
@@ -327,7 +330,7 @@ fn refused_path(spec: &FunctionSpec, parsed: &Parsed) -> IsolationError {
 impl RuntimeBackend {
     /// Parses a reference and opens its path, checked against the roots: the handle every
     /// later use goes through.
-    fn open_source(&self, spec: &FunctionSpec) -> Result<Arc<roots::Handle>, IsolationError> {
+    fn open_source(&self, spec: &FunctionSpec) -> Result<(Arc<roots::Handle>, Parsed), IsolationError> {
         let parsed = parse(spec)?;
         let (path, kind) = match &parsed {
             Parsed::Code(dir, ..) => (dir.as_path(), roots::Kind::Folder),
@@ -347,25 +350,19 @@ impl RuntimeBackend {
         if !complete {
             return Err(refused_path(spec, &parsed));
         }
-        Ok(Arc::new(handle))
+        Ok((Arc::new(handle), parsed))
     }
 
     /// The registered source of a function: its reference's settings and the handle opened
-    /// when it was registered. A function whose path could not be opened again at start
-    /// (moved, refused since) fails here, with the same generic error.
-    fn source(&self, spec: &FunctionSpec) -> Result<Source, IsolationError> {
-        let parsed = parse(spec)?;
+    /// when it was registered, kept since (nothing is parsed or checked again). A function
+    /// whose path could not be opened again at start (moved, refused since) fails here, with
+    /// the same generic error.
+    fn source(&self, spec: &FunctionSpec) -> Result<Arc<Source>, IsolationError> {
         let key = (spec.fqdn().0, spec.image.clone());
-        let Some(handle) = self.handles.lock().unwrap().registrations.get(&key).cloned() else {
-            return Err(refused_path(spec, &parsed));
-        };
-        Ok(match parsed {
-            Parsed::Code(_, env, network) => Source::Code(handle, env, network),
-            Parsed::Image(mut r) => {
-                r.path = handle.proc_path();
-                Source::Image(r)
-            }
-        })
+        if let Some(source) = self.handles.lock().unwrap().registrations.get(&key).cloned() {
+            return Ok(source);
+        }
+        Err(refused_path(spec, &parse(spec)?))
     }
 }
 
@@ -387,7 +384,7 @@ impl IsolationBackend for RuntimeBackend {
         if self.handles.lock().unwrap().registrations.contains_key(&key) {
             return Ok(());
         }
-        let opened = self.open_source(spec)?;
+        let (opened, parsed) = self.open_source(spec)?;
         tracing::debug!(fqdn = key.0, path = %opened.real.display(), "registered path opened");
         let mut handles = self.handles.lock().unwrap();
         let handle = match handles.files.get(&opened.id).and_then(std::sync::Weak::upgrade) {
@@ -397,18 +394,26 @@ impl IsolationBackend for RuntimeBackend {
                 opened
             }
         };
-        handles.registrations.entry(key).or_insert(handle);
+        let source = match parsed {
+            Parsed::Code(_, env, network) => Source::Code { dir: handle, env, network },
+            Parsed::Image(mut image) => {
+                image.path = handle.proc_path();
+                Source::Image { _handle: handle, image }
+            }
+        };
+        handles.registrations.entry(key).or_insert(Arc::new(source));
         Ok(())
     }
 
     fn create<'a>(&'a self, req: CreateRequest<'a>) -> BoxFuture<'a, Result<Box<dyn Container>, IsolationError>> {
         Box::pin(async move {
-            if let Source::Code(code, env, false) = self.source(req.spec)?
-                && let Some(c) = self.take_standby(&req, &code.proc_path(), &env).await?
+            let source = self.source(req.spec)?;
+            if let Source::Code { dir, env, network: false } = &*source
+                && let Some(c) = self.take_standby(&req, &dir.proc_path(), env).await?
             {
                 return Ok(Box::new(c) as Box<dyn Container>);
             }
-            let c = self.start_container(req).await?;
+            let c = self.start_container(req, &source).await?;
             Ok(Box::new(c) as Box<dyn Container>)
         })
     }

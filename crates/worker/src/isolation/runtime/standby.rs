@@ -92,7 +92,8 @@ impl RuntimeBackend {
                 spec::code_function(&files.slot, &self.dirs.agent, &files.sockets, &self.config.python);
             env.push("ILUVATAR_STANDBY=1".into());
             let memory = self.config.standby_memory_mb;
-            let config = self.spec(&key, &self.dirs.rootfs, binds, args, env, "/tmp", memory, 1);
+            let (rootfs, cwd) = (self.dirs.rootfs.as_path(), "/tmp");
+            let config = self.spec(&key, spec::Workload { rootfs, binds, args, env, cwd, memory_mb: memory, cpus: 1 });
             self.boot(&id, "standby", &files, config, memory, false).await
         };
         match started.await {
