@@ -98,8 +98,47 @@ pub enum IsolationError {
     Broken { id: String, why: String },
     #[error("the function ran out of memory (limit {limit_mb} MB) and was killed")]
     OutOfMemory { limit_mb: u64 },
+    /// A file-system operation on the backend's own files failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A call into the kernel failed (a mount, a process setting).
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// The backend's configuration cannot be used on this host.
     #[error("{0}")]
-    Io(String),
+    Config(String),
+    /// The worker lacks a resource right now (file descriptors, memory).
+    #[error("the worker cannot open the path now: {0}")]
+    Exhausted(#[source] std::io::Error),
+    /// The helper process that creates and removes containers does not answer at all.
+    #[error(
+        "the container launcher does not answer ({0}); if this program is not iluvatar_worker, it must call \
+         iluvatar_worker::isolation::runtime::launcher::serve_if_asked() first thing in main"
+    )]
+    NoLauncher(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The helper process that creates and removes containers failed a request.
+    #[error("{what}: {source}")]
+    Launcher {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl IsolationError {
+    /// An `Io` error, as `map_err(IsolationError::io("cannot write", &path))`.
+    pub fn io<'p>(op: &'static str, path: &'p std::path::Path) -> impl FnOnce(std::io::Error) -> IsolationError + 'p {
+        move |source| IsolationError::Io { op, path: path.to_path_buf(), source }
+    }
 }
 
 /// What a backend's factory may use.

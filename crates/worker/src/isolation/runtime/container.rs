@@ -2,7 +2,7 @@
 //! agent, its calls, and its removal.
 
 use super::launcher::{LaunchError, Request, reap};
-use super::{RuntimeBackend, Source, cgroup, io_err, log_tail, roots, spec};
+use super::{RuntimeBackend, Source, cgroup, log_tail, roots, spec};
 use crate::isolation::agent::{AgentConnection, AgentFailure};
 use crate::isolation::{BoxFuture, CallRequest, CallResult, Container, CreateRequest, IsolationError};
 use std::os::unix::fs::FileTypeExt;
@@ -66,7 +66,7 @@ impl RuntimeBackend {
     /// neither fill the host's disk through it nor leave anything behind.
     pub(super) fn prepare_dirs(&self, files: &Files) -> Result<(), IsolationError> {
         for d in [&files.bundle, &files.sockets] {
-            std::fs::create_dir_all(d).map_err(|e| io_err("cannot create", d, e))?;
+            std::fs::create_dir_all(d).map_err(IsolationError::io("cannot create", d))?;
         }
         let opts = format!("{SOCKET_TMPFS},uid={0},gid={0}", spec::host_id(self.userns_base()));
         nix::mount::mount(
@@ -76,7 +76,10 @@ impl RuntimeBackend {
             nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
             Some(opts.as_str()),
         )
-        .map_err(|e| IsolationError::Io(format!("cannot mount the socket tmpfs at {}: {e}", files.sockets.display())))
+        .map_err(|source| IsolationError::Sys {
+            what: format!("cannot mount the socket tmpfs at {}", files.sockets.display()),
+            source,
+        })
     }
 
     /// The OCI config of a function's container: a code folder or an unpacked image.
@@ -153,7 +156,7 @@ impl RuntimeBackend {
     ) -> Result<RuntimeContainer, IsolationError> {
         let start_err = |why: String| IsolationError::Start { id: id.to_string(), why };
         let path = files.bundle.join("config.json");
-        std::fs::write(&path, config.to_string()).map_err(|e| io_err("cannot write", &path, e))?;
+        std::fs::write(&path, config.to_string()).map_err(IsolationError::io("cannot write", &path))?;
         let req = Request::Create {
             root: self.dirs.root.clone(),
             id: id.to_string(),
@@ -216,7 +219,9 @@ impl RuntimeBackend {
         // Its image root, if it had one, is removed when nothing else uses it.
         let images = self.images.clone();
         let _ = tokio::task::spawn_blocking(move || images.release(&id_of_image)).await;
-        deleted.map(|_| ()).map_err(|why| IsolationError::Io(format!("deleting container {id}: {why}")))
+        deleted
+            .map(|_| ())
+            .map_err(|why| IsolationError::Launcher { what: format!("deleting container {id}"), source: Box::new(why) })
     }
 }
 

@@ -294,6 +294,8 @@ impl std::fmt::Display for LaunchError {
     }
 }
 
+impl std::error::Error for LaunchError {}
+
 /// The worker's side: a few launcher processes, each serving one request at a time.
 pub(super) struct Launchers {
     program: PathBuf,

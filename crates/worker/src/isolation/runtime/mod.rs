@@ -153,10 +153,6 @@ struct Handles {
     files: HashMap<(u64, u64), std::sync::Weak<roots::Handle>>,
 }
 
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> IsolationError {
-    IsolationError::Io(format!("{what} {}: {e}", path.display()))
-}
-
 impl RuntimeBackend {
     pub fn new(
         config: RuntimeConfig,
@@ -177,23 +173,23 @@ impl RuntimeBackend {
         };
         let all = [&dirs.root, &dirs.bundles, &dirs.sockets, &dirs.logs, &dirs.rootfs, &dirs.agent, &dirs.slots];
         for d in all.into_iter().chain([&dirs.staging]) {
-            std::fs::create_dir_all(d).map_err(|e| io_err("cannot create", d, e))?;
+            std::fs::create_dir_all(d).map_err(IsolationError::io("cannot create", d))?;
         }
         for d in spec::ROOT_DIRS {
             let p = dirs.rootfs.join(d);
-            std::fs::create_dir_all(&p).map_err(|e| io_err("cannot create", &p, e))?;
+            std::fs::create_dir_all(&p).map_err(IsolationError::io("cannot create", &p))?;
         }
         for (link, target) in spec::ROOT_LINKS {
             let p = dirs.rootfs.join(link);
             if std::fs::symlink_metadata(&p).is_err() {
-                std::os::unix::fs::symlink(target, &p).map_err(|e| io_err("cannot link", &p, e))?;
+                std::os::unix::fs::symlink(target, &p).map_err(IsolationError::io("cannot link", &p))?;
             }
         }
-        let seccomp = seccomp::load(&config.seccomp).map_err(IsolationError::Io)?;
+        let seccomp = seccomp::load(&config.seccomp).map_err(IsolationError::Config)?;
         if config.user_namespace {
             let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
             if max.trim() == "0" {
-                return Err(IsolationError::Io(
+                return Err(IsolationError::Config(
                     "user_namespace = true, but this kernel allows no user namespaces \
                      (/proc/sys/user/max_user_namespaces is 0): raise it or set user_namespace = false"
                         .into(),
@@ -202,28 +198,32 @@ impl RuntimeBackend {
             // Below 65536 the range would hold the host's own users (0 would be root).
             let base = config.user_namespace_base;
             if base < 65536 || base.checked_add(65536).is_none() {
-                return Err(IsolationError::Io(format!(
+                return Err(IsolationError::Config(format!(
                     "user_namespace_base {base} must be at least 65536 (the host's own ids lie below) \
                      and leave room for 65536 ids"
                 )));
             }
         }
-        let roots = roots::Roots::new(&config.code_roots, state_dir, beyond_loopback).map_err(IsolationError::Io)?;
+        let roots =
+            roots::Roots::new(&config.code_roots, state_dir, beyond_loopback).map_err(IsolationError::Config)?;
         let agent = dirs.agent.join("agent.py");
-        std::fs::write(&agent, AGENT_PY).map_err(|e| io_err("cannot write", &agent, e))?;
+        std::fs::write(&agent, AGENT_PY).map_err(IsolationError::io("cannot write", &agent))?;
         if !Path::new(&config.python).exists() {
-            return Err(IsolationError::Io(format!("the runtime backend's python {} does not exist", config.python)));
+            return Err(IsolationError::Config(format!(
+                "the runtime backend's python {} does not exist",
+                config.python
+            )));
         }
         // Container processes outlive the short-lived process that starts them; as their
         // subreaper the worker can reap them when it removes them.
         nix::sys::prctl::set_child_subreaper(true)
-            .map_err(|e| IsolationError::Io(format!("cannot become a child subreaper: {e}")))?;
+            .map_err(|source| IsolationError::Sys { what: "cannot become a child subreaper".into(), source })?;
         let cgroup_parent = format!("iluvatar-{:08x}", fnv1a(state_dir.to_string_lossy().as_bytes()) as u32);
         // Written down so that operators and tests can find this worker's cgroups.
         let note = base.join("cgroup_parent");
-        std::fs::write(&note, &cgroup_parent).map_err(|e| io_err("cannot write", &note, e))?;
+        std::fs::write(&note, &cgroup_parent).map_err(IsolationError::io("cannot write", &note))?;
         let images = image::ImageStore::new(base.join("images"), config.images.clone(), clock.clone())
-            .map_err(IsolationError::Io)?;
+            .map_err(IsolationError::Config)?;
         let images = std::sync::Arc::new(images);
         if config.standby > 0 {
             standby::share_slots(&dirs.slots)?;
@@ -339,7 +339,7 @@ impl RuntimeBackend {
         };
         let handle = self.roots.open(path, kind).map_err(|refused| match refused {
             roots::Refused::Path => refused_path(spec, &parsed),
-            roots::Refused::Worker(why) => IsolationError::Io(why),
+            roots::Refused::Worker(e) => IsolationError::Exhausted(e),
         })?;
         // A regular file, not a link: the folder's contents are checked through the handle.
         let inside = |name: &str| std::fs::symlink_metadata(handle.proc_path().join(name)).is_ok_and(|m| m.is_file());
@@ -432,15 +432,10 @@ impl IsolationBackend for RuntimeBackend {
         Box::pin(async move {
             // A process that did not call `launcher::serve_if_asked` first cannot launch.
             let ping = self.launchers.request(&launcher::Request::Ping, Duration::from_secs(10)).await;
-            ping.map_err(|why| {
-                IsolationError::Io(format!(
-                    "the container launcher does not answer ({why}); if this program is not iluvatar_worker, it must \
-                     call iluvatar_worker::isolation::runtime::launcher::serve_if_asked() first thing in main"
-                ))
-            })?;
+            ping.map_err(|why| IsolationError::NoLauncher(Box::new(why)))?;
             let mut removed = 0;
             let ids: Vec<String> = std::fs::read_dir(&self.dirs.root)
-                .map_err(|e| io_err("cannot list", &self.dirs.root, e))?
+                .map_err(IsolationError::io("cannot list", &self.dirs.root))?
                 .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
                 .collect();
             // A container caught mid-create by a crash has no readable state: its files go
@@ -506,10 +501,10 @@ impl IsolationBackend for RuntimeBackend {
 
 fn clear_dir(d: &Path) -> Result<usize, IsolationError> {
     let mut n = 0;
-    for e in std::fs::read_dir(d).map_err(|e| io_err("cannot list", d, e))?.flatten() {
+    for e in std::fs::read_dir(d).map_err(IsolationError::io("cannot list", d))?.flatten() {
         let p = e.path();
         let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
-        r.map_err(|e| io_err("cannot remove", &p, e))?;
+        r.map_err(IsolationError::io("cannot remove", &p))?;
         n += 1;
     }
     Ok(n)

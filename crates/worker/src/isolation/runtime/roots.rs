@@ -31,12 +31,12 @@ pub enum Kind {
 }
 
 /// Why a path cannot be used.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Refused {
     /// Refused, missing or of the wrong kind: the caller answers one generic error.
     Path,
     /// The worker itself cannot open it now (out of file descriptors or memory).
-    Worker(String),
+    Worker(std::io::Error),
 }
 
 /// An opened, checked path, kept for the registration's life.
@@ -98,9 +98,7 @@ impl Roots {
         }
         let file = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path).map_err(|e| {
             match e.raw_os_error() {
-                Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOMEM) => {
-                    Refused::Worker(format!("the worker cannot open the path now: {e}"))
-                }
+                Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOMEM) => Refused::Worker(e),
                 _ => Refused::Path,
             }
         })?;

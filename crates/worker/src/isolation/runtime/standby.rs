@@ -4,7 +4,7 @@
 //! the agent to import the function: a cold start without a container start.
 
 use super::container::{Files, RuntimeContainer};
-use super::{RuntimeBackend, cgroup, io_err, spec};
+use super::{RuntimeBackend, cgroup, spec};
 use crate::isolation::agent::AgentFailure;
 use crate::isolation::{CreateRequest, IsolationError};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -43,7 +43,10 @@ pub(super) fn share_slots(slots: &Path) -> Result<(), IsolationError> {
         .unwrap_or_default()
         .lines()
         .any(|l| l.split_whitespace().nth(4) == Some(&*slots.to_string_lossy()));
-    let fail = |what: &str, e: nix::Error| IsolationError::Io(format!("cannot {what} {}: {e}", slots.display()));
+    let fail = |what: &str, source: nix::Error| IsolationError::Sys {
+        what: format!("cannot {what} {}", slots.display()),
+        source,
+    };
     if !mounted {
         mount(Some(slots), slots, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| fail("bind", e))?;
     }
@@ -87,7 +90,7 @@ impl RuntimeBackend {
         let files = self.files(&key);
         let started = async {
             self.prepare_dirs(&files)?;
-            std::fs::create_dir_all(&files.slot).map_err(|e| io_err("cannot create", &files.slot, e))?;
+            std::fs::create_dir_all(&files.slot).map_err(IsolationError::io("cannot create", &files.slot))?;
             let (binds, args, mut env) =
                 spec::code_function(&files.slot, &self.dirs.agent, &files.sockets, &self.config.python);
             env.push("ILUVATAR_STANDBY=1".into());
