@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// An operation's failure that the protocol does not carry in-band: the variant is the
 /// status (gRPC and HTTP), the cause inside says what happened.
@@ -204,7 +205,10 @@ impl WorkerApi {
     }
 
     pub async fn register(&self, req: rpc::RegisterRequest) -> rpc::RegisterResponse {
-        match self.register_checked(req).await {
+        // Info level: registrations, prewarms and cleans are not the warm path, and their
+        // info events then carry the tid at the default level.
+        let span = tracing::info_span!("register", tid = %req.transaction_id);
+        match self.register_checked(req).instrument(span).await {
             Ok(fqdn) => rpc::RegisterResponse { success: true, fqdn, error: String::new() },
             Err(e) => rpc::RegisterResponse { success: false, fqdn: String::new(), error: e.to_string() },
         }
@@ -214,7 +218,6 @@ impl WorkerApi {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(ShuttingDown.into());
         }
-        let tid = req.transaction_id.clone();
         let spec = self.spec_from(req)?;
         let fqdn = spec.fqdn().0;
         let backend = self.backends.get(spec.isolation).cloned();
@@ -226,7 +229,7 @@ impl WorkerApi {
         if outcome == Registered::New {
             self.metrics.registrations.fetch_add(1, Ordering::Relaxed);
         }
-        tracing::info!(tid, fqdn, ?outcome, "registered");
+        tracing::info!(fqdn, ?outcome, "registered");
         Ok(fqdn)
     }
 
@@ -273,7 +276,13 @@ impl WorkerApi {
 
     pub async fn invoke(&self, req: rpc::InvokeRequest) -> rpc::InvokeResponse {
         match self.admit(&req.function_name, &req.function_version, req.json_args) {
-            Ok((spec, args)) => respond(self.invoker.invoke(spec, args, req.transaction_id).await),
+            Ok((spec, args)) => {
+                // The invocation's span: every hop below (queue, pool, backend, agent) is
+                // inside it, so their events carry the tid. Debug level: when off (the
+                // default info level), creating it is a level check, nothing allocated.
+                let span = tracing::debug_span!("invoke", tid = %req.transaction_id);
+                respond(self.invoker.invoke(spec, args, req.transaction_id).instrument(span).await)
+            }
             Err((kind, e)) => error_response(kind, &e.to_string(), ContainerState::Error, None),
         }
     }
@@ -310,11 +319,13 @@ impl WorkerApi {
         }
         let api = self.clone();
         let key = cookie.clone();
-        tokio::spawn(async move {
+        let span = tracing::debug_span!("invoke_async", tid = %req.transaction_id);
+        let work = async move {
             let response = respond(api.invoker.invoke(spec, args, req.transaction_id).await);
             let ready = api.env.now();
             api.async_results.lock().unwrap().insert(key, AsyncSlot::Done(response, ready));
-        });
+        };
+        tokio::spawn(work.instrument(span));
         Ok(rpc::InvokeAsyncResponse { lookup_cookie: cookie, success: true })
     }
 
@@ -360,8 +371,9 @@ impl WorkerApi {
             Err(e) => return fail(e.to_string()),
         };
         let pool = self.pool.clone();
+        let span = tracing::info_span!("prewarm", tid = %req.transaction_id);
         let work = tokio::spawn(async move {
-            match pool.acquire(&spec, &req.transaction_id, Acquire::Prewarm).await {
+            match pool.acquire(&spec, &req.transaction_id, Acquire::Prewarm).instrument(span).await {
                 Ok(lease) => {
                     let took = lease.cold_start.unwrap_or_default();
                     let message = format!("prewarmed a container for {} in {} us", spec.fqdn(), took.as_micros());
@@ -403,9 +415,10 @@ impl WorkerApi {
     /// midway cannot orphan the containers already taken out of the pool.
     pub async fn clean(&self, req: rpc::CleanRequest) -> rpc::CleanResponse {
         let pool = self.pool.clone();
-        let work = tokio::spawn(async move { pool.remove_idle().await });
+        let span = tracing::info_span!("clean", tid = %req.transaction_id);
+        let work = tokio::spawn(async move { pool.remove_idle().await }.instrument(span.clone()));
         let removed = work.await.unwrap_or(0);
-        tracing::info!(tid = req.transaction_id, removed, "clean");
+        span.in_scope(|| tracing::info!(removed, "clean"));
         rpc::CleanResponse {}
     }
 
@@ -538,3 +551,7 @@ fn respond(result: Result<Outcome, InvokeError>) -> rpc::InvokeResponse {
         Err(e) => error_response(e.kind(), &e.to_string(), ContainerState::Error, None),
     }
 }
+
+#[cfg(test)]
+#[path = "api_spans.rs"]
+mod spans;

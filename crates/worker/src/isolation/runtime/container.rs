@@ -8,6 +8,7 @@ use crate::isolation::{BoxFuture, CallRequest, CallResult, Container, CreateRequ
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Size of the tmpfs holding a container's socket: room for the socket, nothing to fill.
 const SOCKET_TMPFS: &str = "size=64k,nr_inodes=16,mode=0755";
@@ -51,7 +52,7 @@ impl RuntimeBackend {
             self.prepare_dirs(&files)?;
             let config = self.config_for(&req, source, &key, &files).await?;
             let loopback = matches!(source, Source::Code { network: true, .. });
-            self.boot(&id, req.tid, &files, config, req.spec.memory_mb, loopback).await
+            self.boot(&id, &files, config, req.spec.memory_mb, loopback).await
         };
         match started.await {
             Ok(c) => Ok(c),
@@ -148,7 +149,6 @@ impl RuntimeBackend {
     pub(super) async fn boot(
         &self,
         id: &str,
-        tid: &str,
         files: &Files,
         config: serde_json::Value,
         memory_mb: u64,
@@ -183,7 +183,7 @@ impl RuntimeBackend {
         };
         let t2 = self.clock.now();
         let (launch_us, agent_us) = ((t1 - t0).as_micros() as u64, (t2 - t1).as_micros() as u64);
-        tracing::debug!(tid, id, launch_us, agent_us, "container started");
+        tracing::debug!(launch_us, agent_us, "container started");
         let key = Self::key(id);
         Ok(RuntimeContainer {
             id: id.to_string(),
@@ -302,7 +302,7 @@ impl Container for RuntimeContainer {
                 id: self.id.clone(),
                 why: "an earlier call broke the connection to its agent".into(),
             })?;
-            match conn.call(req.args, req.tid).await {
+            match conn.call(req.args, req.tid).instrument(tracing::debug_span!("agent")).await {
                 Ok(r) => Ok(r),
                 Err(failure) => {
                     *guard = None;

@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The agent, built into the worker so that it is where the worker expects it.
 const AGENT_PY: &str = include_str!("../../../../../runtimes/python/agent.py");
@@ -409,11 +410,12 @@ impl IsolationBackend for RuntimeBackend {
         Box::pin(async move {
             let source = self.source(req.spec)?;
             if let Source::Code { dir, env, network: false } = &*source
-                && let Some(c) = self.take_standby(&req, &dir.proc_path(), env).await?
+                && let Some(c) =
+                    self.take_standby(&req, &dir.proc_path(), env).instrument(tracing::debug_span!("standby")).await?
             {
                 return Ok(Box::new(c) as Box<dyn Container>);
             }
-            let c = self.start_container(req, &source).await?;
+            let c = self.start_container(req, &source).instrument(tracing::debug_span!("start")).await?;
             Ok(Box::new(c) as Box<dyn Container>)
         })
     }

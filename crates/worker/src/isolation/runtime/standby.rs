@@ -11,6 +11,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tracing::Instrument;
 
 /// Started standby containers and whether a refill is running.
 #[derive(Default)]
@@ -62,7 +63,9 @@ impl RuntimeBackend {
             return;
         }
         let Some(me) = self.me.upgrade() else { return };
-        tokio::spawn(async move {
+        // Not part of the invocation that may have started it: a root span of its own.
+        let span = tracing::debug_span!(parent: None, "standby_refill");
+        let refill = async move {
             let pool = &me.standby;
             while !pool.closed.load(Ordering::SeqCst) && pool.ready.lock().unwrap().len() < me.config.standby {
                 match me.start_standby().await {
@@ -77,7 +80,8 @@ impl RuntimeBackend {
                 }
             }
             pool.refilling.store(false, Ordering::SeqCst);
-        });
+        };
+        tokio::spawn(refill.instrument(span));
     }
 
     async fn start_standby(&self) -> Result<RuntimeContainer, IsolationError> {
@@ -97,7 +101,7 @@ impl RuntimeBackend {
             let memory = self.config.standby_memory_mb;
             let (rootfs, cwd) = (self.dirs.rootfs.as_path(), "/tmp");
             let config = self.spec(&key, spec::Workload { rootfs, binds, args, env, cwd, memory_mb: memory, cpus: 1 });
-            self.boot(&id, "standby", &files, config, memory, false).await
+            self.boot(&id, &files, config, memory, false).await
         };
         match started.await {
             Ok(c) => Ok(c),
@@ -150,7 +154,7 @@ impl RuntimeBackend {
         let conn = guard.as_mut().ok_or("the standby container has no connection")?;
         match conn.load(env).await {
             Ok(import_ms) => {
-                tracing::debug!(tid = req.tid, container = c.id, import_ms, "standby container given a function");
+                tracing::debug!(standby = c.id, import_ms, "standby container given a function");
                 Ok(())
             }
             Err(Ok(fe)) => Err(format!("the function failed to import: {}: {}", fe.kind, fe.message)),
