@@ -115,7 +115,7 @@ pub enum IsolationError {
     },
     /// The backend's configuration cannot be used on this host.
     #[error("{0}")]
-    Config(String),
+    Config(Box<dyn std::error::Error + Send + Sync>),
     /// The worker lacks a resource right now (file descriptors, memory).
     #[error("the worker cannot open the path now: {0}")]
     Exhausted(#[source] std::io::Error),

@@ -109,7 +109,7 @@ impl RuntimeBackend {
                 // libcontainer resolves a bind's source by its path (canonicalize, then
                 // open_tree): the container binds the staged mount of the handle, never
                 // the registered path.
-                stage_code(code, &files.code).map_err(start_err)?;
+                stage_code(code, &files.code).map_err(|e| start_err(e.to_string()))?;
                 let (binds, args, mut env) =
                     spec::code_function(&files.code, &self.dirs.agent, &files.sockets, &self.config.python);
                 env.extend(extra_env.iter().cloned());
@@ -227,14 +227,17 @@ impl RuntimeBackend {
 
 /// Mounts the folder a handle holds at `stage`, read-only: the kernel follows the handle's
 /// `/proc/self/fd` link to the opened folder itself, whatever its path names now.
-fn stage_code(code: &roots::Handle, stage: &Path) -> Result<(), String> {
+fn stage_code(code: &roots::Handle, stage: &Path) -> Result<(), IsolationError> {
     use nix::mount::{MsFlags, mount};
-    std::fs::create_dir_all(stage).map_err(|e| format!("creating {}: {e}", stage.display()))?;
+    fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> IsolationError {
+        move |source| IsolationError::Sys { what: what.into(), source }
+    }
+    std::fs::create_dir_all(stage).map_err(IsolationError::io("creating", stage))?;
     let source = code.proc_path();
     mount(Some(&source), stage, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| format!("binding the function's folder: {e}"))?;
+        .map_err(sys("binding the function's folder"))?;
     let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount(None::<&str>, stage, None::<&str>, ro, None::<&str>).map_err(|e| format!("making it read-only: {e}"))
+    mount(None::<&str>, stage, None::<&str>, ro, None::<&str>).map_err(sys("making it read-only"))
 }
 
 /// Removes a container's files; its socket, slot and code directories are mount points

@@ -186,7 +186,7 @@ impl RuntimeBackend {
                 std::os::unix::fs::symlink(target, &p).map_err(IsolationError::io("cannot link", &p))?;
             }
         }
-        let seccomp = seccomp::load(&config.seccomp).map_err(IsolationError::Config)?;
+        let seccomp = seccomp::load(&config.seccomp).map_err(|e| IsolationError::Config(e.into()))?;
         if config.user_namespace {
             let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
             if max.trim() == "0" {
@@ -199,21 +199,21 @@ impl RuntimeBackend {
             // Below 65536 the range would hold the host's own users (0 would be root).
             let base = config.user_namespace_base;
             if base < 65536 || base.checked_add(65536).is_none() {
-                return Err(IsolationError::Config(format!(
+                return Err(IsolationError::Config(Box::from(format!(
                     "user_namespace_base {base} must be at least 65536 (the host's own ids lie below) \
                      and leave room for 65536 ids"
-                )));
+                ))));
             }
         }
-        let roots =
-            roots::Roots::new(&config.code_roots, state_dir, beyond_loopback).map_err(IsolationError::Config)?;
+        let roots = roots::Roots::new(&config.code_roots, state_dir, beyond_loopback)
+            .map_err(|e| IsolationError::Config(e.into()))?;
         let agent = dirs.agent.join("agent.py");
         std::fs::write(&agent, AGENT_PY).map_err(IsolationError::io("cannot write", &agent))?;
         if !Path::new(&config.python).exists() {
-            return Err(IsolationError::Config(format!(
+            return Err(IsolationError::Config(Box::from(format!(
                 "the runtime backend's python {} does not exist",
                 config.python
-            )));
+            ))));
         }
         // Container processes outlive the short-lived process that starts them; as their
         // subreaper the worker can reap them when it removes them.
@@ -224,7 +224,7 @@ impl RuntimeBackend {
         let note = base.join("cgroup_parent");
         std::fs::write(&note, &cgroup_parent).map_err(IsolationError::io("cannot write", &note))?;
         let images = image::ImageStore::new(base.join("images"), config.images.clone(), clock.clone())
-            .map_err(IsolationError::Config)?;
+            .map_err(|e| IsolationError::Config(e.into()))?;
         let images = std::sync::Arc::new(images);
         if config.standby > 0 {
             standby::share_slots(&dirs.slots)?;

@@ -6,12 +6,28 @@
 use super::container::{Files, RuntimeContainer};
 use super::{RuntimeBackend, cgroup, spec};
 use crate::isolation::agent::AgentFailure;
-use crate::isolation::{CreateRequest, IsolationError};
+use crate::isolation::{CreateRequest, FunctionError, IsolationError};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tracing::Instrument;
+
+/// Why a standby container could not be given a function (it is destroyed, and the cold
+/// start starts a container instead).
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    #[error(transparent)]
+    Mount(#[from] IsolationError),
+    #[error(transparent)]
+    Limits(#[from] cgroup::LimitError),
+    #[error("the standby container has no connection")]
+    NoConnection,
+    #[error("the function failed to import: {}: {}", .0.kind, .0.message)]
+    Import(FunctionError),
+    #[error("{0}")]
+    Agent(String),
+}
 
 /// Started standby containers and whether a refill is running.
 #[derive(Default)]
@@ -134,7 +150,7 @@ impl RuntimeBackend {
                 return Err(IsolationError::Start { id: req.container_id.to_string(), why });
             }
         };
-        tracing::warn!(tid = req.tid, container = c.id, why, "a standby container could not be used");
+        tracing::warn!(tid = req.tid, container = c.id, why = %why, "a standby container could not be used");
         let _ = self.destroy(c.id).await;
         Ok(None)
     }
@@ -145,31 +161,31 @@ impl RuntimeBackend {
         req: &CreateRequest<'_>,
         code: &Path,
         env: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), Unusable> {
         let files = self.files(&Self::key(&c.id));
         self.mount_read_only(code, &files)?;
         cgroup::set_limits(&c.cgroup_path, req.spec.memory_mb, req.spec.cpus)?;
         c.memory_mb = req.spec.memory_mb;
         let mut guard = c.conn.lock().await;
-        let conn = guard.as_mut().ok_or("the standby container has no connection")?;
+        let conn = guard.as_mut().ok_or(Unusable::NoConnection)?;
         match conn.load(env).await {
             Ok(import_ms) => {
                 tracing::debug!(standby = c.id, import_ms, "standby container given a function");
                 Ok(())
             }
-            Err(Ok(fe)) => Err(format!("the function failed to import: {}: {}", fe.kind, fe.message)),
-            Err(Err(AgentFailure::Closed(why) | AgentFailure::Protocol(why))) => Err(why),
+            Err(Ok(fe)) => Err(Unusable::Import(fe)),
+            Err(Err(AgentFailure::Closed(why) | AgentFailure::Protocol(why))) => Err(Unusable::Agent(why)),
         }
     }
 
     /// Mounts `code` read-only at the container's slot. The mount is made read-only before
     /// it reaches the slot, because a remount does not propagate to the container's copy.
-    fn mount_read_only(&self, code: &Path, files: &Files) -> Result<(), String> {
+    fn mount_read_only(&self, code: &Path, files: &Files) -> Result<(), IsolationError> {
         let stage = self.dirs.staging.join(files.slot.file_name().unwrap_or_default());
-        std::fs::create_dir_all(&stage).map_err(|e| format!("creating {}: {e}", stage.display()))?;
+        std::fs::create_dir_all(&stage).map_err(IsolationError::io("creating", &stage))?;
         let result = (|| {
-            fn err(what: &'static str) -> impl Fn(nix::Error) -> String {
-                move |e| format!("{what}: {e}")
+            fn err(what: &'static str) -> impl Fn(nix::Error) -> IsolationError {
+                move |source| IsolationError::Sys { what: what.into(), source }
             }
             mount(Some(code), &stage, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(err("binding the code"))?;
             let ro =
