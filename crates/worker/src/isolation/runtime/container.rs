@@ -1,7 +1,7 @@
 //! One container's life: its files, its launch (by a launcher process), the wait for its
 //! agent, its calls, and its removal.
 
-use super::launcher::{LaunchError, Request, reap};
+use super::launcher::{Request, reap};
 use super::{RuntimeBackend, Source, cgroup, log_tail, roots, spec};
 use crate::isolation::agent::{AgentConnection, AgentFailure};
 use crate::isolation::{BoxFuture, CallRequest, CallResult, Container, CreateRequest, IsolationError};
@@ -204,7 +204,7 @@ impl RuntimeBackend {
         let req = Request::Delete { root: self.dirs.root.clone(), id: id.clone() };
         let limit = Duration::from_millis(self.config.start_timeout_ms);
         let mut deleted = self.launchers.request(&req, limit).await;
-        if let Err(LaunchError::Failed(_)) = deleted {
+        if deleted.as_ref().is_err_and(|e| e.may_retry()) {
             // The launcher died under this request: a delete can be repeated, by a new one.
             deleted = self.launchers.request(&req, limit).await;
         }
