@@ -1,5 +1,6 @@
-//! The worker's side of the agent protocol: one persistent Unix-socket connection per
-//! container, one JSON request per line, one JSON response per line.
+//! The worker's side of the agent protocol, for any backend whose containers run the agent:
+//! one persistent Unix-socket connection per container, one JSON request per line, one
+//! JSON response per line.
 //!
 //! Request `{"args": {...}, "tid": "..."}`; response `{"ok": true, "result": VALUE,
 //! "start_us", "end_us", "first_call"}` or `{"ok": false, "error": {"kind", "message",
@@ -15,9 +16,9 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Largest response line accepted: a result past the largest payload every hop accepts
 /// (plus room for the response's other fields) is refused, not buffered without end.
-pub const MAX_RESPONSE_BYTES: usize = iluvatar_rpc::MAX_PAYLOAD_BYTES + 4096;
+pub(crate) const MAX_RESPONSE_BYTES: usize = iluvatar_rpc::MAX_PAYLOAD_BYTES + 4096;
 
-pub struct AgentConnection {
+pub(crate) struct AgentConnection {
     /// The process at the other end, as the kernel says.
     peer_pid: Option<i32>,
     reader: BufReader<OwnedReadHalf>,
@@ -42,7 +43,7 @@ struct Response<'a> {
 
 /// Why a call got no answer.
 #[derive(Debug)]
-pub enum AgentFailure {
+pub(crate) enum AgentFailure {
     /// The connection closed or failed: the agent process is gone or broken.
     Closed(String),
     /// The agent answered something that is not the protocol.
