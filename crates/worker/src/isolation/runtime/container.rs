@@ -253,24 +253,34 @@ pub(super) fn remove_files(files: &Files) {
     let _ = std::fs::remove_file(&files.log);
 }
 
+/// Why a started container's agent could not be reached.
+#[derive(Debug, thiserror::Error)]
+enum NotListening {
+    #[error("connecting to the agent failed: {0}")]
+    Connect(std::io::Error),
+    #[error("the socket's peer is process {peer:?}, not the container's agent ({pid})")]
+    WrongPeer { peer: Option<i32>, pid: i32 },
+    #[error("the agent exited before listening")]
+    Exited,
+}
+
 /// Waits until the agent's socket appears and accepts a connection, or the process exits.
 /// A function cannot redirect the worker to another socket of the host: a link at the path is
 /// never followed, and the peer of the connection must be the container's own process (which
 /// also covers a link swapped in between the check and the connect).
-async fn wait_for_agent(socket: &Path, pid: i32) -> Result<AgentConnection, String> {
+async fn wait_for_agent(socket: &Path, pid: i32) -> Result<AgentConnection, NotListening> {
     loop {
         // Only a socket itself, never a link a function planted to point elsewhere.
         let is_socket = std::fs::symlink_metadata(socket).is_ok_and(|m| m.file_type().is_socket());
         if is_socket {
-            let conn =
-                AgentConnection::connect(socket).await.map_err(|e| format!("connecting to the agent failed: {e}"))?;
+            let conn = AgentConnection::connect(socket).await.map_err(NotListening::Connect)?;
             return match conn.peer_pid() {
                 Some(p) if p == pid => Ok(conn),
-                other => Err(format!("the socket's peer is process {other:?}, not the container's agent ({pid})")),
+                peer => Err(NotListening::WrongPeer { peer, pid }),
             };
         }
         if !process_alive(pid) {
-            return Err("the agent exited before listening".into());
+            return Err(NotListening::Exited);
         }
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
