@@ -32,6 +32,11 @@ pub mod isolation {
         BACKENDS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
     }
 
+    /// The name of a backend this implementation has, by its bit.
+    pub fn backend_name(flag: u32) -> Option<&'static str> {
+        BACKENDS.iter().find(|(_, f)| *f == flag).map(|(n, _)| *n)
+    }
+
     /// The name of a bit: one of [`BACKENDS`], else one of [`PROTOCOL_ONLY`], else its
     /// hexadecimal value.
     pub fn name(flag: u32) -> String {
@@ -62,8 +67,10 @@ pub mod isolation {
             for (n, f) in BACKENDS {
                 assert_eq!(flag(n), Some(f));
                 assert_eq!(name(f), n);
+                assert_eq!(backend_name(f), Some(n));
             }
             assert_eq!(flag("containerd"), None, "only backends this implementation has");
+            assert_eq!(backend_name(CONTAINERD), None);
             assert_eq!(name(CONTAINERD), "containerd");
             assert_eq!(name(64), "0x40");
             assert_eq!(defined_bits(), CONTAINERD | DOCKER | RUNTIME | SIM);

@@ -3,7 +3,8 @@
 //!
 //! Adding a backend: a module implementing [`IsolationBackend`] whose config type
 //! implements [`BackendFactory`], its name and bit in `iluvatar_rpc::isolation::BACKENDS`,
-//! and one line in the `backends!` list below.
+//! and one line in the `backends!` list below (variant, config type, bit; the variant's
+//! snake-case name must be the table's name, which a test checks).
 
 use super::{BackendContext, BackendFactory, IsolationBackend, IsolationError, runtime, sim};
 use iluvatar_rpc::isolation as bits;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 /// Writes the config enum (one variant per backend, its `type` the variant's snake-case
 /// name) and the dispatch of `build` to each config's factory.
 macro_rules! backends {
-    ($($(#[$doc:meta])* $variant:ident($config:ty),)*) => {
+    ($($(#[$doc:meta])* $variant:ident($config:ty) = $flag:expr,)*) => {
         /// A backend in config: `[[isolation.backends]] type = "sim"`.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -27,14 +28,26 @@ macro_rules! backends {
                     $(BackendConfig::$variant(c) => c.build(ctx),)*
                 }
             }
+
+            /// The bit of the backend this config builds.
+            pub fn flag(&self) -> u32 {
+                match self {
+                    $(BackendConfig::$variant(_) => $flag,)*
+                }
+            }
+
+            /// Every backend, with its default config.
+            pub fn every_default() -> Vec<BackendConfig> {
+                vec![$(BackendConfig::$variant(<$config>::default()),)*]
+            }
         }
     };
 }
 
 backends! {
     /// Real containers through the embedded OCI runtime (libcontainer).
-    Runtime(runtime::RuntimeConfig),
-    Sim(sim::SimConfig),
+    Runtime(runtime::RuntimeConfig) = bits::RUNTIME,
+    Sim(sim::SimConfig) = bits::SIM,
 }
 
 /// The backends a worker offers, the first being the default.
@@ -117,11 +130,15 @@ mod tests {
     }
 
     #[test]
-    fn every_config_names_a_backend_in_the_rpc_table() {
-        let b = sim_only();
-        for backend in b.all() {
-            assert_eq!(bits::flag(backend.name()), Some(backend.flag()));
+    fn every_config_type_is_its_name_in_the_rpc_table() {
+        let all = BackendConfig::every_default();
+        assert_eq!(all.len(), bits::BACKENDS.len(), "every backend in the table is registered here");
+        for config in all {
+            let written = serde_json::to_value(&config).unwrap();
+            assert_eq!(written["type"].as_str(), bits::backend_name(config.flag()), "{written}");
         }
-        assert_eq!(bits::flag("runtime"), Some(bits::RUNTIME));
+        let b = sim_only();
+        assert_eq!(b.all()[0].name(), "sim");
+        assert_eq!(b.all()[0].flag(), BackendConfig::Sim(Default::default()).flag());
     }
 }

@@ -64,10 +64,13 @@ pub trait Container: Send + Sync {
 }
 
 pub trait IsolationBackend: Send + Sync {
-    /// The name users give it (`--isolation NAME`).
-    fn name(&self) -> &'static str;
     /// Its bit in `RegisterRequest.isolate`.
     fn flag(&self) -> u32;
+    /// The name users give it (`--isolation NAME`), from the one name-to-bit table
+    /// (`iluvatar_rpc::isolation::BACKENDS`).
+    fn name(&self) -> &'static str {
+        iluvatar_rpc::isolation::backend_name(self.flag()).unwrap_or("unnamed")
+    }
     /// Checks at registration that the function's image or code reference can be used.
     fn check_reference(&self, spec: &FunctionSpec) -> Result<(), IsolationError>;
     /// Called once a registration is stored, and for every stored one at start: the backend

@@ -142,10 +142,6 @@ impl Durations {
 }
 
 impl IsolationBackend for SimBackend {
-    fn name(&self) -> &'static str {
-        "sim"
-    }
-
     fn flag(&self) -> u32 {
         iluvatar_rpc::isolation::SIM
     }

@@ -234,10 +234,6 @@ impl RuntimeBackend {
 }
 
 impl IsolationBackend for RuntimeBackend {
-    fn name(&self) -> &'static str {
-        "runtime"
-    }
-
     fn flag(&self) -> u32 {
         iluvatar_rpc::isolation::RUNTIME
     }
