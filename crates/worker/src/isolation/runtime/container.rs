@@ -345,7 +345,7 @@ impl RuntimeContainer {
                 let state = if process_alive(self.pid) { "its agent is still running" } else { "its agent exited" };
                 format!("{why} ({state}); its output: {}", log_tail(&self.log_path, 1000))
             }
-            AgentFailure::Protocol(why) => why,
+            AgentFailure::Protocol(why) => why.to_string(),
         };
         IsolationError::Broken { id: self.id.clone(), why }
     }

@@ -25,8 +25,8 @@ enum Unusable {
     NoConnection,
     #[error("the function failed to import: {}: {}", .0.kind, .0.message)]
     Import(FunctionError),
-    #[error("{0}")]
-    Agent(String),
+    #[error(transparent)]
+    Agent(AgentFailure),
 }
 
 /// Started standby containers and whether a refill is running.
@@ -174,7 +174,7 @@ impl RuntimeBackend {
                 Ok(())
             }
             Err(Ok(fe)) => Err(Unusable::Import(fe)),
-            Err(Err(AgentFailure::Closed(why) | AgentFailure::Protocol(why))) => Err(Unusable::Agent(why)),
+            Err(Err(failure)) => Err(Unusable::Agent(failure)),
         }
     }
 
