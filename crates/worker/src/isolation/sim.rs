@@ -149,7 +149,7 @@ impl IsolationBackend for SimBackend {
     fn check_reference(&self, spec: &FunctionSpec) -> Result<(), IsolationError> {
         if spec.image.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(IsolationError::BadReference {
-                backend: "sim",
+                backend: self.name(),
                 reference: spec.image.clone(),
                 why: "a reference may not contain whitespace or control characters".into(),
             });
