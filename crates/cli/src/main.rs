@@ -69,7 +69,7 @@ enum Command {
         /// CPUs.
         #[arg(long, default_value_t = 1)]
         cpu: u32,
-        /// Isolation backend: containerd, docker, runtime or sim; the worker's default if unset.
+        /// Isolation backend: runtime or sim; the worker's default if unset.
         #[arg(long)]
         isolation: Option<String>,
         /// Language of a code function: python3 or none.
@@ -119,14 +119,10 @@ fn tid() -> String {
 }
 
 fn isolation_flag(name: &str) -> anyhow::Result<u32> {
-    use rpc::isolation::*;
-    Ok(match name {
-        "containerd" => CONTAINERD,
-        "docker" => DOCKER,
-        "runtime" => RUNTIME,
-        "sim" => SIM,
-        other => bail!("unknown isolation {other:?}; valid: containerd, docker, runtime, sim"),
-    })
+    match rpc::isolation::flag(name) {
+        Some(flag) => Ok(flag),
+        None => bail!("unknown isolation {name:?}; valid: {}", rpc::isolation::names()),
+    }
 }
 
 fn build_args(a: &Arguments) -> anyhow::Result<String> {

@@ -10,13 +10,74 @@ tonic::include_proto!("iluvatar_rpc");
 pub mod auth;
 pub mod json_result;
 
-/// Bit flags of `RegisterRequest.isolate`. The first two are the public protocol's; the
-/// others are this implementation's own backends.
+/// Bit flags of `RegisterRequest.isolate`, and the one table of backend names.
+///
+/// `CONTAINERD` and `DOCKER` are the public protocol's bits; no backend of this
+/// implementation answers to them (a registration naming them is told so). `RUNTIME` and
+/// `SIM` are this implementation's own backends, the only ones in [`BACKENDS`].
 pub mod isolation {
     pub const CONTAINERD: u32 = 1;
     pub const DOCKER: u32 = 2;
     pub const RUNTIME: u32 = 16;
     pub const SIM: u32 = 32;
+
+    /// The backends this implementation has: the name users give (`--isolation NAME`,
+    /// `type = "NAME"` in a worker's config) and its bit. The worker and the CLI both use it.
+    pub const BACKENDS: [(&str, u32); 2] = [("runtime", RUNTIME), ("sim", SIM)];
+
+    /// Bits the public protocol defines for backends of other implementations.
+    pub const PROTOCOL_ONLY: [(&str, u32); 2] = [("containerd", CONTAINERD), ("docker", DOCKER)];
+
+    /// The bit of a backend this implementation has, by name.
+    pub fn flag(name: &str) -> Option<u32> {
+        BACKENDS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    /// The name of a backend this implementation has, by its bit.
+    pub fn backend_name(flag: u32) -> Option<&'static str> {
+        BACKENDS.iter().find(|(_, f)| *f == flag).map(|(n, _)| *n)
+    }
+
+    /// The name of a bit: one of [`BACKENDS`], else one of [`PROTOCOL_ONLY`], else its
+    /// hexadecimal value.
+    pub fn name(flag: u32) -> String {
+        BACKENDS
+            .iter()
+            .chain(PROTOCOL_ONLY.iter())
+            .find(|(_, f)| *f == flag)
+            .map(|(n, _)| n.to_string())
+            .unwrap_or_else(|| format!("{flag:#x}"))
+    }
+
+    /// Every bit the protocol defines a meaning for.
+    pub fn defined_bits() -> u32 {
+        BACKENDS.iter().chain(PROTOCOL_ONLY.iter()).fold(0, |acc, (_, f)| acc | f)
+    }
+
+    /// `runtime, sim`: the names of [`BACKENDS`], for messages.
+    pub fn names() -> String {
+        BACKENDS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn names_and_bits_round_trip() {
+            for (n, f) in BACKENDS {
+                assert_eq!(flag(n), Some(f));
+                assert_eq!(name(f), n);
+                assert_eq!(backend_name(f), Some(n));
+            }
+            assert_eq!(flag("containerd"), None, "only backends this implementation has");
+            assert_eq!(backend_name(CONTAINERD), None);
+            assert_eq!(name(CONTAINERD), "containerd");
+            assert_eq!(name(64), "0x40");
+            assert_eq!(defined_bits(), CONTAINERD | DOCKER | RUNTIME | SIM);
+            assert_eq!(names(), "runtime, sim");
+        }
+    }
 }
 
 /// Bit flags of `RegisterRequest.compute`.

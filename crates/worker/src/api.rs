@@ -5,10 +5,10 @@
 use crate::config::WorkerConfig;
 use crate::env::HostStats;
 use crate::invoker::{InvokeError, Invoker, InvokerSettings, Outcome};
-use crate::isolation::{BackendContext, Backends};
+use crate::isolation::{BackendContext, Backends, ChooseError, IsolationError};
 use crate::metrics::{Gauges, Metrics};
 use crate::pool::{Acquire, ContainerPool, PoolPolicies};
-use crate::registry::{Registered, Registry};
+use crate::registry::{Registered, Registry, RegistryError};
 use iluvatar_core::{ContainerState, Env, Fqdn, FunctionSpec, Language, SpecError};
 use iluvatar_rpc as rpc;
 use iluvatar_rpc::json_result;
@@ -17,26 +17,74 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
+/// An operation's failure that the protocol does not carry in-band: the variant is the
+/// status (gRPC and HTTP), the cause inside says what happened.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    ResourceExhausted(String),
+    #[error(transparent)]
+    NotFound(NotRegistered),
+    #[error(transparent)]
+    InvalidArgument(BadArgs),
+    #[error(transparent)]
+    Unavailable(ShuttingDown),
+    #[error(transparent)]
+    ResourceExhausted(TooManyAsync),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("function {name:?} version {version:?} is not registered (fqdn {fqdn}); register it first")]
+pub struct NotRegistered {
+    pub name: String,
+    pub version: String,
+    pub fqdn: Fqdn,
+}
+
+/// Why an invocation's `json_args` is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BadArgs {
+    #[error("json_args is {len} bytes, over the largest payload of {max} bytes", max = rpc::MAX_PAYLOAD_BYTES)]
+    TooLarge { len: usize },
+    #[error("json_args must be a JSON object, got {0:?}")]
+    NotObject(String),
+    #[error("json_args is not valid JSON ({source}): {text:?}")]
+    NotJson { source: serde_json::Error, text: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the worker is shutting down")]
+pub struct ShuttingDown;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{pending} async results are waiting to be collected (the limit); collect some with invoke_async_check")]
+pub struct TooManyAsync {
+    pub pending: usize,
+}
+
+/// Why a registration is refused (answered in-band, as its message).
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    ShuttingDown(#[from] ShuttingDown),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Backend(#[from] ChooseError),
+    #[error(transparent)]
+    Reference(#[from] IsolationError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
+        let message = e.to_string();
         match e {
-            ApiError::NotFound(m) => tonic::Status::not_found(m),
-            ApiError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
-            ApiError::Unavailable(m) => tonic::Status::unavailable(m),
-            ApiError::ResourceExhausted(m) => tonic::Status::resource_exhausted(m),
+            ApiError::NotFound(_) => tonic::Status::not_found(message),
+            ApiError::InvalidArgument(_) => tonic::Status::invalid_argument(message),
+            ApiError::Unavailable(_) => tonic::Status::unavailable(message),
+            ApiError::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
         }
     }
 }
@@ -158,43 +206,46 @@ impl WorkerApi {
     }
 
     pub async fn register(&self, req: rpc::RegisterRequest) -> rpc::RegisterResponse {
-        let fail = |error: String| rpc::RegisterResponse { success: false, fqdn: String::new(), error };
-        if self.shutting_down.load(Ordering::Relaxed) {
-            return fail("the worker is shutting down".into());
-        }
-        let tid = req.transaction_id.clone();
-        let spec = match self.spec_from(req) {
-            Ok(spec) => spec,
-            Err(e) => return fail(e),
-        };
-        let fqdn = spec.fqdn().0;
-        let backend = self.backends.get(spec.isolation).cloned();
-        match self.registry.register(spec.clone()).await {
-            Ok(outcome) => {
-                // The backend keeps what it checked (an opened folder) for the function's life.
-                if let Some(Err(e)) = backend.map(|b| b.registered(&spec)) {
-                    return fail(e.to_string());
-                }
-                if outcome == Registered::New {
-                    self.metrics.registrations.fetch_add(1, Ordering::Relaxed);
-                }
-                tracing::info!(tid, fqdn, ?outcome, "registered");
-                rpc::RegisterResponse { success: true, fqdn, error: String::new() }
-            }
-            Err(e) => fail(e.to_string()),
+        // Info level: registrations, prewarms and cleans are not the warm path, and their
+        // info events then carry the tid at the default level.
+        let span = tracing::info_span!("register", tid = %req.transaction_id);
+        match self.register_checked(req).instrument(span).await {
+            Ok(fqdn) => rpc::RegisterResponse { success: true, fqdn, error: String::new() },
+            Err(e) => rpc::RegisterResponse { success: false, fqdn: String::new(), error: e.to_string() },
         }
     }
 
+    async fn register_checked(&self, req: rpc::RegisterRequest) -> Result<String, RegisterError> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(ShuttingDown.into());
+        }
+        let spec = self.spec_from(req)?;
+        let fqdn = spec.fqdn().0;
+        let backend = self.backends.get(spec.isolation).cloned();
+        let outcome = self.registry.register(spec.clone()).await?;
+        // The backend keeps what it checked (an opened folder) for the function's life.
+        if let Some(b) = backend {
+            b.registered(&spec)?;
+        }
+        if outcome == Registered::New {
+            self.metrics.registrations.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(fqdn, ?outcome, "registered");
+        Ok(fqdn)
+    }
+
     /// Turns a registration into a checked spec, or says what is wrong with it.
-    fn spec_from(&self, r: rpc::RegisterRequest) -> Result<FunctionSpec, String> {
+    fn spec_from(&self, r: rpc::RegisterRequest) -> Result<FunctionSpec, RegisterError> {
         let limits = self.config.spec_limits();
-        let memory_mb = u64::try_from(r.memory).ok().filter(|m| *m > 0).ok_or_else(|| {
-            SpecError::Memory { got: r.memory, min: limits.min_memory_mb, max: limits.max_memory_mb }.to_string()
+        let memory_mb = u64::try_from(r.memory).ok().filter(|m| *m > 0).ok_or(SpecError::Memory {
+            got: r.memory,
+            min: limits.min_memory_mb,
+            max: limits.max_memory_mb,
         })?;
         let language = match r.language {
             0 => Language::NoLang,
             1 => Language::Python3,
-            x => return Err(SpecError::Language(x).to_string()),
+            x => return Err(SpecError::Language(x).into()),
         };
         let backend = self.backends.choose(r.isolate)?.clone();
         let spec = FunctionSpec {
@@ -211,8 +262,8 @@ impl WorkerApi {
             resource_timings_json: r.resource_timings_json,
             system_function: r.system_function,
         };
-        spec.validate(&limits).map_err(|e| e.to_string())?;
-        backend.check_reference(&spec).map_err(|e| e.to_string())?;
+        spec.validate(&limits)?;
+        backend.check_reference(&spec)?;
         Ok(spec)
     }
 
@@ -220,15 +271,19 @@ impl WorkerApi {
     fn lookup(&self, name: &str, version: &str) -> Result<Arc<FunctionSpec>, ApiError> {
         let fqdn = Fqdn::new(name, version);
         self.registry.get(fqdn.as_str()).ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "function {name:?} version {version:?} is not registered (fqdn {fqdn}); register it first"
-            ))
+            ApiError::NotFound(NotRegistered { name: name.to_string(), version: version.to_string(), fqdn })
         })
     }
 
     pub async fn invoke(&self, req: rpc::InvokeRequest) -> rpc::InvokeResponse {
         match self.admit(&req.function_name, &req.function_version, req.json_args) {
-            Ok((spec, args)) => respond(self.invoker.invoke(spec, args, req.transaction_id).await),
+            Ok((spec, args)) => {
+                // The invocation's span: every hop below (queue, pool, backend, agent) is
+                // inside it, so their events carry the tid. Debug level: when off (the
+                // default info level), creating it is a level check, nothing allocated.
+                let span = tracing::debug_span!("invoke", tid = %req.transaction_id);
+                respond(self.invoker.invoke(spec, args, req.transaction_id).instrument(span).await)
+            }
             Err((kind, e)) => error_response(kind, &e.to_string(), ContainerState::Error, None),
         }
     }
@@ -242,7 +297,7 @@ impl WorkerApi {
         json_args: String,
     ) -> Result<(Arc<FunctionSpec>, String), (&'static str, ApiError)> {
         if self.shutting_down.load(Ordering::Relaxed) {
-            return Err(("shutting_down", ApiError::Unavailable("the worker is shutting down".into())));
+            return Err(("shutting_down", ApiError::Unavailable(ShuttingDown)));
         }
         let spec = self.lookup(name, version).map_err(|e| ("not_registered", e))?;
         let args = check_args(json_args).map_err(|e| ("bad_arguments", e))?;
@@ -259,20 +314,19 @@ impl WorkerApi {
         {
             let mut results = self.async_results.lock().unwrap();
             if results.len() >= self.config.invoker.max_pending_async {
-                return Err(ApiError::ResourceExhausted(format!(
-                    "{} async results are waiting to be collected (the limit); collect some with invoke_async_check",
-                    results.len()
-                )));
+                return Err(ApiError::ResourceExhausted(TooManyAsync { pending: results.len() }));
             }
             results.insert(cookie.clone(), AsyncSlot::Pending);
         }
         let api = self.clone();
         let key = cookie.clone();
-        tokio::spawn(async move {
+        let span = tracing::debug_span!("invoke_async", tid = %req.transaction_id);
+        let work = async move {
             let response = respond(api.invoker.invoke(spec, args, req.transaction_id).await);
             let ready = api.env.now();
             api.async_results.lock().unwrap().insert(key, AsyncSlot::Done(response, ready));
-        });
+        };
+        tokio::spawn(work.instrument(span));
         Ok(rpc::InvokeAsyncResponse { lookup_cookie: cookie, success: true })
     }
 
@@ -317,8 +371,9 @@ impl WorkerApi {
             Err(e) => return fail(e.to_string()),
         };
         let pool = self.pool.clone();
+        let span = tracing::info_span!("prewarm", tid = %req.transaction_id);
         let work = tokio::spawn(async move {
-            match pool.acquire(&spec, &req.transaction_id, Acquire::Prewarm).await {
+            match pool.acquire(&spec, &req.transaction_id, Acquire::Prewarm).instrument(span).await {
                 Ok(lease) => {
                     let took = lease.cold_start.unwrap_or_default();
                     let message = format!("prewarmed a container for {} in {} us", spec.fqdn(), took.as_micros());
@@ -360,9 +415,10 @@ impl WorkerApi {
     /// midway cannot orphan the containers already taken out of the pool.
     pub async fn clean(&self, req: rpc::CleanRequest) -> rpc::CleanResponse {
         let pool = self.pool.clone();
-        let work = tokio::spawn(async move { pool.remove_idle().await });
+        let span = tracing::info_span!("clean", tid = %req.transaction_id);
+        let work = tokio::spawn(async move { pool.remove_idle().await }.instrument(span.clone()));
         let removed = work.await.unwrap_or(0);
-        tracing::info!(tid = req.transaction_id, removed, "clean");
+        span.in_scope(|| tracing::info!(removed, "clean"));
         rpc::CleanResponse {}
     }
 
@@ -409,11 +465,7 @@ impl WorkerApi {
 /// Arguments must be a JSON object; empty means `{}`.
 fn check_args(json_args: String) -> Result<String, ApiError> {
     if json_args.len() > rpc::MAX_PAYLOAD_BYTES {
-        return Err(ApiError::InvalidArgument(format!(
-            "json_args is {} bytes, over the largest payload of {} bytes",
-            json_args.len(),
-            rpc::MAX_PAYLOAD_BYTES
-        )));
+        return Err(ApiError::InvalidArgument(BadArgs::TooLarge { len: json_args.len() }));
     }
     if json_args.trim().is_empty() {
         return Ok("{}".into());
@@ -421,8 +473,8 @@ fn check_args(json_args: String) -> Result<String, ApiError> {
     // Checks the syntax without building a value; the first character tells the type.
     match serde_json::from_str::<serde::de::IgnoredAny>(&json_args) {
         Ok(_) if json_args.trim_start().starts_with('{') => Ok(json_args),
-        Ok(_) => Err(ApiError::InvalidArgument(format!("json_args must be a JSON object, got {json_args:?}"))),
-        Err(e) => Err(ApiError::InvalidArgument(format!("json_args is not valid JSON ({e}): {json_args:?}"))),
+        Ok(_) => Err(ApiError::InvalidArgument(BadArgs::NotObject(json_args))),
+        Err(source) => Err(ApiError::InvalidArgument(BadArgs::NotJson { source, text: json_args })),
     }
 }
 
@@ -469,3 +521,7 @@ fn respond(result: Result<Outcome, InvokeError>) -> rpc::InvokeResponse {
         Err(e) => error_response(e.kind(), &e.to_string(), ContainerState::Error, None),
     }
 }
+
+#[cfg(test)]
+#[path = "api_spans.rs"]
+mod spans;

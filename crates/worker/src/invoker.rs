@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot, watch};
+use tracing::Instrument;
 
 /// A finished invocation.
 #[derive(Debug, Clone)]
@@ -63,6 +64,9 @@ struct Job {
     tid: String,
     arrival: Duration,
     reply: oneshot::Sender<Result<Outcome, InvokeError>>,
+    /// The job's span (a child of the caller's, which carries the tid): the task that runs
+    /// the job may be another invocation's.
+    span: tracing::Span,
 }
 
 struct QueueState {
@@ -136,7 +140,8 @@ impl Invoker {
         let (reply, outcome) = oneshot::channel();
         let fqdn: Arc<str> = spec.fqdn().0.into();
         let name = fqdn.clone();
-        let job = Job { spec, fqdn: fqdn.clone(), args, tid, arrival: self.env.now(), reply };
+        let span = tracing::debug_span!("queue", fqdn = %fqdn);
+        let job = Job { spec, fqdn: fqdn.clone(), args, tid, arrival: self.env.now(), reply, span };
         {
             let mut s = self.state.lock().unwrap();
             if s.closed {
@@ -162,8 +167,8 @@ impl Invoker {
     /// given back when the queue is empty.
     async fn run_chain(self: Arc<Self>, mut job: Job) {
         loop {
-            let result = self.execute(&job).await;
-            self.record(&job, &result);
+            let result = self.execute(&job).instrument(job.span.clone()).await;
+            job.span.in_scope(|| self.record(&job, &result));
             let _ = job.reply.send(result);
             let next = {
                 let mut s = self.state.lock().unwrap();
@@ -192,8 +197,9 @@ impl Invoker {
         let dequeued = self.env.now();
         let lease = self.pool.acquire_for(&job.spec, &job.fqdn, &job.tid, Acquire::Invoke).await?;
         let acquired = self.env.now();
-        let call =
-            tokio::time::timeout(self.timeout, lease.container().call(CallRequest { args: &job.args, tid: &job.tid }));
+        let span = tracing::debug_span!("call", container = lease.container().id());
+        let call = lease.container().call(CallRequest { args: &job.args, tid: &job.tid }).instrument(span);
+        let call = tokio::time::timeout(self.timeout, call);
         let result = tokio::select! {
             r = call => Some(r),
             _ = abort.wait_for(|a| *a) => None,

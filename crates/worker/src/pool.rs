@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -152,9 +153,19 @@ impl ContainerPool {
         tid: &str,
         kind: Acquire,
     ) -> Result<Lease, PoolError> {
+        self.acquire_in_span(spec, fqdn, tid, kind).instrument(tracing::debug_span!("acquire")).await
+    }
+
+    async fn acquire_in_span(
+        &self,
+        spec: &FunctionSpec,
+        fqdn: &Arc<str>,
+        tid: &str,
+        kind: Acquire,
+    ) -> Result<Lease, PoolError> {
         let backend = self.backends.get(spec.isolation).cloned().ok_or_else(|| PoolError::NoBackend {
             fqdn: fqdn.to_string(),
-            backend: crate::isolation::flag_name(spec.isolation),
+            backend: iluvatar_rpc::isolation::name(spec.isolation),
         })?;
         let started = self.env.now();
         loop {
@@ -261,13 +272,14 @@ impl ContainerPool {
     ) -> Result<Lease, PoolError> {
         let container_id = format!("{fqdn}-{}-{id}", self.boot_id);
         let t0 = self.env.now();
-        let created = backend.create(CreateRequest { spec, container_id: &container_id, tid }).await;
+        let span = tracing::debug_span!("create", backend = backend.name(), container = %container_id);
+        let created = backend.create(CreateRequest { spec, container_id: &container_id, tid }).instrument(span).await;
         let took = self.env.now().saturating_sub(t0);
         match created {
             Ok(handle) => {
                 self.metrics.cold_starts.fetch_add(1, Relaxed);
                 self.metrics.cold_start.observe_us(took.as_micros() as u64);
-                tracing::debug!(tid, container_id, took_us = took.as_micros() as u64, "cold start");
+                tracing::debug!(took_us = took.as_micros() as u64, "cold start");
                 let entry =
                     Entry { id, fqdn, memory_mb: spec.memory_mb, backend, handle, uses: 0, last_used: self.env.now() };
                 Ok(Lease { entry, state: ContainerState::Cold, cold_start: Some(took) })
@@ -418,11 +430,13 @@ impl ContainerPool {
         }
         let removals = self.removals.clone();
         removals.running.fetch_add(1, Relaxed);
-        Some(tokio::spawn(async move {
+        // In the span of whatever asked (an invocation's, for a container that broke).
+        let work = async move {
             remove_all(entries).await;
             removals.running.fetch_sub(1, Relaxed);
             removals.done.notify_waiters();
-        }))
+        };
+        Some(tokio::spawn(work.in_current_span()))
     }
 
     /// Removes containers and waits for it; a caller dropped midway leaves the removal
@@ -455,12 +469,14 @@ async fn remove_all(entries: Vec<Entry>) {
     let removals: Vec<_> = entries
         .into_iter()
         .map(|e| {
-            tokio::spawn(async move {
+            let span = tracing::debug_span!("remove", backend = e.backend.name(), container = e.handle.id());
+            let work = async move {
                 let id = e.handle.id().to_string();
                 if let Err(error) = e.backend.remove(e.handle).await {
                     tracing::warn!(container = id, %error, "removing a container failed");
                 }
-            })
+            };
+            tokio::spawn(work.instrument(span))
         })
         .collect();
     for r in removals {

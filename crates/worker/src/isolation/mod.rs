@@ -1,8 +1,18 @@
-//! Isolation backends: the trait every backend implements, the config enum that builds
-//! them, and the set a worker offers. Nobody downcasts a backend; capabilities are methods.
+//! Isolation backends: the traits every backend implements, the requests they take and the
+//! errors they answer. Nobody downcasts a backend; capabilities are methods.
+//!
+//! The backends are registered in one place, [`backends`] (the config enum, its factory and
+//! the set a worker offers); the agent client ([`agent`]) and the image store ([`image`]) are
+//! for any backend to use.
 
+pub(crate) mod agent;
+pub mod backends;
+pub(crate) mod image;
+pub(crate) mod naming;
 pub mod runtime;
 pub mod sim;
+
+pub use backends::{BackendConfig, Backends, ChooseError};
 
 use iluvatar_core::{Env, FunctionSpec};
 use serde::{Deserialize, Serialize};
@@ -54,10 +64,13 @@ pub trait Container: Send + Sync {
 }
 
 pub trait IsolationBackend: Send + Sync {
-    /// The name users give it (`--isolation NAME`).
-    fn name(&self) -> &'static str;
     /// Its bit in `RegisterRequest.isolate`.
     fn flag(&self) -> u32;
+    /// The name users give it (`--isolation NAME`), from the one name-to-bit table
+    /// (`iluvatar_rpc::isolation::BACKENDS`).
+    fn name(&self) -> &'static str {
+        iluvatar_rpc::isolation::backend_name(self.flag()).unwrap_or("unnamed")
+    }
     /// Checks at registration that the function's image or code reference can be used.
     fn check_reference(&self, spec: &FunctionSpec) -> Result<(), IsolationError>;
     /// Called once a registration is stored, and for every stored one at start: the backend
@@ -88,29 +101,47 @@ pub enum IsolationError {
     Broken { id: String, why: String },
     #[error("the function ran out of memory (limit {limit_mb} MB) and was killed")]
     OutOfMemory { limit_mb: u64 },
+    /// A file-system operation on the backend's own files failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A call into the kernel failed (a mount, a process setting).
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// The backend's configuration cannot be used on this host.
     #[error("{0}")]
-    Io(String),
+    Config(Box<dyn std::error::Error + Send + Sync>),
+    /// The worker lacks a resource right now (file descriptors, memory).
+    #[error("the worker cannot open the path now: {0}")]
+    Exhausted(#[source] std::io::Error),
+    /// The helper process that creates and removes containers does not answer at all.
+    #[error(
+        "the container launcher does not answer ({0}); if this program is not iluvatar_worker, it must call \
+         iluvatar_worker::isolation::runtime::launcher::serve_if_asked() first thing in main"
+    )]
+    NoLauncher(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The helper process that creates and removes containers failed a request.
+    #[error("{what}: {source}")]
+    Launcher {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
-/// Names and bits of every backend this project knows, built or not.
-pub const KNOWN_BACKENDS: [(&str, u32); 4] = [
-    ("containerd", iluvatar_rpc::isolation::CONTAINERD),
-    ("docker", iluvatar_rpc::isolation::DOCKER),
-    ("runtime", iluvatar_rpc::isolation::RUNTIME),
-    ("sim", iluvatar_rpc::isolation::SIM),
-];
-
-pub fn flag_name(flag: u32) -> String {
-    KNOWN_BACKENDS.iter().find(|(_, f)| *f == flag).map(|(n, _)| n.to_string()).unwrap_or_else(|| format!("{flag:#x}"))
-}
-
-/// A backend in config: `[[isolation.backends]] type = "sim"`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum BackendConfig {
-    /// Real containers through the embedded OCI runtime (libcontainer).
-    Runtime(runtime::RuntimeConfig),
-    Sim(sim::SimConfig),
+impl IsolationError {
+    /// An `Io` error, as `map_err(IsolationError::io("cannot write", &path))`.
+    pub fn io<'p>(op: &'static str, path: &'p std::path::Path) -> impl FnOnce(std::io::Error) -> IsolationError + 'p {
+        move |source| IsolationError::Io { op, path: path.to_path_buf(), source }
+    }
 }
 
 /// What a backend's factory may use.
@@ -121,60 +152,8 @@ pub struct BackendContext {
     pub beyond_loopback: bool,
 }
 
-impl BackendConfig {
-    pub fn build(&self, ctx: &BackendContext) -> Result<Arc<dyn IsolationBackend>, IsolationError> {
-        match self {
-            BackendConfig::Runtime(c) => {
-                let clock = ctx.env.clock.clone();
-                Ok(runtime::RuntimeBackend::new(c.clone(), &ctx.state_dir, clock, ctx.beyond_loopback)?)
-            }
-            BackendConfig::Sim(c) => Ok(Arc::new(sim::SimBackend::new(c.clone(), ctx.env.clone()))),
-        }
-    }
-}
-
-/// The backends a worker offers, the first being the default.
-#[derive(Clone)]
-pub struct Backends(Vec<Arc<dyn IsolationBackend>>);
-
-impl Backends {
-    pub fn build(configs: &[BackendConfig], ctx: &BackendContext) -> Result<Self, IsolationError> {
-        configs.iter().map(|c| c.build(ctx)).collect::<Result<Vec<_>, _>>().map(Backends)
-    }
-
-    pub fn get(&self, flag: u32) -> Option<&Arc<dyn IsolationBackend>> {
-        self.0.iter().find(|b| b.flag() == flag)
-    }
-
-    pub fn all(&self) -> &[Arc<dyn IsolationBackend>] {
-        &self.0
-    }
-
-    pub fn names(&self) -> Vec<&'static str> {
-        self.0.iter().map(|b| b.name()).collect()
-    }
-
-    /// Picks the backend for a registration's `isolate` bits: 0 means the default; with
-    /// several bits, the first offered backend among them.
-    pub fn choose(&self, isolate: u32) -> Result<&Arc<dyn IsolationBackend>, String> {
-        if isolate == 0 {
-            return Ok(&self.0[0]);
-        }
-        let known: u32 = KNOWN_BACKENDS.iter().map(|(_, f)| f).sum();
-        if isolate & !known != 0 {
-            return Err(format!(
-                "isolate {isolate:#x} has unknown bits; known: {}",
-                KNOWN_BACKENDS.iter().map(|(n, f)| format!("{n}={f}")).collect::<Vec<_>>().join(", ")
-            ));
-        }
-        self.0.iter().find(|b| isolate & b.flag() != 0).ok_or_else(|| {
-            let asked: Vec<String> =
-                KNOWN_BACKENDS.iter().filter(|(_, f)| isolate & f != 0).map(|(n, _)| n.to_string()).collect();
-            format!(
-                "isolation {} is not offered by this worker (it offers: {})",
-                asked.join("|"),
-                self.names().join(", ")
-            )
-        })
-    }
+/// A backend's config builds the backend: implemented by each backend's config type, called
+/// from the registration point ([`backends`]).
+pub trait BackendFactory {
+    fn build(&self, ctx: &BackendContext) -> Result<Arc<dyn IsolationBackend>, IsolationError>;
 }

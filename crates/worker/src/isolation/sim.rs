@@ -4,9 +4,13 @@
 //! registration's timings, each duration is drawn from them with the `Env`'s seeded
 //! generator: a simulation then has the measured spread, and its seed matters.
 
-use super::{BoxFuture, CallRequest, CallResult, Container, CreateRequest, IsolationBackend, IsolationError};
+use super::{
+    BackendContext, BackendFactory, BoxFuture, CallRequest, CallResult, Container, CreateRequest, IsolationBackend,
+    IsolationError,
+};
 use iluvatar_core::{Env, FunctionSpec, ResourceTimings};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -23,6 +27,12 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig { default_cold_ms: 50.0, default_warm_ms: 1.0 }
+    }
+}
+
+impl BackendFactory for SimConfig {
+    fn build(&self, ctx: &BackendContext) -> Result<Arc<dyn IsolationBackend>, IsolationError> {
+        Ok(Arc::new(SimBackend::new(self.clone(), ctx.env.clone())))
     }
 }
 
@@ -132,10 +142,6 @@ impl Durations {
 }
 
 impl IsolationBackend for SimBackend {
-    fn name(&self) -> &'static str {
-        "sim"
-    }
-
     fn flag(&self) -> u32 {
         iluvatar_rpc::isolation::SIM
     }
@@ -143,7 +149,7 @@ impl IsolationBackend for SimBackend {
     fn check_reference(&self, spec: &FunctionSpec) -> Result<(), IsolationError> {
         if spec.image.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(IsolationError::BadReference {
-                backend: "sim",
+                backend: self.name(),
                 reference: spec.image.clone(),
                 why: "a reference may not contain whitespace or control characters".into(),
             });

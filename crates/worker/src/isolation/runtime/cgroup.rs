@@ -53,13 +53,24 @@ fn kill_procs(cgroup: &Path) {
     }
 }
 
+/// A limit that could not be written into a cgroup file.
+#[derive(Debug, thiserror::Error)]
+#[error("writing {value} to {}: {source}", path.display())]
+pub struct LimitError {
+    pub value: String,
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
 /// Sets a container's memory limit (swap included, so no swap) and CPU quota after its
 /// creation: a standby container is given a function's limits.
-pub fn set_limits(cgroup_path: &str, memory_mb: u64, cpus: u32) -> Result<(), String> {
+pub fn set_limits(cgroup_path: &str, memory_mb: u64, cpus: u32) -> Result<(), LimitError> {
     let rel = cgroup_path.trim_start_matches('/');
     let bytes = (memory_mb * 1024 * 1024).to_string();
     let quota = (cpus as u64 * 100_000).to_string();
-    let write = |p: PathBuf, v: &str| std::fs::write(&p, v).map_err(|e| format!("writing {v} to {}: {e}", p.display()));
+    let write = |path: PathBuf, v: &str| {
+        std::fs::write(&path, v).map_err(|source| LimitError { value: v.to_string(), path, source })
+    };
     let v1_memory = Path::new(ROOT).join("memory").join(rel);
     if v1_memory.is_dir() {
         // memsw >= limit at every step: raise memsw first, or lower the limit first.

@@ -1,13 +1,14 @@
 //! One container's life: its files, its launch (by a launcher process), the wait for its
 //! agent, its calls, and its removal.
 
-use super::agent::{AgentConnection, AgentFailure};
-use super::launcher::{LaunchError, Request, reap};
-use super::{RuntimeBackend, Source, cgroup, io_err, log_tail, roots, spec};
+use super::launcher::{Request, reap};
+use super::{RuntimeBackend, Source, cgroup, log_tail, roots, spec};
+use crate::isolation::agent::{AgentConnection, AgentFailure};
 use crate::isolation::{BoxFuture, CallRequest, CallResult, Container, CreateRequest, IsolationError};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Size of the tmpfs holding a container's socket: room for the socket, nothing to fill.
 const SOCKET_TMPFS: &str = "size=64k,nr_inodes=16,mode=0755";
@@ -39,15 +40,19 @@ impl RuntimeBackend {
     }
 
     /// Starts a container for `req`; on any failure, whatever was made is removed.
-    pub(super) async fn start_container(&self, req: CreateRequest<'_>) -> Result<RuntimeContainer, IsolationError> {
+    pub(super) async fn start_container(
+        &self,
+        req: CreateRequest<'_>,
+        source: &Source,
+    ) -> Result<RuntimeContainer, IsolationError> {
         let id = req.container_id.to_string();
         let key = Self::key(&id);
         let files = self.files(&key);
         let started = async {
             self.prepare_dirs(&files)?;
-            let config = self.config_for(&req, &key, &files).await?;
-            let loopback = matches!(self.source(req.spec)?, Source::Code(_, _, true));
-            self.boot(&id, req.tid, &files, config, req.spec.memory_mb, loopback).await
+            let config = self.config_for(&req, source, &key, &files).await?;
+            let loopback = matches!(source, Source::Code { network: true, .. });
+            self.boot(&id, &files, config, req.spec.memory_mb, loopback).await
         };
         match started.await {
             Ok(c) => Ok(c),
@@ -62,7 +67,7 @@ impl RuntimeBackend {
     /// neither fill the host's disk through it nor leave anything behind.
     pub(super) fn prepare_dirs(&self, files: &Files) -> Result<(), IsolationError> {
         for d in [&files.bundle, &files.sockets] {
-            std::fs::create_dir_all(d).map_err(|e| io_err("cannot create", d, e))?;
+            std::fs::create_dir_all(d).map_err(IsolationError::io("cannot create", d))?;
         }
         let opts = format!("{SOCKET_TMPFS},uid={0},gid={0}", spec::host_id(self.userns_base()));
         nix::mount::mount(
@@ -72,20 +77,23 @@ impl RuntimeBackend {
             nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
             Some(opts.as_str()),
         )
-        .map_err(|e| IsolationError::Io(format!("cannot mount the socket tmpfs at {}: {e}", files.sockets.display())))
+        .map_err(|source| IsolationError::Sys {
+            what: format!("cannot mount the socket tmpfs at {}", files.sockets.display()),
+            source,
+        })
     }
 
     /// The OCI config of a function's container: a code folder or an unpacked image.
     async fn config_for(
         &self,
         req: &CreateRequest<'_>,
+        source: &Source,
         key: &str,
         files: &Files,
     ) -> Result<serde_json::Value, IsolationError> {
         let start_err = |why: String| IsolationError::Start { id: req.container_id.to_string(), why };
-        let source = self.source(req.spec)?;
-        let image = match &source {
-            Source::Image(r) => {
+        let image = match source {
+            Source::Image { image: r, .. } => {
                 let (store, r) = (self.images.clone(), r.clone());
                 let id = req.container_id.to_string();
                 let image = tokio::task::spawn_blocking(move || store.prepare(&r, &id))
@@ -94,20 +102,20 @@ impl RuntimeBackend {
                     .map_err(|e| start_err(format!("the image cannot be used: {e}")))?;
                 Some(image)
             }
-            Source::Code(..) => None,
+            Source::Code { .. } => None,
         };
-        let (rootfs, binds, args, env, cwd) = match (&source, &image) {
-            (Source::Code(code, extra_env, _), _) => {
+        let (rootfs, binds, args, env, cwd) = match (source, &image) {
+            (Source::Code { dir: code, env: extra_env, .. }, _) => {
                 // libcontainer resolves a bind's source by its path (canonicalize, then
                 // open_tree): the container binds the staged mount of the handle, never
                 // the registered path.
-                stage_code(code, &files.code).map_err(start_err)?;
+                stage_code(code, &files.code).map_err(|e| start_err(e.to_string()))?;
                 let (binds, args, mut env) =
                     spec::code_function(&files.code, &self.dirs.agent, &files.sockets, &self.config.python);
                 env.extend(extra_env.iter().cloned());
                 (self.dirs.rootfs.as_path(), binds, args, env, "/tmp")
             }
-            (Source::Image(_), Some(img)) => {
+            (Source::Image { .. }, Some(img)) => {
                 let mut env = img.env.clone();
                 if !env.iter().any(|e| e.starts_with("ILUVATAR_FUNCTION_DIR=")) {
                     env.push(format!("ILUVATAR_FUNCTION_DIR={}", spec::FUNCTION_DIR));
@@ -115,32 +123,18 @@ impl RuntimeBackend {
                 let binds = vec![(files.sockets.as_path(), spec::SOCKET_DIR, true)];
                 (img.rootfs.as_path(), binds, img.args.clone(), env, img.cwd.as_str())
             }
-            (Source::Image(_), None) => unreachable!("images are prepared above"),
+            (Source::Image { .. }, None) => unreachable!("images are prepared above"),
         };
-        Ok(self.spec(key, rootfs, binds, args, env, cwd, req.spec.memory_mb, req.spec.cpus))
+        let (memory_mb, cpus) = (req.spec.memory_mb, req.spec.cpus);
+        Ok(self.spec(key, spec::Workload { rootfs, binds, args, env, cwd, memory_mb, cpus }))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn spec(
-        &self,
-        key: &str,
-        rootfs: &Path,
-        binds: Vec<spec::Bind<'_>>,
-        args: Vec<String>,
-        env: Vec<String>,
-        cwd: &str,
-        memory_mb: u64,
-        cpus: u32,
-    ) -> serde_json::Value {
+    /// The OCI config of a workload in the container named by `key`, with this backend's
+    /// cgroup, limits, seccomp profile and user namespace.
+    pub(super) fn spec(&self, key: &str, workload: spec::Workload<'_>) -> serde_json::Value {
         spec::build(&spec::SpecInput {
-            rootfs,
-            binds,
-            args,
-            env,
-            cwd,
+            workload,
             cgroup_path: &self.cgroup_path(key),
-            memory_mb,
-            cpus,
             pids_limit: self.config.pids_limit,
             tmp_size_mb: self.config.tmp_size_mb,
             log_limit_mb: self.config.log_limit_mb,
@@ -155,7 +149,6 @@ impl RuntimeBackend {
     pub(super) async fn boot(
         &self,
         id: &str,
-        tid: &str,
         files: &Files,
         config: serde_json::Value,
         memory_mb: u64,
@@ -163,7 +156,7 @@ impl RuntimeBackend {
     ) -> Result<RuntimeContainer, IsolationError> {
         let start_err = |why: String| IsolationError::Start { id: id.to_string(), why };
         let path = files.bundle.join("config.json");
-        std::fs::write(&path, config.to_string()).map_err(|e| io_err("cannot write", &path, e))?;
+        std::fs::write(&path, config.to_string()).map_err(IsolationError::io("cannot write", &path))?;
         let req = Request::Create {
             root: self.dirs.root.clone(),
             id: id.to_string(),
@@ -190,7 +183,7 @@ impl RuntimeBackend {
         };
         let t2 = self.clock.now();
         let (launch_us, agent_us) = ((t1 - t0).as_micros() as u64, (t2 - t1).as_micros() as u64);
-        tracing::debug!(tid, id, launch_us, agent_us, "container started");
+        tracing::debug!(launch_us, agent_us, "container started");
         let key = Self::key(id);
         Ok(RuntimeContainer {
             id: id.to_string(),
@@ -211,7 +204,7 @@ impl RuntimeBackend {
         let req = Request::Delete { root: self.dirs.root.clone(), id: id.clone() };
         let limit = Duration::from_millis(self.config.start_timeout_ms);
         let mut deleted = self.launchers.request(&req, limit).await;
-        if let Err(LaunchError::Failed(_)) = deleted {
+        if deleted.as_ref().is_err_and(|e| e.may_retry()) {
             // The launcher died under this request: a delete can be repeated, by a new one.
             deleted = self.launchers.request(&req, limit).await;
         }
@@ -226,20 +219,25 @@ impl RuntimeBackend {
         // Its image root, if it had one, is removed when nothing else uses it.
         let images = self.images.clone();
         let _ = tokio::task::spawn_blocking(move || images.release(&id_of_image)).await;
-        deleted.map(|_| ()).map_err(|why| IsolationError::Io(format!("deleting container {id}: {why}")))
+        deleted
+            .map(|_| ())
+            .map_err(|why| IsolationError::Launcher { what: format!("deleting container {id}"), source: Box::new(why) })
     }
 }
 
 /// Mounts the folder a handle holds at `stage`, read-only: the kernel follows the handle's
 /// `/proc/self/fd` link to the opened folder itself, whatever its path names now.
-fn stage_code(code: &roots::Handle, stage: &Path) -> Result<(), String> {
+fn stage_code(code: &roots::Handle, stage: &Path) -> Result<(), IsolationError> {
     use nix::mount::{MsFlags, mount};
-    std::fs::create_dir_all(stage).map_err(|e| format!("creating {}: {e}", stage.display()))?;
+    fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> IsolationError {
+        move |source| IsolationError::Sys { what: what.into(), source }
+    }
+    std::fs::create_dir_all(stage).map_err(IsolationError::io("creating", stage))?;
     let source = code.proc_path();
     mount(Some(&source), stage, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| format!("binding the function's folder: {e}"))?;
+        .map_err(sys("binding the function's folder"))?;
     let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount(None::<&str>, stage, None::<&str>, ro, None::<&str>).map_err(|e| format!("making it read-only: {e}"))
+    mount(None::<&str>, stage, None::<&str>, ro, None::<&str>).map_err(sys("making it read-only"))
 }
 
 /// Removes a container's files; its socket, slot and code directories are mount points
@@ -255,24 +253,34 @@ pub(super) fn remove_files(files: &Files) {
     let _ = std::fs::remove_file(&files.log);
 }
 
+/// Why a started container's agent could not be reached.
+#[derive(Debug, thiserror::Error)]
+enum NotListening {
+    #[error("connecting to the agent failed: {0}")]
+    Connect(std::io::Error),
+    #[error("the socket's peer is process {peer:?}, not the container's agent ({pid})")]
+    WrongPeer { peer: Option<i32>, pid: i32 },
+    #[error("the agent exited before listening")]
+    Exited,
+}
+
 /// Waits until the agent's socket appears and accepts a connection, or the process exits.
 /// A function cannot redirect the worker to another socket of the host: a link at the path is
 /// never followed, and the peer of the connection must be the container's own process (which
 /// also covers a link swapped in between the check and the connect).
-async fn wait_for_agent(socket: &Path, pid: i32) -> Result<AgentConnection, String> {
+async fn wait_for_agent(socket: &Path, pid: i32) -> Result<AgentConnection, NotListening> {
     loop {
         // Only a socket itself, never a link a function planted to point elsewhere.
         let is_socket = std::fs::symlink_metadata(socket).is_ok_and(|m| m.file_type().is_socket());
         if is_socket {
-            let conn =
-                AgentConnection::connect(socket).await.map_err(|e| format!("connecting to the agent failed: {e}"))?;
+            let conn = AgentConnection::connect(socket).await.map_err(NotListening::Connect)?;
             return match conn.peer_pid() {
                 Some(p) if p == pid => Ok(conn),
-                other => Err(format!("the socket's peer is process {other:?}, not the container's agent ({pid})")),
+                peer => Err(NotListening::WrongPeer { peer, pid }),
             };
         }
         if !process_alive(pid) {
-            return Err("the agent exited before listening".into());
+            return Err(NotListening::Exited);
         }
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
@@ -307,7 +315,7 @@ impl Container for RuntimeContainer {
                 id: self.id.clone(),
                 why: "an earlier call broke the connection to its agent".into(),
             })?;
-            match conn.call(req.args, req.tid).await {
+            match conn.call(req.args, req.tid).instrument(tracing::debug_span!("agent")).await {
                 Ok(r) => Ok(r),
                 Err(failure) => {
                     *guard = None;
@@ -337,7 +345,7 @@ impl RuntimeContainer {
                 let state = if process_alive(self.pid) { "its agent is still running" } else { "its agent exited" };
                 format!("{why} ({state}); its output: {}", log_tail(&self.log_path, 1000))
             }
-            AgentFailure::Protocol(why) => why,
+            AgentFailure::Protocol(why) => why.to_string(),
         };
         IsolationError::Broken { id: self.id.clone(), why }
     }

@@ -278,20 +278,49 @@ fn reap_or_wait(pid: i32) -> bool {
 }
 
 /// Why a request got no pid.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(super) enum LaunchError {
-    /// The launcher answered: libcontainer refused or failed the request.
+    /// The launcher answered: libcontainer refused or failed the request. The text comes
+    /// from the launcher process, over its socket.
+    #[error("{0}")]
     Refused(String),
+    /// Creating is refused once the worker shuts down (deletes still run).
+    #[error("the worker is shutting down: no container is created")]
+    Closing,
+    /// The request could not be written.
+    #[error("{0}")]
+    Encode(serde_json::Error),
+    /// No launcher could be started; the request did not run.
+    #[error("{what}: {source}")]
+    Spawn { what: String, source: std::io::Error },
     /// The launcher died or missed its deadline; the request may not have run at all.
-    Failed(String),
+    #[error("the container launcher (pid {pid}) failed while serving this request: {fault}; it was replaced")]
+    Failed { pid: i32, fault: Fault },
 }
 
-impl std::fmt::Display for LaunchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LaunchError::Refused(why) | LaunchError::Failed(why) => f.write_str(why),
-        }
+impl LaunchError {
+    /// Whether the request may simply not have run, and can be sent again (to a new
+    /// launcher).
+    pub fn may_retry(&self) -> bool {
+        matches!(self, LaunchError::Failed { .. } | LaunchError::Spawn { .. })
     }
+}
+
+/// What went wrong with a launcher serving a request.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Fault {
+    #[error("sending failed: {0}")]
+    Send(std::io::Error),
+    #[error("reading failed: {0}")]
+    Read(std::io::Error),
+    #[error("it closed the connection")]
+    Closed,
+    #[error("unreadable answer ({0})")]
+    Unreadable(serde_json::Error),
+    #[error("it died")]
+    Died,
+    #[error("it did not answer within {0:?}")]
+    Timeout(Duration),
 }
 
 /// The worker's side: a few launcher processes, each serving one request at a time.
@@ -335,9 +364,9 @@ impl Launchers {
     /// A launcher that dies or does not answer within `deadline` is killed and replaced.
     pub async fn request(&self, req: &Request, deadline: Duration) -> Result<Option<i32>, LaunchError> {
         if matches!(req, Request::Create { .. }) && self.closed.load(Ordering::SeqCst) {
-            return Err(LaunchError::Refused("the worker is shutting down: no container is created".into()));
+            return Err(LaunchError::Closing);
         }
-        let mut line = serde_json::to_vec(req).map_err(|e| LaunchError::Refused(e.to_string()))?;
+        let mut line = serde_json::to_vec(req).map_err(LaunchError::Encode)?;
         line.push(b'\n');
         let mut slot = match self.slots.iter().find_map(|s| s.try_lock().ok()) {
             Some(s) => s,
@@ -348,24 +377,24 @@ impl Launchers {
             self.bury(stale);
         }
         if slot.is_none() {
-            *slot = Some(self.spawn().map_err(LaunchError::Failed)?);
+            *slot = Some(self.spawn()?);
         }
         let running = slot.as_mut().expect("started above");
         let pid = running.child.id() as i32;
         running.busy = true;
         let exchange = async {
-            running.writer.write_all(&line).await.map_err(|e| format!("sending failed: {e}"))?;
+            running.writer.write_all(&line).await.map_err(Fault::Send)?;
             let mut answer = Vec::with_capacity(256);
             let n = (&mut running.reader)
                 .take(MAX_LINE as u64)
                 .read_until(b'\n', &mut answer)
                 .await
-                .map_err(|e| format!("reading failed: {e}"))?;
+                .map_err(Fault::Read)?;
             if n == 0 || answer.last() != Some(&b'\n') {
-                return Err("it closed the connection".to_string());
+                return Err(Fault::Closed);
             }
             running.busy = false;
-            serde_json::from_slice::<Answer>(&answer).map_err(|e| format!("unreadable answer ({e})"))
+            serde_json::from_slice::<Answer>(&answer).map_err(Fault::Unreadable)
         };
         // A launcher killed mid-create may leave a child holding its socket open, so its
         // death is watched for directly, not only as the socket's end.
@@ -376,37 +405,37 @@ impl Launchers {
         };
         let answer = tokio::select! {
             a = tokio::time::timeout(deadline, exchange) => a,
-            _ = died => Ok(Err("it died".to_string())),
+            _ = died => Ok(Err(Fault::Died)),
         };
-        let failure = match answer {
+        let fault = match answer {
             Ok(Ok(Answer { error: Some(e), .. })) => return Err(LaunchError::Refused(e)),
             Ok(Ok(Answer { pid, error: None })) => return Ok(pid),
-            Ok(Err(why)) => why,
-            Err(_) => format!("it did not answer within {deadline:?}"),
+            Ok(Err(fault)) => fault,
+            Err(_) => Fault::Timeout(deadline),
         };
         // This launcher is dead or wedged: kill it; the next request starts a new one.
         let dead = slot.take().expect("running above");
         self.bury(dead);
         self.restarts.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(launcher = pid, why = failure, "a container launcher failed; it will be replaced");
-        Err(LaunchError::Failed(format!(
-            "the container launcher (pid {pid}) failed while serving this request: {failure}; it was replaced"
-        )))
+        tracing::warn!(launcher = pid, why = %fault, "a container launcher failed; it will be replaced");
+        Err(LaunchError::Failed { pid, fault })
     }
 
-    fn spawn(&self) -> Result<Running, String> {
+    fn spawn(&self) -> Result<Running, LaunchError> {
         use std::os::fd::OwnedFd;
+        let failed = |what: String| move |source| LaunchError::Spawn { what, source };
         let (ours, theirs) =
-            std::os::unix::net::UnixStream::pair().map_err(|e| format!("cannot make the launcher's socket: {e}"))?;
+            std::os::unix::net::UnixStream::pair().map_err(failed("cannot make the launcher's socket".into()))?;
         let child = std::process::Command::new(&self.program)
             .arg(LAUNCHER_ARG)
             .stdin(std::process::Stdio::from(OwnedFd::from(theirs)))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("cannot start the container launcher {}: {e}", self.program.display()))?;
-        ours.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let stream = tokio::net::UnixStream::from_std(ours).map_err(|e| e.to_string())?;
+            .map_err(failed(format!("cannot start the container launcher {}", self.program.display())))?;
+        ours.set_nonblocking(true).map_err(failed("cannot set up the launcher's socket".into()))?;
+        let stream =
+            tokio::net::UnixStream::from_std(ours).map_err(failed("cannot set up the launcher's socket".into()))?;
         let (r, w) = stream.into_split();
         let mut pids = self.pids.lock().unwrap();
         pids.push(child.id() as i32);

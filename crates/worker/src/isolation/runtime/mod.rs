@@ -7,24 +7,27 @@
 //! function's stdout and stderr), `slots/<key>/` (where a standby container's function is
 //! mounted), `rootfs/` (the shared read-only root skeleton), `agent/` and `images/`.
 
-mod agent;
 mod cgroup;
 mod container;
-mod image;
-pub use image::ImageLimits;
+pub use crate::isolation::image::ImageLimits;
 pub mod launcher;
 pub mod roots;
 mod seccomp;
+mod source;
 mod spec;
 mod standby;
 
-use super::{BoxFuture, Container, CreateRequest, IsolationBackend, IsolationError};
+use super::naming::fnv1a;
+use super::{
+    BackendContext, BackendFactory, BoxFuture, Container, CreateRequest, IsolationBackend, IsolationError, image,
+};
 use iluvatar_core::FunctionSpec;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use source::Source;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The agent, built into the worker so that it is where the worker expects it.
 const AGENT_PY: &str = include_str!("../../../../../runtimes/python/agent.py");
@@ -66,6 +69,12 @@ pub struct RuntimeConfig {
     pub code_roots: Vec<PathBuf>,
 }
 
+impl BackendFactory for RuntimeConfig {
+    fn build(&self, ctx: &BackendContext) -> Result<Arc<dyn IsolationBackend>, IsolationError> {
+        Ok(RuntimeBackend::new(self.clone(), &ctx.state_dir, ctx.env.clock.clone(), ctx.beyond_loopback)?)
+    }
+}
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
@@ -97,21 +106,6 @@ struct Dirs {
     staging: PathBuf,
 }
 
-/// Where a function's code comes from, as its reference says.
-enum Parsed {
-    /// A folder holding main.py, environment variables for the container, and whether it
-    /// asked for (loopback) network.
-    Code(PathBuf, Vec<String>, bool),
-    Image(image::ImageRef),
-}
-
-/// Where a function's code comes from, reached through the handle opened at registration.
-enum Source {
-    Code(Arc<roots::Handle>, Vec<String>, bool),
-    /// The reference with its path replaced by the handle's `/proc/self/fd` path.
-    Image(image::ImageRef),
-}
-
 pub struct RuntimeBackend {
     config: RuntimeConfig,
     dirs: Dirs,
@@ -132,19 +126,7 @@ pub struct RuntimeBackend {
     roots: roots::Roots,
     /// The folder or image file of each registration, opened and checked when it was
     /// registered (or reloaded at start), and used only through the handle.
-    handles: Mutex<Handles>,
-}
-
-#[derive(Default)]
-struct Handles {
-    /// By (fqdn, reference).
-    registrations: HashMap<(String, String), Arc<roots::Handle>>,
-    /// By the file's (device, inode): registrations of one folder share one descriptor.
-    files: HashMap<(u64, u64), std::sync::Weak<roots::Handle>>,
-}
-
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> IsolationError {
-    IsolationError::Io(format!("{what} {}: {e}", path.display()))
+    handles: Mutex<source::Handles>,
 }
 
 impl RuntimeBackend {
@@ -167,23 +149,23 @@ impl RuntimeBackend {
         };
         let all = [&dirs.root, &dirs.bundles, &dirs.sockets, &dirs.logs, &dirs.rootfs, &dirs.agent, &dirs.slots];
         for d in all.into_iter().chain([&dirs.staging]) {
-            std::fs::create_dir_all(d).map_err(|e| io_err("cannot create", d, e))?;
+            std::fs::create_dir_all(d).map_err(IsolationError::io("cannot create", d))?;
         }
         for d in spec::ROOT_DIRS {
             let p = dirs.rootfs.join(d);
-            std::fs::create_dir_all(&p).map_err(|e| io_err("cannot create", &p, e))?;
+            std::fs::create_dir_all(&p).map_err(IsolationError::io("cannot create", &p))?;
         }
         for (link, target) in spec::ROOT_LINKS {
             let p = dirs.rootfs.join(link);
             if std::fs::symlink_metadata(&p).is_err() {
-                std::os::unix::fs::symlink(target, &p).map_err(|e| io_err("cannot link", &p, e))?;
+                std::os::unix::fs::symlink(target, &p).map_err(IsolationError::io("cannot link", &p))?;
             }
         }
-        let seccomp = seccomp::load(&config.seccomp).map_err(IsolationError::Io)?;
+        let seccomp = seccomp::load(&config.seccomp).map_err(|e| IsolationError::Config(e.into()))?;
         if config.user_namespace {
             let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
             if max.trim() == "0" {
-                return Err(IsolationError::Io(
+                return Err(IsolationError::Config(
                     "user_namespace = true, but this kernel allows no user namespaces \
                      (/proc/sys/user/max_user_namespaces is 0): raise it or set user_namespace = false"
                         .into(),
@@ -192,28 +174,32 @@ impl RuntimeBackend {
             // Below 65536 the range would hold the host's own users (0 would be root).
             let base = config.user_namespace_base;
             if base < 65536 || base.checked_add(65536).is_none() {
-                return Err(IsolationError::Io(format!(
+                return Err(IsolationError::Config(Box::from(format!(
                     "user_namespace_base {base} must be at least 65536 (the host's own ids lie below) \
                      and leave room for 65536 ids"
-                )));
+                ))));
             }
         }
-        let roots = roots::Roots::new(&config.code_roots, state_dir, beyond_loopback).map_err(IsolationError::Io)?;
+        let roots = roots::Roots::new(&config.code_roots, state_dir, beyond_loopback)
+            .map_err(|e| IsolationError::Config(e.into()))?;
         let agent = dirs.agent.join("agent.py");
-        std::fs::write(&agent, AGENT_PY).map_err(|e| io_err("cannot write", &agent, e))?;
+        std::fs::write(&agent, AGENT_PY).map_err(IsolationError::io("cannot write", &agent))?;
         if !Path::new(&config.python).exists() {
-            return Err(IsolationError::Io(format!("the runtime backend's python {} does not exist", config.python)));
+            return Err(IsolationError::Config(Box::from(format!(
+                "the runtime backend's python {} does not exist",
+                config.python
+            ))));
         }
         // Container processes outlive the short-lived process that starts them; as their
         // subreaper the worker can reap them when it removes them.
         nix::sys::prctl::set_child_subreaper(true)
-            .map_err(|e| IsolationError::Io(format!("cannot become a child subreaper: {e}")))?;
+            .map_err(|source| IsolationError::Sys { what: "cannot become a child subreaper".into(), source })?;
         let cgroup_parent = format!("iluvatar-{:08x}", fnv1a(state_dir.to_string_lossy().as_bytes()) as u32);
         // Written down so that operators and tests can find this worker's cgroups.
         let note = base.join("cgroup_parent");
-        std::fs::write(&note, &cgroup_parent).map_err(|e| io_err("cannot write", &note, e))?;
+        std::fs::write(&note, &cgroup_parent).map_err(IsolationError::io("cannot write", &note))?;
         let images = image::ImageStore::new(base.join("images"), config.images.clone(), clock.clone())
-            .map_err(IsolationError::Io)?;
+            .map_err(|e| IsolationError::Config(e.into()))?;
         let images = std::sync::Arc::new(images);
         if config.standby > 0 {
             standby::share_slots(&dirs.slots)?;
@@ -247,165 +233,29 @@ impl RuntimeBackend {
     }
 }
 
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
-/// What a reference names: `code:/absolute/folder` (holding main.py), or an OCI image
-/// (`oci:/layout[:tag]`, `oci-archive:/file.tar[:tag]`). Only the text: the path is checked
-/// by `RuntimeBackend::open_source`.
-fn parse(spec: &FunctionSpec) -> Result<Parsed, IsolationError> {
-    let bad = |why: String| bad_reference(spec, why);
-    if let Some(r) = image::ImageRef::parse(&spec.image) {
-        return Ok(Parsed::Image(r.map_err(&bad)?));
-    }
-    let Some(rest) = spec.image.strip_prefix("code:") else {
-        return Err(bad("expected code:/absolute/folder, oci:/layout[:tag] or oci-archive:/file.tar[:tag]".into()));
-    };
-    // `code:/folder?NAME=value&OTHER=value` sets environment variables of the container;
-    // the lower-case `network=loopback` asks for a network (loopback only, until a bridge
-    // mode exists).
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let mut env = Vec::new();
-    let mut network = false;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').ok_or_else(|| bad(format!("{:?} is not NAME=value", pair)))?;
-        if k == "network" {
-            network = match v {
-                "none" => false,
-                "loopback" => true,
-                other => {
-                    return Err(bad(format!("network={other} is not available: only loopback (no bridge mode yet)")));
-                }
-            };
-            continue;
-        }
-        let ok = k.chars().next().is_some_and(|c| c.is_ascii_uppercase() || c == '_')
-            && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-        if !ok || k.starts_with("ILUVATAR_") {
-            return Err(bad(format!("{k:?} is not an allowed variable name (A-Z, 0-9, _; not ILUVATAR_*)")));
-        }
-        env.push(pair.to_string());
-    }
-    let dir = PathBuf::from(path);
-    if !dir.is_absolute() {
-        return Err(bad(format!("{path} is not an absolute path")));
-    }
-    Ok(Parsed::Code(dir, env, network))
-}
-
-/// A refused reference, named without its environment values.
-fn bad_reference(spec: &FunctionSpec, why: String) -> IsolationError {
-    IsolationError::BadReference { backend: "runtime", reference: iluvatar_core::shown_reference(&spec.image), why }
-}
-
-/// The one answer for a path that is refused, missing, of the wrong kind, or without its
-/// main.py or index.json: it does not tell a client which host paths exist.
-fn refused_path(spec: &FunctionSpec, parsed: &Parsed) -> IsolationError {
-    let why = match parsed {
-        Parsed::Code(dir, ..) => format!(
-            "code:{} is not a folder holding main.py under the configured code_roots (or does not exist)",
-            dir.display()
-        ),
-        Parsed::Image(r) if r.archive => {
-            format!(
-                "oci-archive:{} is not a file under the configured code_roots (or does not exist)",
-                r.path.display()
-            )
-        }
-        Parsed::Image(r) => format!(
-            "oci:{} is not an OCI image layout (with index.json) under the configured code_roots (or does not exist)",
-            r.path.display()
-        ),
-    };
-    bad_reference(spec, why)
-}
-
-impl RuntimeBackend {
-    /// Parses a reference and opens its path, checked against the roots: the handle every
-    /// later use goes through.
-    fn open_source(&self, spec: &FunctionSpec) -> Result<Arc<roots::Handle>, IsolationError> {
-        let parsed = parse(spec)?;
-        let (path, kind) = match &parsed {
-            Parsed::Code(dir, ..) => (dir.as_path(), roots::Kind::Folder),
-            Parsed::Image(r) if r.archive => (r.path.as_path(), roots::Kind::File),
-            Parsed::Image(r) => (r.path.as_path(), roots::Kind::Folder),
-        };
-        let handle = self.roots.open(path, kind).map_err(|refused| match refused {
-            roots::Refused::Path => refused_path(spec, &parsed),
-            roots::Refused::Worker(why) => IsolationError::Io(why),
-        })?;
-        // A regular file, not a link: the folder's contents are checked through the handle.
-        let inside = |name: &str| std::fs::symlink_metadata(handle.proc_path().join(name)).is_ok_and(|m| m.is_file());
-        let complete = match &parsed {
-            Parsed::Code(..) => inside("main.py"),
-            Parsed::Image(r) => r.archive || inside("index.json"),
-        };
-        if !complete {
-            return Err(refused_path(spec, &parsed));
-        }
-        Ok(Arc::new(handle))
-    }
-
-    /// The registered source of a function: its reference's settings and the handle opened
-    /// when it was registered. A function whose path could not be opened again at start
-    /// (moved, refused since) fails here, with the same generic error.
-    fn source(&self, spec: &FunctionSpec) -> Result<Source, IsolationError> {
-        let parsed = parse(spec)?;
-        let key = (spec.fqdn().0, spec.image.clone());
-        let Some(handle) = self.handles.lock().unwrap().registrations.get(&key).cloned() else {
-            return Err(refused_path(spec, &parsed));
-        };
-        Ok(match parsed {
-            Parsed::Code(_, env, network) => Source::Code(handle, env, network),
-            Parsed::Image(mut r) => {
-                r.path = handle.proc_path();
-                Source::Image(r)
-            }
-        })
-    }
-}
-
 impl IsolationBackend for RuntimeBackend {
-    fn name(&self) -> &'static str {
-        "runtime"
-    }
-
     fn flag(&self) -> u32 {
         iluvatar_rpc::isolation::RUNTIME
     }
 
     fn check_reference(&self, spec: &FunctionSpec) -> Result<(), IsolationError> {
-        self.open_source(spec).map(|_| ())
+        self.check_source(spec)
     }
 
     fn registered(&self, spec: &FunctionSpec) -> Result<(), IsolationError> {
-        let key = (spec.fqdn().0, spec.image.clone());
-        if self.handles.lock().unwrap().registrations.contains_key(&key) {
-            return Ok(());
-        }
-        let opened = self.open_source(spec)?;
-        tracing::debug!(fqdn = key.0, path = %opened.real.display(), "registered path opened");
-        let mut handles = self.handles.lock().unwrap();
-        let handle = match handles.files.get(&opened.id).and_then(std::sync::Weak::upgrade) {
-            Some(same) => same,
-            None => {
-                handles.files.insert(opened.id, Arc::downgrade(&opened));
-                opened
-            }
-        };
-        handles.registrations.entry(key).or_insert(handle);
-        Ok(())
+        self.register_source(spec)
     }
 
     fn create<'a>(&'a self, req: CreateRequest<'a>) -> BoxFuture<'a, Result<Box<dyn Container>, IsolationError>> {
         Box::pin(async move {
-            if let Source::Code(code, env, false) = self.source(req.spec)?
-                && let Some(c) = self.take_standby(&req, &code.proc_path(), &env).await?
+            let source = self.source(req.spec)?;
+            if let Source::Code { dir, env, network: false } = &*source
+                && let Some(c) =
+                    self.take_standby(&req, &dir.proc_path(), env).instrument(tracing::debug_span!("standby")).await?
             {
                 return Ok(Box::new(c) as Box<dyn Container>);
             }
-            let c = self.start_container(req).await?;
+            let c = self.start_container(req, &source).instrument(tracing::debug_span!("start")).await?;
             Ok(Box::new(c) as Box<dyn Container>)
         })
     }
@@ -424,15 +274,10 @@ impl IsolationBackend for RuntimeBackend {
         Box::pin(async move {
             // A process that did not call `launcher::serve_if_asked` first cannot launch.
             let ping = self.launchers.request(&launcher::Request::Ping, Duration::from_secs(10)).await;
-            ping.map_err(|why| {
-                IsolationError::Io(format!(
-                    "the container launcher does not answer ({why}); if this program is not iluvatar_worker, it must \
-                     call iluvatar_worker::isolation::runtime::launcher::serve_if_asked() first thing in main"
-                ))
-            })?;
+            ping.map_err(|why| IsolationError::NoLauncher(Box::new(why)))?;
             let mut removed = 0;
             let ids: Vec<String> = std::fs::read_dir(&self.dirs.root)
-                .map_err(|e| io_err("cannot list", &self.dirs.root, e))?
+                .map_err(IsolationError::io("cannot list", &self.dirs.root))?
                 .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
                 .collect();
             // A container caught mid-create by a crash has no readable state: its files go
@@ -498,10 +343,10 @@ impl IsolationBackend for RuntimeBackend {
 
 fn clear_dir(d: &Path) -> Result<usize, IsolationError> {
     let mut n = 0;
-    for e in std::fs::read_dir(d).map_err(|e| io_err("cannot list", d, e))?.flatten() {
+    for e in std::fs::read_dir(d).map_err(IsolationError::io("cannot list", d))?.flatten() {
         let p = e.path();
         let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
-        r.map_err(|e| io_err("cannot remove", &p, e))?;
+        r.map_err(IsolationError::io("cannot remove", &p))?;
         n += 1;
     }
     Ok(n)

@@ -31,12 +31,12 @@ pub enum Kind {
 }
 
 /// Why a path cannot be used.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Refused {
     /// Refused, missing or of the wrong kind: the caller answers one generic error.
     Path,
     /// The worker itself cannot open it now (out of file descriptors or memory).
-    Worker(String),
+    Worker(std::io::Error),
 }
 
 /// An opened, checked path, kept for the registration's life.
@@ -57,28 +57,40 @@ impl Handle {
     }
 }
 
+/// Why the configured roots cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RootsError {
+    #[error(
+        "the runtime backend's code_roots is empty, which lets clients register any host folder, and the worker \
+         listens beyond loopback: set code_roots to the folders functions may come from"
+    )]
+    AnyFolderBeyondLoopback,
+    #[error("the runtime backend's code_roots entry {}: {source}", path.display())]
+    Unresolved { path: PathBuf, source: std::io::Error },
+    #[error("the runtime backend's code_roots entry {} is not a folder", path.display())]
+    NotAFolder { path: PathBuf },
+    #[error("cannot resolve the state dir {}: {source}", path.display())]
+    StateDir { path: PathBuf, source: std::io::Error },
+}
+
 impl Roots {
     /// Checks the configured roots. `beyond_loopback`: the worker listens on an address
     /// other clients can reach, where "any folder" (no roots) is not allowed.
-    pub fn new(code_roots: &[PathBuf], state_dir: &Path, beyond_loopback: bool) -> Result<Roots, String> {
+    pub fn new(code_roots: &[PathBuf], state_dir: &Path, beyond_loopback: bool) -> Result<Roots, RootsError> {
         if code_roots.is_empty() && beyond_loopback {
-            return Err("the runtime backend's code_roots is empty, which lets clients register any host folder, \
-                        and the worker listens beyond loopback: set code_roots to the folders functions may \
-                        come from"
-                .into());
+            return Err(RootsError::AnyFolderBeyondLoopback);
         }
         let mut roots = Vec::new();
         for r in code_roots {
-            let c =
-                r.canonicalize().map_err(|e| format!("the runtime backend's code_roots entry {}: {e}", r.display()))?;
+            let c = r.canonicalize().map_err(|source| RootsError::Unresolved { path: r.clone(), source })?;
             if !c.is_dir() {
-                return Err(format!("the runtime backend's code_roots entry {} is not a folder", r.display()));
+                return Err(RootsError::NotAFolder { path: r.clone() });
             }
             roots.push(c);
         }
         let state = state_dir
             .canonicalize()
-            .map_err(|e| format!("cannot resolve the state dir {}: {e}", state_dir.display()))?;
+            .map_err(|source| RootsError::StateDir { path: state_dir.to_path_buf(), source })?;
         let mut refused = vec![state];
         refused.extend(ALWAYS_REFUSED.iter().map(|p| Path::new(p).canonicalize().unwrap_or_else(|_| PathBuf::from(p))));
         Ok(Roots { roots, refused })
@@ -98,9 +110,7 @@ impl Roots {
         }
         let file = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path).map_err(|e| {
             match e.raw_os_error() {
-                Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOMEM) => {
-                    Refused::Worker(format!("the worker cannot open the path now: {e}"))
-                }
+                Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOMEM) => Refused::Worker(e),
                 _ => Refused::Path,
             }
         })?;
@@ -189,9 +199,9 @@ mod tests {
         assert!(wide.open(&state.join("runtime"), Kind::Folder).is_err());
         assert!(wide.open(&outside.join("g"), Kind::Folder).is_ok());
 
-        let e = Roots::new(&[], &state, true).unwrap_err();
+        let e = Roots::new(&[], &state, true).unwrap_err().to_string();
         assert!(e.contains("code_roots is empty") && e.contains("beyond loopback"), "{e}");
-        let e = Roots::new(&[base.join("nope")], &state, false).unwrap_err();
+        let e = Roots::new(&[base.join("nope")], &state, false).unwrap_err().to_string();
         assert!(e.contains("code_roots entry") && e.contains("nope"), "{e}");
         std::fs::remove_dir_all(&base).unwrap();
     }

@@ -121,25 +121,42 @@ pub fn default_profile() -> Value {
 /// The profile a backend's `seccomp` setting names: `default`, `unconfined` (none), or the
 /// path of a profile in the OCI format. The profile is compiled once here, so that a bad one
 /// stops the worker at start, by name, rather than failing every cold start.
-pub fn load(setting: &str) -> Result<Option<Value>, String> {
+pub fn load(setting: &str) -> Result<Option<Value>, SeccompError> {
     let profile = match setting {
         "unconfined" => return Ok(None),
         "default" => default_profile(),
         path if Path::new(path).is_absolute() => {
-            let text = std::fs::read(path).map_err(|e| format!("the seccomp profile {path} cannot be read: {e}"))?;
-            let v: Value = serde_json::from_slice(&text)
-                .map_err(|e| format!("the seccomp profile {path} is not valid JSON: {e}"))?;
-            compile(&v).map_err(|e| format!("the seccomp profile {path}: {e}"))?;
+            let path = path.to_string();
+            let text = match std::fs::read(&path) {
+                Ok(text) => text,
+                Err(source) => return Err(SeccompError::Unreadable { path, source }),
+            };
+            let v: Value = match serde_json::from_slice(&text) {
+                Ok(v) => v,
+                Err(source) => return Err(SeccompError::NotJson { path, source }),
+            };
+            compile(&v).map_err(|why| SeccompError::Invalid { profile: format!("the seccomp profile {path}"), why })?;
             return Ok(Some(v));
         }
-        other => {
-            return Err(format!(
-                "seccomp = {other:?}: expected \"default\", \"unconfined\" or the absolute path of a profile (OCI format)"
-            ));
-        }
+        other => return Err(SeccompError::Setting(other.to_string())),
     };
-    compile(&profile).map_err(|e| format!("the default seccomp profile: {e}"))?;
+    compile(&profile).map_err(|why| SeccompError::Invalid { profile: "the default seccomp profile".into(), why })?;
     Ok(Some(profile))
+}
+
+/// Why a backend's `seccomp` setting cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("seccomp = {0:?}: expected \"default\", \"unconfined\" or the absolute path of a profile (OCI format)")]
+    Setting(String),
+    #[error("the seccomp profile {path} cannot be read: {source}")]
+    Unreadable { path: String, source: std::io::Error },
+    #[error("the seccomp profile {path} is not valid JSON: {source}")]
+    NotJson { path: String, source: serde_json::Error },
+    /// The profile does not compile; `why` names the rule (compiling also runs in the
+    /// launcher process, which answers in text).
+    #[error("{profile}: {why}")]
+    Invalid { profile: String, why: String },
 }
 
 fn arch() -> Result<TargetArch, String> {
@@ -331,8 +348,8 @@ mod tests {
     fn profiles_are_checked_and_bad_ones_named() {
         assert_eq!(load("unconfined").unwrap(), None);
         assert!(load("default").unwrap().is_some());
-        assert!(load("strict").unwrap_err().contains("expected \"default\""));
-        assert!(load("/nonexistent/profile.json").unwrap_err().contains("cannot be read"));
+        assert!(load("strict").unwrap_err().to_string().contains("expected \"default\""));
+        assert!(load("/nonexistent/profile.json").unwrap_err().to_string().contains("cannot be read"));
         let bad = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["getpid"], "action": "SCMP_ACT_NOTIFY"}]});
         assert!(compile(&bad).unwrap_err().contains("SCMP_ACT_NOTIFY"));
         let bad = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["getpid"], "action": "SCMP_ACT_ERRNO",

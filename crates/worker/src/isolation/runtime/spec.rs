@@ -24,16 +24,23 @@ pub const ROOT_LINKS: [(&str, &str); 4] =
 /// A bind mount: host path, container path, writable.
 pub type Bind<'a> = (&'a Path, &'a str, bool);
 
-pub struct SpecInput<'a> {
+/// What runs in a container: its root, mounts, command and size, as its creator says.
+pub struct Workload<'a> {
     pub rootfs: &'a Path,
     /// Bind mounts besides /proc, /dev and /tmp.
     pub binds: Vec<Bind<'a>>,
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub cwd: &'a str,
-    pub cgroup_path: &'a str,
     pub memory_mb: u64,
     pub cpus: u32,
+}
+
+/// A workload with what the backend adds to every container: its cgroup and name, the
+/// configured limits, seccomp and user namespace.
+pub struct SpecInput<'a> {
+    pub workload: Workload<'a>,
+    pub cgroup_path: &'a str,
     pub pids_limit: i64,
     pub tmp_size_mb: u64,
     pub log_limit_mb: u64,
@@ -82,27 +89,28 @@ pub fn code_function<'a>(
 }
 
 pub fn build(i: &SpecInput<'_>) -> Value {
-    let memory = i.memory_mb * 1024 * 1024;
+    let w = &i.workload;
+    let memory = w.memory_mb * 1024 * 1024;
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=1024k"]}),
         json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                "options": ["nosuid", "nodev", "mode=1777", format!("size={}m", i.tmp_size_mb)]}),
     ];
-    mounts.extend(i.binds.iter().map(|(src, dst, rw)| bind(src, dst, *rw)));
-    let mut env = i.env.clone();
+    mounts.extend(w.binds.iter().map(|(src, dst, rw)| bind(src, dst, *rw)));
+    let mut env = w.env.clone();
     env.push(format!("ILUVATAR_SOCKET={SOCKET_DIR}/{SOCKET_NAME}"));
     let mut spec = json!({
         "ociVersion": "1.0.2",
-        "root": {"path": i.rootfs, "readonly": true},
+        "root": {"path": w.rootfs, "readonly": true},
         "hostname": i.hostname,
         "process": {
             "terminal": false,
             // Supplementary groups: the function's own group only, none of the worker's.
             "user": {"uid": FUNCTION_UID, "gid": FUNCTION_UID, "additionalGids": [FUNCTION_UID]},
-            "args": i.args,
+            "args": w.args,
             "env": env,
-            "cwd": i.cwd,
+            "cwd": w.cwd,
             "noNewPrivileges": true,
             "capabilities": {"bounding": [], "effective": [], "permitted": [], "inheritable": [], "ambient": []},
             "rlimits": [
@@ -116,7 +124,7 @@ pub fn build(i: &SpecInput<'_>) -> Value {
             "cgroupsPath": i.cgroup_path,
             "resources": {
                 "memory": {"limit": memory, "swap": memory},
-                "cpu": {"quota": i.cpus as i64 * 100_000, "period": 100_000},
+                "cpu": {"quota": w.cpus as i64 * 100_000, "period": 100_000},
                 "pids": {"limit": i.pids_limit},
                 // Every device denied; libcontainer then allows only its default ones
                 // (null, zero, full, random, urandom, tty, ptmx and pts).
@@ -148,14 +156,8 @@ mod tests {
         let p = Path::new("/x");
         let (binds, args, env) = code_function(Path::new("/code"), p, p, "/usr/bin/python3");
         let s = build(&SpecInput {
-            rootfs: p,
-            binds,
-            args,
-            env,
-            cwd: "/tmp",
+            workload: Workload { rootfs: p, binds, args, env, cwd: "/tmp", memory_mb: 128, cpus: 2 },
             cgroup_path: "/iluvatar/c1",
-            memory_mb: 128,
-            cpus: 2,
             pids_limit: 64,
             tmp_size_mb: 16,
             log_limit_mb: 8,

@@ -3,14 +3,31 @@
 //! into it (read-only, propagated through a shared mount), sets its cgroup limits and tells
 //! the agent to import the function: a cold start without a container start.
 
-use super::agent::AgentFailure;
 use super::container::{Files, RuntimeContainer};
-use super::{RuntimeBackend, cgroup, io_err, spec};
-use crate::isolation::{CreateRequest, IsolationError};
+use super::{RuntimeBackend, cgroup, spec};
+use crate::isolation::agent::AgentFailure;
+use crate::isolation::{CreateRequest, FunctionError, IsolationError};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tracing::Instrument;
+
+/// Why a standby container could not be given a function (it is destroyed, and the cold
+/// start starts a container instead).
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    #[error(transparent)]
+    Mount(#[from] IsolationError),
+    #[error(transparent)]
+    Limits(#[from] cgroup::LimitError),
+    #[error("the standby container has no connection")]
+    NoConnection,
+    #[error("the function failed to import: {}: {}", .0.kind, .0.message)]
+    Import(FunctionError),
+    #[error(transparent)]
+    Agent(AgentFailure),
+}
 
 /// Started standby containers and whether a refill is running.
 #[derive(Default)]
@@ -43,7 +60,10 @@ pub(super) fn share_slots(slots: &Path) -> Result<(), IsolationError> {
         .unwrap_or_default()
         .lines()
         .any(|l| l.split_whitespace().nth(4) == Some(&*slots.to_string_lossy()));
-    let fail = |what: &str, e: nix::Error| IsolationError::Io(format!("cannot {what} {}: {e}", slots.display()));
+    let fail = |what: &str, source: nix::Error| IsolationError::Sys {
+        what: format!("cannot {what} {}", slots.display()),
+        source,
+    };
     if !mounted {
         mount(Some(slots), slots, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| fail("bind", e))?;
     }
@@ -59,7 +79,9 @@ impl RuntimeBackend {
             return;
         }
         let Some(me) = self.me.upgrade() else { return };
-        tokio::spawn(async move {
+        // Not part of the invocation that may have started it: a root span of its own.
+        let span = tracing::debug_span!(parent: None, "standby_refill");
+        let refill = async move {
             let pool = &me.standby;
             while !pool.closed.load(Ordering::SeqCst) && pool.ready.lock().unwrap().len() < me.config.standby {
                 match me.start_standby().await {
@@ -74,23 +96,28 @@ impl RuntimeBackend {
                 }
             }
             pool.refilling.store(false, Ordering::SeqCst);
-        });
+        };
+        tokio::spawn(refill.instrument(span));
     }
 
     async fn start_standby(&self) -> Result<RuntimeContainer, IsolationError> {
         let n = self.standby.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("standby-{:08x}-{n}", super::fnv1a(self.dirs.root.to_string_lossy().as_bytes()) as u32);
+        let id = format!(
+            "standby-{:08x}-{n}",
+            crate::isolation::naming::fnv1a(self.dirs.root.to_string_lossy().as_bytes()) as u32
+        );
         let key = Self::key(&id);
         let files = self.files(&key);
         let started = async {
             self.prepare_dirs(&files)?;
-            std::fs::create_dir_all(&files.slot).map_err(|e| io_err("cannot create", &files.slot, e))?;
+            std::fs::create_dir_all(&files.slot).map_err(IsolationError::io("cannot create", &files.slot))?;
             let (binds, args, mut env) =
                 spec::code_function(&files.slot, &self.dirs.agent, &files.sockets, &self.config.python);
             env.push("ILUVATAR_STANDBY=1".into());
             let memory = self.config.standby_memory_mb;
-            let config = self.spec(&key, &self.dirs.rootfs, binds, args, env, "/tmp", memory, 1);
-            self.boot(&id, "standby", &files, config, memory, false).await
+            let (rootfs, cwd) = (self.dirs.rootfs.as_path(), "/tmp");
+            let config = self.spec(&key, spec::Workload { rootfs, binds, args, env, cwd, memory_mb: memory, cpus: 1 });
+            self.boot(&id, &files, config, memory, false).await
         };
         match started.await {
             Ok(c) => Ok(c),
@@ -123,7 +150,7 @@ impl RuntimeBackend {
                 return Err(IsolationError::Start { id: req.container_id.to_string(), why });
             }
         };
-        tracing::warn!(tid = req.tid, container = c.id, why, "a standby container could not be used");
+        tracing::warn!(tid = req.tid, container = c.id, why = %why, "a standby container could not be used");
         let _ = self.destroy(c.id).await;
         Ok(None)
     }
@@ -134,31 +161,31 @@ impl RuntimeBackend {
         req: &CreateRequest<'_>,
         code: &Path,
         env: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), Unusable> {
         let files = self.files(&Self::key(&c.id));
         self.mount_read_only(code, &files)?;
         cgroup::set_limits(&c.cgroup_path, req.spec.memory_mb, req.spec.cpus)?;
         c.memory_mb = req.spec.memory_mb;
         let mut guard = c.conn.lock().await;
-        let conn = guard.as_mut().ok_or("the standby container has no connection")?;
+        let conn = guard.as_mut().ok_or(Unusable::NoConnection)?;
         match conn.load(env).await {
             Ok(import_ms) => {
-                tracing::debug!(tid = req.tid, container = c.id, import_ms, "standby container given a function");
+                tracing::debug!(standby = c.id, import_ms, "standby container given a function");
                 Ok(())
             }
-            Err(Ok(fe)) => Err(format!("the function failed to import: {}: {}", fe.kind, fe.message)),
-            Err(Err(AgentFailure::Closed(why) | AgentFailure::Protocol(why))) => Err(why),
+            Err(Ok(fe)) => Err(Unusable::Import(fe)),
+            Err(Err(failure)) => Err(Unusable::Agent(failure)),
         }
     }
 
     /// Mounts `code` read-only at the container's slot. The mount is made read-only before
     /// it reaches the slot, because a remount does not propagate to the container's copy.
-    fn mount_read_only(&self, code: &Path, files: &Files) -> Result<(), String> {
+    fn mount_read_only(&self, code: &Path, files: &Files) -> Result<(), IsolationError> {
         let stage = self.dirs.staging.join(files.slot.file_name().unwrap_or_default());
-        std::fs::create_dir_all(&stage).map_err(|e| format!("creating {}: {e}", stage.display()))?;
+        std::fs::create_dir_all(&stage).map_err(IsolationError::io("creating", &stage))?;
         let result = (|| {
-            fn err(what: &'static str) -> impl Fn(nix::Error) -> String {
-                move |e| format!("{what}: {e}")
+            fn err(what: &'static str) -> impl Fn(nix::Error) -> IsolationError {
+                move |source| IsolationError::Sys { what: what.into(), source }
             }
             mount(Some(code), &stage, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(err("binding the code"))?;
             let ro =

@@ -1,3 +1,6 @@
+//! The image store, for any backend that runs OCI images: `ImageRef::parse`,
+//! `ImageStore::{new, prepare, release}` and `Image` (root, command, environment, cwd).
+//!
 //! OCI images from a local image layout directory (`oci:/path[:tag]`) or a layout archive
 //! (`oci-archive:/path.tar[:tag]`), unpacked once per verified manifest digest into a shared
 //! root that containers mount read-only.
@@ -37,7 +40,7 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// A parsed image reference.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ImageRef {
+pub(crate) struct ImageRef {
     pub archive: bool,
     pub path: PathBuf,
     pub tag: Option<String>,
@@ -82,7 +85,7 @@ impl ImageRef {
 
 /// An unpacked image: where its root is and how to start it.
 #[derive(Debug, Clone)]
-pub struct Image {
+pub(crate) struct Image {
     pub rootfs: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<String>,
@@ -101,7 +104,7 @@ struct Uses {
 }
 
 /// Unpacks images under `dir`, once per verified manifest digest.
-pub struct ImageStore {
+pub(crate) struct ImageStore {
     dir: PathBuf,
     limits: ImageLimits,
     clock: Arc<dyn Clock>,
@@ -245,7 +248,7 @@ impl ImageStore {
             "{shown}|{}|{}|{}|{}.{}|{}.{}",
             st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec
         );
-        let key = format!("{:016x}", super::fnv1a(id.as_bytes()));
+        let key = format!("{:016x}", crate::isolation::naming::fnv1a(id.as_bytes()));
         let archives = self.dir.join("archives");
         safe::private_dir(&archives)?;
         let dst = archives.join(&key);

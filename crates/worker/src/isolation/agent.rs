@@ -1,5 +1,6 @@
-//! The worker's side of the agent protocol: one persistent Unix-socket connection per
-//! container, one JSON request per line, one JSON response per line.
+//! The worker's side of the agent protocol, for any backend whose containers run the agent:
+//! one persistent Unix-socket connection per container, one JSON request per line, one
+//! JSON response per line.
 //!
 //! Request `{"args": {...}, "tid": "..."}`; response `{"ok": true, "result": VALUE,
 //! "start_us", "end_us", "first_call"}` or `{"ok": false, "error": {"kind", "message",
@@ -15,9 +16,9 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Largest response line accepted: a result past the largest payload every hop accepts
 /// (plus room for the response's other fields) is refused, not buffered without end.
-pub const MAX_RESPONSE_BYTES: usize = iluvatar_rpc::MAX_PAYLOAD_BYTES + 4096;
+pub(crate) const MAX_RESPONSE_BYTES: usize = iluvatar_rpc::MAX_PAYLOAD_BYTES + 4096;
 
-pub struct AgentConnection {
+pub(crate) struct AgentConnection {
     /// The process at the other end, as the kernel says.
     peer_pid: Option<i32>,
     reader: BufReader<OwnedReadHalf>,
@@ -41,12 +42,41 @@ struct Response<'a> {
 }
 
 /// Why a call got no answer.
-#[derive(Debug)]
-pub enum AgentFailure {
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AgentFailure {
     /// The connection closed or failed: the agent process is gone or broken.
-    Closed(String),
+    #[error(transparent)]
+    Closed(Closed),
     /// The agent answered something that is not the protocol.
-    Protocol(String),
+    #[error(transparent)]
+    Protocol(Protocol),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Closed {
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// The connection ended (`mid-call`, `while importing`).
+    #[error("the agent closed the connection {0}")]
+    Hangup(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Protocol {
+    #[error("the function's result exceeds the largest payload of {} bytes", iluvatar_rpc::MAX_PAYLOAD_BYTES)]
+    TooLarge,
+    /// A response (`""`) or load response (`"load "`) that is not JSON of the protocol.
+    #[error("unreadable {0}response ({1})")]
+    Unreadable(&'static str, serde_json::Error),
+    #[error("{0}")]
+    Encode(serde_json::Error),
+    /// A failure without the error it should carry.
+    #[error("{0}")]
+    Incomplete(&'static str),
+}
+
+fn closed(e: std::io::Error) -> AgentFailure {
+    AgentFailure::Closed(Closed::Io(e))
 }
 
 impl AgentConnection {
@@ -73,31 +103,30 @@ impl AgentConnection {
         self.request.extend_from_slice(b"{\"args\":");
         self.request.extend_from_slice(args.as_bytes());
         self.request.extend_from_slice(b",\"tid\":");
-        serde_json::to_writer(&mut self.request, tid).map_err(|e| AgentFailure::Protocol(e.to_string()))?;
+        serde_json::to_writer(&mut self.request, tid).map_err(|e| AgentFailure::Protocol(Protocol::Encode(e)))?;
         self.request.extend_from_slice(b"}\n");
-        self.writer.write_all(&self.request).await.map_err(|e| AgentFailure::Closed(e.to_string()))?;
+        self.writer.write_all(&self.request).await.map_err(closed)?;
         self.line.clear();
         let n = (&mut self.reader)
             .take(MAX_RESPONSE_BYTES as u64 + 1)
             .read_until(b'\n', &mut self.line)
             .await
-            .map_err(|e| AgentFailure::Closed(e.to_string()))?;
+            .map_err(closed)?;
         if n == 0 || self.line.last() != Some(&b'\n') {
             if self.line.len() > MAX_RESPONSE_BYTES {
-                return Err(AgentFailure::Protocol(format!(
-                    "the function's result exceeds the largest payload of {} bytes",
-                    iluvatar_rpc::MAX_PAYLOAD_BYTES
-                )));
+                return Err(AgentFailure::Protocol(Protocol::TooLarge));
             }
-            return Err(AgentFailure::Closed("the agent closed the connection mid-call".into()));
+            return Err(AgentFailure::Closed(Closed::Hangup("mid-call")));
         }
-        let r: Response<'_> = serde_json::from_slice(&self.line)
-            .map_err(|e| AgentFailure::Protocol(format!("unreadable response ({e})")))?;
+        let r: Response<'_> =
+            serde_json::from_slice(&self.line).map_err(|e| AgentFailure::Protocol(Protocol::Unreadable("", e)))?;
         let output = match (r.ok, r.result, r.error) {
             (true, Some(v), _) => Ok(v.get().to_string()),
             (true, None, _) => Ok("null".to_string()),
             (false, _, Some(e)) => Err(e),
-            (false, _, None) => return Err(AgentFailure::Protocol("an error response without an error".into())),
+            (false, _, None) => {
+                return Err(AgentFailure::Protocol(Protocol::Incomplete("an error response without an error")));
+            }
         };
         Ok(CallResult { output, start_unix_us: r.start_us, end_unix_us: r.end_us, first_call: r.first_call })
     }
@@ -114,15 +143,12 @@ impl AgentConnection {
             .collect();
         let mut line = serde_json::json!({"load": {"env": vars}}).to_string().into_bytes();
         line.push(b'\n');
-        self.writer.write_all(&line).await.map_err(|e| Err(AgentFailure::Closed(e.to_string())))?;
+        self.writer.write_all(&line).await.map_err(|e| Err(closed(e)))?;
         self.line.clear();
-        let n = (&mut self.reader)
-            .take(1024 * 1024)
-            .read_until(b'\n', &mut self.line)
-            .await
-            .map_err(|e| Err(AgentFailure::Closed(e.to_string())))?;
+        let n =
+            (&mut self.reader).take(1024 * 1024).read_until(b'\n', &mut self.line).await.map_err(|e| Err(closed(e)))?;
         if n == 0 {
-            return Err(Err(AgentFailure::Closed("the agent closed the connection while importing".into())));
+            return Err(Err(AgentFailure::Closed(Closed::Hangup("while importing"))));
         }
         #[derive(Deserialize)]
         struct Loaded {
@@ -132,11 +158,11 @@ impl AgentConnection {
             error: Option<FunctionError>,
         }
         let r: Loaded = serde_json::from_slice(&self.line)
-            .map_err(|e| Err(AgentFailure::Protocol(format!("unreadable load response ({e})"))))?;
+            .map_err(|e| Err(AgentFailure::Protocol(Protocol::Unreadable("load ", e))))?;
         match (r.ok, r.error) {
             (true, _) => Ok(r.import_ms),
             (false, Some(e)) => Err(Ok(e)),
-            (false, None) => Err(Err(AgentFailure::Protocol("a failed load without an error".into()))),
+            (false, None) => Err(Err(AgentFailure::Protocol(Protocol::Incomplete("a failed load without an error")))),
         }
     }
 }
