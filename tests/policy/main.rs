@@ -13,6 +13,11 @@ use iluvatar_testkit::compliance::policy::{balancer_promises, eviction_promises,
 use std::time::Duration;
 
 compliance!(queue_fcfs: queue_suite(QueueConfig::Fcfs));
+compliance!(queue_sjf: queue_suite(QueueConfig::Sjf));
+compliance!(queue_eedf: queue_suite(QueueConfig::Eedf));
+compliance!(queue_iat: queue_suite(QueueConfig::Iat));
+compliance!(queue_cold_priority: queue_suite(QueueConfig::ColdPriority));
+compliance!(queue_fair: queue_suite(QueueConfig::Fair));
 compliance!(eviction_lru: eviction_suite(EvictionConfig::Lru));
 compliance!(keep_alive_fixed: keep_alive_suite(KeepAliveConfig::Fixed { ttl_ms: 1000 }));
 compliance!(keep_alive_fixed_zero: keep_alive_suite(KeepAliveConfig::Fixed { ttl_ms: 0 }));
@@ -33,7 +38,12 @@ compliance!(balancer_ch_rlu: balancer_suite(BalancerConfig::ChRlu {
 #[test]
 fn every_policy_is_listed() {
     match QueueConfig::default() {
-        QueueConfig::Fcfs => {}
+        QueueConfig::Fcfs
+        | QueueConfig::Sjf
+        | QueueConfig::Eedf
+        | QueueConfig::Iat
+        | QueueConfig::ColdPriority
+        | QueueConfig::Fair => {}
     }
     match EvictionConfig::default() {
         EvictionConfig::Lru => {}
@@ -64,6 +74,22 @@ impl QueuePolicy<u32> for Lossy {
         if !self.1.is_multiple_of(7) {
             self.0.push(item);
         }
+    }
+    fn pop(&mut self) -> Option<QueueItem<u32>> {
+        self.0.pop()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Loses nothing, but serves the last pushed first: ties are not in push order.
+#[derive(Default)]
+struct Stack(Vec<QueueItem<u32>>);
+
+impl QueuePolicy<u32> for Stack {
+    fn push(&mut self, item: QueueItem<u32>) {
+        self.0.push(item);
     }
     fn pop(&mut self) -> Option<QueueItem<u32>> {
         self.0.pop()
@@ -108,6 +134,7 @@ impl Balancer for Blind {
 #[test]
 fn the_suites_fail_policies_that_break_a_promise() {
     fails("a queue that loses items", || queue_promises(|| Box::new(Lossy::default())));
+    fails("a queue that breaks ties last-in first", || queue_promises(|| Box::new(Stack::default())));
     fails("an eviction policy that picks a non-candidate", || eviction_promises(&Overreaching));
     fails("a keep-alive policy that un-expires", || keep_alive_promises(&Forgetful));
     fails("a balancer that picks unavailable workers", || balancer_promises(|| Box::new(Blind)));

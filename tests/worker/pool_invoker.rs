@@ -47,12 +47,12 @@ fn pool_with(env: Env, total_mb: u64, ttl_ms: u64, memory_wait_ms: u64) -> Arc<C
 }
 
 fn invoker(pool: Arc<ContainerPool>, concurrency: usize, timeout_ms: u64) -> Arc<Invoker> {
-    let settings = InvokerSettings {
-        concurrency,
-        queue: QueueConfig::Fcfs,
-        timeout: Duration::from_millis(timeout_ms),
-        max_queued: usize::MAX,
-    };
+    invoker_with(pool, concurrency, timeout_ms, QueueConfig::Fcfs)
+}
+
+fn invoker_with(pool: Arc<ContainerPool>, concurrency: usize, timeout_ms: u64, queue: QueueConfig) -> Arc<Invoker> {
+    let settings =
+        InvokerSettings { concurrency, queue, timeout: Duration::from_millis(timeout_ms), max_queued: usize::MAX };
     Invoker::new(settings, pool, env(), Arc::new(Metrics::default()))
 }
 
@@ -252,4 +252,75 @@ async fn shutdown_fails_what_cannot_finish_within_the_grace() {
     let late = inv.invoke(spec("late", 64, 0, 0), "{}".into(), "t3".into()).await.unwrap_err();
     assert_eq!(late.kind(), "shutting_down");
     assert_eq!(inv.load(), (0, 0));
+}
+
+/// One slot under `queue`: `before` (name, ms) run one after another first; then a 500 ms
+/// call takes the slot, and `burst` (name, ms, delay ms after the previous send) queues
+/// behind it. Returns the burst's names in the order they ran. A function's duration is
+/// the same cold or warm, and its registration says so (the estimate before it has run).
+async fn run_order(queue: QueueConfig, before: &[(&str, u64)], burst: &[(&str, u64, u64)]) -> Vec<String> {
+    let inv = invoker_with(pool(8192, 60_000, 0), 1, 60_000, queue);
+    for (name, ms) in before {
+        inv.invoke(spec(name, 64, *ms, *ms), "{}".into(), "t".into()).await.unwrap();
+    }
+    let blocker = {
+        let inv = inv.clone();
+        tokio::spawn(async move { inv.invoke(spec("blocker", 64, 500, 500), "{}".into(), "t".into()).await })
+    };
+    tokio::task::yield_now().await;
+    let mut calls = Vec::new();
+    for (name, ms, delay) in burst {
+        tokio::time::sleep(Duration::from_millis(*delay)).await;
+        let (inv, f, name) = (inv.clone(), spec(name, 64, *ms, *ms), name.to_string());
+        calls.push(tokio::spawn(async move { (name, inv.invoke(f, "{}".into(), "t".into()).await) }));
+        tokio::task::yield_now().await;
+    }
+    blocker.await.unwrap().unwrap();
+    let mut ran = Vec::new();
+    for c in calls {
+        let (name, o) = c.await.unwrap();
+        ran.push((o.unwrap().start_unix_us, name));
+    }
+    ran.sort();
+    ran.into_iter().map(|(_, n)| n).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn sjf_runs_the_short_calls_of_a_burst_first_from_their_registration() {
+    let burst = [("long1", 300, 0), ("short1", 10, 0), ("long2", 300, 0), ("short2", 10, 0)];
+    assert_eq!(run_order(QueueConfig::Fcfs, &[], &burst).await, ["long1", "short1", "long2", "short2"]);
+    // Never run: the estimates are the registrations' timings.
+    assert_eq!(run_order(QueueConfig::Sjf, &[], &burst).await, ["short1", "short2", "long1", "long2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn eedf_lets_a_long_call_that_waited_go_before_a_late_short_one() {
+    // long: deadline 0 + 300 ms; short arrives at 400 ms: deadline 410 ms.
+    let burst = [("long", 300, 0), ("short", 10, 400)];
+    assert_eq!(run_order(QueueConfig::Eedf, &[], &burst).await, ["long", "short"]);
+    assert_eq!(run_order(QueueConfig::Sjf, &[], &burst).await, ["short", "long"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn iat_runs_the_most_frequent_function_first() {
+    // When the burst queues, often has arrived every 10 ms, rare once 40 ms before.
+    let before = [("rare", 10), ("often", 10), ("often", 10), ("often", 10)];
+    let burst = [("rare", 10, 0), ("often", 10, 0)];
+    assert_eq!(run_order(QueueConfig::Fcfs, &before, &burst).await, ["rare", "often"]);
+    assert_eq!(run_order(QueueConfig::Iat, &before, &burst).await, ["often", "rare"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cold_priority_starts_the_cold_start_before_a_warm_call() {
+    // warm has an idle container when the burst queues; cold has none.
+    let burst = [("warm", 10, 0), ("cold", 10, 0)];
+    assert_eq!(run_order(QueueConfig::ColdPriority, &[("warm", 10)], &burst).await, ["cold", "warm"]);
+    assert_eq!(run_order(QueueConfig::Fcfs, &[("warm", 10)], &burst).await, ["warm", "cold"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fair_queueing_does_not_let_a_burst_hold_another_function_back() {
+    let burst = [("a", 10, 0), ("a", 10, 0), ("a", 10, 0), ("b", 10, 0), ("a", 10, 0)];
+    assert_eq!(run_order(QueueConfig::Fair, &[], &burst).await, ["a", "b", "a", "a", "a"]);
+    assert_eq!(run_order(QueueConfig::Fcfs, &[], &burst).await, ["a", "a", "a", "b", "a"]);
 }

@@ -75,11 +75,15 @@ struct QueueState {
     closed: bool,
 }
 
-/// Smoothed per-function durations, for estimates.
+/// Smoothed per-function durations and inter-arrival time, for estimates and queue
+/// policies.
 #[derive(Default, Clone, Copy)]
 struct FnStats {
     warm_us: f64,
     cold_us: f64,
+    last_arrival: Option<Duration>,
+    /// Smoothed inter-arrival time; 0 until the function has arrived twice.
+    iat_us: f64,
 }
 
 pub struct InvokerSettings {
@@ -141,7 +145,9 @@ impl Invoker {
         let fqdn: Arc<str> = spec.fqdn().0.into();
         let name = fqdn.clone();
         let span = tracing::debug_span!("queue", fqdn = %fqdn);
-        let job = Job { spec, fqdn: fqdn.clone(), args, tid, arrival: self.env.now(), reply, span };
+        let arrival = self.env.now();
+        let iat = self.note_arrival(&fqdn, arrival);
+        let job = Job { spec, fqdn: fqdn.clone(), args, tid, arrival, reply, span };
         {
             let mut s = self.state.lock().unwrap();
             if s.closed {
@@ -156,8 +162,9 @@ impl Invoker {
                     self.metrics.invocations_failed.fetch_add(1, Relaxed);
                     return Err(InvokeError::QueueFull { fqdn: fqdn.to_string(), max_queued: self.max_queued });
                 }
-                let est_duration = self.estimate_exec(&fqdn);
-                s.queue.push(QueueItem { fqdn, arrival: job.arrival, est_duration, payload: job });
+                let cold = !self.pool.has_idle(&fqdn);
+                let est_duration = self.estimate_exec(&job.spec, &fqdn, cold);
+                s.queue.push(QueueItem { fqdn, arrival, est_duration, cold, iat, payload: job });
             }
         }
         outcome.await.unwrap_or_else(|_| Err(InvokeError::ShuttingDown { fqdn: name.to_string() }))
@@ -268,32 +275,48 @@ impl Invoker {
         }
     }
 
-    /// Expected execution time of a function: warm if an idle container waits, cold if not.
-    /// Learnt from past invocations, else from the registration's timings, else zero.
-    fn estimate_exec(&self, fqdn: &str) -> Duration {
-        let learnt = self.stats.lock().unwrap().get(fqdn).copied().unwrap_or_default();
-        let warm = self.pool.has_idle(fqdn);
-        let us = if warm {
-            learnt.warm_us
-        } else if learnt.cold_us > 0.0 {
-            learnt.cold_us
-        } else {
-            learnt.warm_us
+    /// Records an arrival of `fqdn` at `now`; returns the function's smoothed
+    /// inter-arrival time, once it has arrived twice.
+    fn note_arrival(&self, fqdn: &Arc<str>, now: Duration) -> Option<Duration> {
+        let mut stats = self.stats.lock().unwrap();
+        let s = match stats.get_mut(fqdn) {
+            Some(s) => s,
+            None => stats.entry(fqdn.clone()).or_default(),
         };
-        Duration::from_micros(us as u64)
+        if let Some(last) = s.last_arrival.replace(now) {
+            let gap = now.saturating_sub(last).as_micros() as f64;
+            s.iat_us = if s.iat_us == 0.0 { gap } else { s.iat_us * (1.0 - EWMA) + gap * EWMA };
+            return Some(Duration::from_micros(s.iat_us as u64));
+        }
+        None
+    }
+
+    /// Expected execution time of a function: warm if an idle container waits, cold if
+    /// not. Learnt from past invocations (the other kind when this one has not been seen),
+    /// else from the registration's timings, else zero: a function never run is not taken
+    /// for the shortest.
+    fn estimate_exec(&self, spec: &FunctionSpec, fqdn: &str, cold: bool) -> Duration {
+        let learnt = self.stats.lock().unwrap().get(fqdn).copied().unwrap_or_default();
+        let (own, other) = if cold { (learnt.cold_us, learnt.warm_us) } else { (learnt.warm_us, learnt.cold_us) };
+        // A cold start not seen yet takes at least a warm call; a warm call is not taken
+        // for a cold start's length while the registration says better.
+        if own > 0.0 {
+            return Duration::from_micros(own as u64);
+        }
+        if cold && other > 0.0 {
+            return Duration::from_micros(other as u64);
+        }
+        match spec.timings() {
+            Ok(Some(t)) => Duration::from_secs_f64((if cold { t.cold_ms } else { t.warm_ms }).max(0.0) / 1000.0),
+            _ => Duration::from_micros(other as u64),
+        }
     }
 
     /// Estimated end-to-end time of invoking `spec` now: the queue ahead spread over the
     /// concurrency slots, plus its own execution.
     pub fn estimate(&self, spec: &FunctionSpec) -> Duration {
         let fqdn = spec.fqdn().0;
-        let mut own = self.estimate_exec(&fqdn);
-        if own.is_zero()
-            && let Ok(Some(t)) = spec.timings()
-        {
-            let ms = if self.pool.has_idle(&fqdn) { t.warm_ms } else { t.cold_ms };
-            own = Duration::from_secs_f64(ms / 1000.0);
-        }
+        let own = self.estimate_exec(spec, &fqdn, !self.pool.has_idle(&fqdn));
         let (queued, _) = self.load();
         let avg = {
             let stats = self.stats.lock().unwrap();

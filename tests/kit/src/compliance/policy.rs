@@ -1,5 +1,5 @@
 //! What every policy must do, whatever it optimises: queue policies never lose, duplicate or
-//! invent an item; eviction policies pick only candidates they were offered and free enough
+//! invent an item, and break ties in push order; eviction policies pick only candidates they were offered and free enough
 //! or nothing; keep-alive policies never expire a container just used, and never un-expire
 //! one; balancers pick only available workers, the same way for the same inputs, and spread
 //! load. Every config also survives JSON and TOML.
@@ -27,6 +27,8 @@ fn item(n: u32, cases: &mut Cases) -> QueueItem<u32> {
         fqdn: Arc::from(FUNCTIONS[cases.below(FUNCTIONS.len() as u64) as usize]),
         arrival: Duration::from_millis(n as u64 * 3 + cases.below(5)),
         est_duration: Duration::from_millis(1 + cases.below(500)),
+        cold: cases.below(2) == 0,
+        iat: (cases.below(4) > 0).then(|| Duration::from_millis(cases.below(1000))),
         payload: n,
     }
 }
@@ -65,6 +67,21 @@ pub fn queue_promises(make: impl Fn() -> Box<dyn QueuePolicy<u32>>) {
     let drained: BTreeSet<u32> = q.drain().into_iter().map(|it| it.payload).collect();
     assert_eq!(drained, (0..20).collect(), "drain returns every item once");
     assert!(q.is_empty() && q.pop().is_none(), "drain empties the queue");
+    // Ties (items alike in everything a policy sees) come out in push order, so that
+    // virtual time, where arrivals share instants, stays deterministic.
+    let alike = |n: u32| QueueItem {
+        fqdn: Arc::from(FUNCTIONS[0]),
+        arrival: Duration::from_millis(5),
+        est_duration: Duration::from_millis(5),
+        cold: true,
+        iat: Some(Duration::from_millis(5)),
+        payload: n,
+    };
+    for n in 0..12 {
+        q.push(alike(n));
+    }
+    let order: Vec<u32> = std::iter::from_fn(|| q.pop()).map(|it| it.payload).collect();
+    assert_eq!(order, (0..12).collect::<Vec<_>>(), "ties come out in push order");
 }
 
 pub fn queue_suite(config: QueueConfig) {
