@@ -19,9 +19,15 @@ compliance!(queue_iat: queue_suite(QueueConfig::Iat));
 compliance!(queue_cold_priority: queue_suite(QueueConfig::ColdPriority));
 compliance!(queue_fair: queue_suite(QueueConfig::Fair));
 compliance!(eviction_lru: eviction_suite(EvictionConfig::Lru));
+compliance!(eviction_lfu: eviction_suite(EvictionConfig::Lfu));
+compliance!(eviction_gdsf: eviction_suite(EvictionConfig::Gdsf));
 compliance!(keep_alive_fixed: keep_alive_suite(KeepAliveConfig::Fixed { ttl_ms: 1000 }));
 compliance!(keep_alive_fixed_zero: keep_alive_suite(KeepAliveConfig::Fixed { ttl_ms: 0 }));
 compliance!(keep_alive_default: keep_alive_suite(KeepAliveConfig::default()));
+compliance!(keep_alive_ttl: keep_alive_suite(KeepAliveConfig::Ttl {
+    ttl_ms: 1000,
+    functions: [("a-1".to_string(), 10), ("c-1".to_string(), 60_000)].into()
+}));
 compliance!(balancer_round_robin: balancer_suite(BalancerConfig::RoundRobin));
 compliance!(balancer_least_loaded: balancer_suite(BalancerConfig::LeastLoaded));
 compliance!(balancer_ch_bl: balancer_suite(BalancerConfig::ChBl { vnodes: 100, load_factor: 1.25 }));
@@ -46,10 +52,10 @@ fn every_policy_is_listed() {
         | QueueConfig::Fair => {}
     }
     match EvictionConfig::default() {
-        EvictionConfig::Lru => {}
+        EvictionConfig::Lru | EvictionConfig::Lfu | EvictionConfig::Gdsf => {}
     }
     match KeepAliveConfig::default() {
-        KeepAliveConfig::Fixed { .. } => {}
+        KeepAliveConfig::Fixed { .. } | KeepAliveConfig::Ttl { .. } => {}
     }
     match BalancerConfig::default() {
         BalancerConfig::RoundRobin

@@ -36,11 +36,21 @@ fn pool(total_mb: u64, ttl_ms: u64, memory_wait_ms: u64) -> Arc<ContainerPool> {
 }
 
 fn pool_with(env: Env, total_mb: u64, ttl_ms: u64, memory_wait_ms: u64) -> Arc<ContainerPool> {
+    pool_policies(env, total_mb, EvictionConfig::Lru, KeepAliveConfig::Fixed { ttl_ms }, memory_wait_ms)
+}
+
+fn pool_policies(
+    env: Env,
+    total_mb: u64,
+    eviction: EvictionConfig,
+    keep_alive: KeepAliveConfig,
+    memory_wait_ms: u64,
+) -> Arc<ContainerPool> {
     let ctx = BackendContext { env: env.clone(), state_dir: std::env::temp_dir(), beyond_loopback: false };
     let backends = Backends::build(&[BackendConfig::Sim(Default::default())], &ctx).unwrap();
     let policies = PoolPolicies {
-        eviction: EvictionConfig::Lru.build(),
-        keep_alive: KeepAliveConfig::Fixed { ttl_ms }.build(),
+        eviction: eviction.build(),
+        keep_alive: keep_alive.build(),
         memory_wait: Duration::from_millis(memory_wait_ms),
     };
     Arc::new(ContainerPool::new(total_mb, backends, policies, env, Arc::new(Metrics::default())))
@@ -323,4 +333,38 @@ async fn fair_queueing_does_not_let_a_burst_hold_another_function_back() {
     let burst = [("a", 10, 0), ("a", 10, 0), ("a", 10, 0), ("b", 10, 0), ("a", 10, 0)];
     assert_eq!(run_order(QueueConfig::Fair, &[], &burst).await, ["a", "b", "a", "a", "a"]);
     assert_eq!(run_order(QueueConfig::Fcfs, &[], &burst).await, ["a", "a", "a", "b", "a"]);
+}
+
+/// `hot` (64 MB, a 490 ms start) serves five calls, then `big` (128 MB, a 50 ms start) one;
+/// `new` then needs 128 MB of a 256 MB pool, so one of them is evicted. Returns the state
+/// of `hot`'s next call.
+async fn hot_after_pressure(eviction: EvictionConfig) -> ContainerState {
+    let p = pool_policies(env(), 256, eviction, KeepAliveConfig::default(), 0);
+    let inv = invoker(p, 1, 60_000);
+    let (hot, big, new) = (spec("hot", 64, 500, 10), spec("big", 128, 60, 10), spec("new", 128, 60, 10));
+    for f in [&hot, &hot, &hot, &hot, &hot, &big, &new] {
+        inv.invoke(f.clone(), "{}".into(), "t".into()).await.unwrap();
+    }
+    inv.invoke(hot, "{}".into(), "t".into()).await.unwrap().state
+}
+
+#[tokio::test(start_paused = true)]
+async fn gdsf_keeps_the_often_used_cheap_to_keep_container_where_lru_does_not() {
+    assert_eq!(hot_after_pressure(EvictionConfig::Lru).await, ContainerState::Cold, "LRU evicts hot, used longest ago");
+    assert_eq!(hot_after_pressure(EvictionConfig::Gdsf).await, ContainerState::Warm, "GDSF evicts big");
+    assert_eq!(hot_after_pressure(EvictionConfig::Lfu).await, ContainerState::Warm, "LFU evicts big, used once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_function_ttl_keeps_one_function_longer() {
+    let keep = KeepAliveConfig::Ttl { ttl_ms: 1_000, functions: [("kept-1".to_string(), 60_000)].into() };
+    let p = pool_policies(env(), 1024, EvictionConfig::Lru, keep, 0);
+    let inv = invoker(p.clone(), 2, 60_000);
+    let (kept, other) = (spec("kept", 64, 100, 10), spec("other", 64, 100, 10));
+    inv.invoke(kept.clone(), "{}".into(), "t".into()).await.unwrap();
+    inv.invoke(other.clone(), "{}".into(), "t".into()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(p.reap_expired().await, 1, "other's container is past its 1 s");
+    assert_eq!(inv.invoke(kept, "{}".into(), "t".into()).await.unwrap().state, ContainerState::Warm);
+    assert_eq!(inv.invoke(other, "{}".into(), "t".into()).await.unwrap().state, ContainerState::Cold);
 }

@@ -36,6 +36,25 @@ struct Entry {
     handle: Box<dyn Container>,
     uses: u64,
     last_used: Duration,
+    /// How long its start took.
+    cold_start: Duration,
+    /// What the eviction policy said of it at its last release.
+    mark: f64,
+}
+
+impl Entry {
+    /// The container as the eviction and keep-alive policies see it.
+    fn view(&self) -> IdleContainer {
+        IdleContainer {
+            id: self.id,
+            fqdn: self.fqdn.clone(),
+            memory_mb: self.memory_mb,
+            last_used: self.last_used,
+            uses: self.uses,
+            cold_start: self.cold_start,
+            mark: self.mark,
+        }
+    }
 }
 
 /// A container lent to one invocation. Give it back with [`ContainerPool::release`].
@@ -227,18 +246,7 @@ impl ContainerPool {
         let free = s.total_mb - s.used_mb;
         let mut victims = Vec::new();
         if free < memory_mb {
-            let candidates: Vec<IdleContainer> = s
-                .idle
-                .values()
-                .flatten()
-                .map(|e| IdleContainer {
-                    id: e.id,
-                    fqdn: e.fqdn.clone(),
-                    memory_mb: e.memory_mb,
-                    last_used: e.last_used,
-                    uses: e.uses,
-                })
-                .collect();
+            let candidates: Vec<IdleContainer> = s.idle.values().flatten().map(Entry::view).collect();
             let chosen = self.policies.eviction.choose_victims(&candidates, memory_mb - free);
             if chosen.is_empty() {
                 return Ok(Plan::Wait { free_mb: free });
@@ -280,8 +288,17 @@ impl ContainerPool {
                 self.metrics.cold_starts.fetch_add(1, Relaxed);
                 self.metrics.cold_start.observe_us(took.as_micros() as u64);
                 tracing::debug!(took_us = took.as_micros() as u64, "cold start");
-                let entry =
-                    Entry { id, fqdn, memory_mb: spec.memory_mb, backend, handle, uses: 0, last_used: self.env.now() };
+                let entry = Entry {
+                    id,
+                    fqdn,
+                    memory_mb: spec.memory_mb,
+                    backend,
+                    handle,
+                    uses: 0,
+                    last_used: self.env.now(),
+                    cold_start: took,
+                    mark: 0.0,
+                };
                 Ok(Lease { entry, state: ContainerState::Cold, cold_start: Some(took) })
             }
             Err(source) => {
@@ -302,6 +319,7 @@ impl ContainerPool {
         if healthy && !s.closed {
             entry.uses += 1;
             entry.last_used = self.env.now();
+            entry.mark = self.policies.eviction.mark(&entry.view());
             s.idle.entry(entry.fqdn.clone()).or_default().push(entry);
             s.idle_count += 1;
             drop(s);
@@ -337,16 +355,7 @@ impl ContainerPool {
         let expired = {
             let mut s = self.state.lock().unwrap();
             let ka = &self.policies.keep_alive;
-            let expired = take_idle(&mut s, |e| {
-                let view = IdleContainer {
-                    id: e.id,
-                    fqdn: e.fqdn.clone(),
-                    memory_mb: e.memory_mb,
-                    last_used: e.last_used,
-                    uses: e.uses,
-                };
-                ka.expired(&view, now)
-            });
+            let expired = take_idle(&mut s, |e| ka.expired(&e.view(), now));
             s.used_mb -= expired.iter().map(|e| e.memory_mb).sum::<u64>();
             expired
         };

@@ -1,7 +1,9 @@
 //! Which idle containers go: eviction when memory is short, and keep-alive expiry.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// An idle container as a policy sees it.
@@ -11,7 +13,13 @@ pub struct IdleContainer {
     pub fqdn: Arc<str>,
     pub memory_mb: u64,
     pub last_used: Duration,
+    /// Calls it has served.
     pub uses: u64,
+    /// How long its start took: what evicting it costs the next call that needs one.
+    pub cold_start: Duration,
+    /// What the eviction policy said of it when it was last released
+    /// ([`EvictionPolicy::mark`]); 0 before.
+    pub mark: f64,
 }
 
 /// Chooses idle containers to remove so that `needed_mb` more memory becomes free.
@@ -19,6 +27,11 @@ pub trait EvictionPolicy: Send + Sync {
     /// Returns the ids to evict, or an empty list if evicting every candidate would not
     /// free enough (then nothing is evicted).
     fn choose_victims(&self, idle: &[IdleContainer], needed_mb: u64) -> Vec<u64>;
+    /// A value the pool keeps with a container released after a call, and shows back in
+    /// [`IdleContainer::mark`]: a policy's memory of the container (GDSF's priority).
+    fn mark(&self, _c: &IdleContainer) -> f64 {
+        0.0
+    }
 }
 
 /// The eviction policy in config: `eviction = { type = "lru" }`.
@@ -28,32 +41,84 @@ pub enum EvictionConfig {
     /// Least recently used first.
     #[default]
     Lru,
+    /// Least frequently used first: the fewest calls served, then the least recently used.
+    Lfu,
+    /// Greedy-Dual-Size-Frequency, keep-alive as caching (FaasCache, Fuerst and Sharma,
+    /// ASPLOS '21): a container's priority, set when it is released, is the clock plus
+    /// uses x cold-start cost / memory; the lowest priority goes first, and the clock
+    /// rises to the priority of the last evicted, so containers not used for long age out.
+    Gdsf,
 }
 
 impl EvictionConfig {
     pub fn build(&self) -> Box<dyn EvictionPolicy> {
         match self {
             EvictionConfig::Lru => Box::new(Lru),
+            EvictionConfig::Lfu => Box::new(Lfu),
+            EvictionConfig::Gdsf => Box::new(Gdsf::default()),
         }
     }
+}
+
+/// Takes `idle` in the order `key` sorts them until `needed_mb` is freed; nothing when
+/// all of them would not be enough.
+fn take_until_enough<K: Ord>(idle: &[IdleContainer], needed_mb: u64, key: impl Fn(&IdleContainer) -> K) -> Vec<u64> {
+    let mut order: Vec<&IdleContainer> = idle.iter().collect();
+    order.sort_by_key(|c| (key(c), c.id));
+    let mut freed = 0;
+    let mut victims = Vec::new();
+    for c in order {
+        if freed >= needed_mb {
+            break;
+        }
+        freed += c.memory_mb;
+        victims.push(c.id);
+    }
+    if freed >= needed_mb { victims } else { Vec::new() }
 }
 
 pub struct Lru;
 
 impl EvictionPolicy for Lru {
     fn choose_victims(&self, idle: &[IdleContainer], needed_mb: u64) -> Vec<u64> {
-        let mut by_age: Vec<&IdleContainer> = idle.iter().collect();
-        by_age.sort_by_key(|c| (c.last_used, c.id));
-        let mut freed = 0;
-        let mut victims = Vec::new();
-        for c in by_age {
-            if freed >= needed_mb {
-                break;
-            }
-            freed += c.memory_mb;
-            victims.push(c.id);
-        }
-        if freed >= needed_mb { victims } else { Vec::new() }
+        take_until_enough(idle, needed_mb, |c| c.last_used)
+    }
+}
+
+pub struct Lfu;
+
+impl EvictionPolicy for Lfu {
+    fn choose_victims(&self, idle: &[IdleContainer], needed_mb: u64) -> Vec<u64> {
+        take_until_enough(idle, needed_mb, |c| (c.uses, c.last_used))
+    }
+}
+
+/// GDSF: the clock is an f64 kept in an atomic's bits.
+#[derive(Default)]
+pub struct Gdsf {
+    clock: AtomicU64,
+}
+
+impl Gdsf {
+    fn clock(&self) -> f64 {
+        f64::from_bits(self.clock.load(Ordering::Relaxed))
+    }
+}
+
+impl EvictionPolicy for Gdsf {
+    fn mark(&self, c: &IdleContainer) -> f64 {
+        let cost_ms = c.cold_start.as_secs_f64() * 1000.0;
+        self.clock() + c.uses.max(1) as f64 * cost_ms / c.memory_mb.max(1) as f64
+    }
+
+    fn choose_victims(&self, idle: &[IdleContainer], needed_mb: u64) -> Vec<u64> {
+        // Never released after a call (a prewarmed container): priority is the clock.
+        let priority = |c: &IdleContainer| if c.mark > 0.0 { c.mark } else { self.clock() };
+        // Priorities are finite and never negative, whose bits order as the numbers do.
+        let victims = take_until_enough(idle, needed_mb, |c| (priority(c).max(0.0).to_bits(), c.last_used));
+        let highest = idle.iter().filter(|c| victims.contains(&c.id)).map(priority).fold(self.clock(), f64::max);
+        self.clock.store(highest.to_bits(), Ordering::Relaxed);
+        victims
     }
 }
 
@@ -68,6 +133,13 @@ pub trait KeepAlivePolicy: Send + Sync {
 pub enum KeepAliveConfig {
     /// Remove a container idle for longer than `ttl_ms`.
     Fixed { ttl_ms: u64 },
+    /// Per-function TTL: a function named in `functions` (by fqdn, `name-version`) keeps
+    /// its containers that long, the others `ttl_ms`.
+    Ttl {
+        ttl_ms: u64,
+        #[serde(default)]
+        functions: BTreeMap<String, u64>,
+    },
 }
 
 impl Default for KeepAliveConfig {
@@ -78,8 +150,12 @@ impl Default for KeepAliveConfig {
 
 impl KeepAliveConfig {
     pub fn build(&self) -> Box<dyn KeepAlivePolicy> {
-        match *self {
-            KeepAliveConfig::Fixed { ttl_ms } => Box::new(FixedTtl(Duration::from_millis(ttl_ms))),
+        match self {
+            KeepAliveConfig::Fixed { ttl_ms } => Box::new(FixedTtl(Duration::from_millis(*ttl_ms))),
+            KeepAliveConfig::Ttl { ttl_ms, functions } => Box::new(PerFunctionTtl {
+                default: Duration::from_millis(*ttl_ms),
+                functions: functions.iter().map(|(f, ms)| (f.clone(), Duration::from_millis(*ms))).collect(),
+            }),
         }
     }
 }
@@ -92,12 +168,78 @@ impl KeepAlivePolicy for FixedTtl {
     }
 }
 
+pub struct PerFunctionTtl {
+    default: Duration,
+    functions: BTreeMap<String, Duration>,
+}
+
+impl KeepAlivePolicy for PerFunctionTtl {
+    fn expired(&self, c: &IdleContainer, now: Duration) -> bool {
+        let ttl = self.functions.get(&*c.fqdn).copied().unwrap_or(self.default);
+        now.saturating_sub(c.last_used) > ttl
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn idle(id: u64, mem: u64, last_ms: u64) -> IdleContainer {
-        IdleContainer { id, fqdn: Arc::from("f-1"), memory_mb: mem, last_used: Duration::from_millis(last_ms), uses: 1 }
+        IdleContainer {
+            id,
+            fqdn: Arc::from("f-1"),
+            memory_mb: mem,
+            last_used: Duration::from_millis(last_ms),
+            uses: 1,
+            cold_start: Duration::from_millis(100),
+            mark: 0.0,
+        }
+    }
+
+    #[test]
+    fn lfu_takes_the_least_used_first_then_the_oldest() {
+        let mut pool = [idle(1, 100, 10), idle(2, 100, 30), idle(3, 100, 20)];
+        pool[0].uses = 9;
+        pool[1].uses = 2;
+        pool[2].uses = 2;
+        assert_eq!(Lfu.choose_victims(&pool, 150), vec![3, 2]);
+    }
+
+    #[test]
+    fn gdsf_keeps_the_often_used_cheap_to_keep_container_and_ages_the_rest() {
+        let gdsf = Gdsf::default();
+        // a: used often, small, slow to start; b: used once, large, quick to start.
+        let mut a = idle(1, 64, 10);
+        a.uses = 20;
+        a.cold_start = Duration::from_millis(500);
+        let mut b = idle(2, 512, 50);
+        b.cold_start = Duration::from_millis(50);
+        a.mark = gdsf.mark(&a);
+        b.mark = gdsf.mark(&b);
+        assert!(a.mark > b.mark);
+        // LRU would take a (least recently used); GDSF takes b.
+        assert_eq!(Lru.choose_victims(&[a.clone(), b.clone()], 10), vec![1]);
+        assert_eq!(gdsf.choose_victims(&[a.clone(), b.clone()], 10), vec![2]);
+        // The clock rose to b's priority: a container released now outranks one of equal
+        // worth released before (the old one ages out).
+        assert_eq!(gdsf.clock(), b.mark);
+        let mut c = idle(3, 512, 60);
+        c.cold_start = Duration::from_millis(50);
+        c.mark = gdsf.mark(&c);
+        assert!(c.mark > b.mark);
+    }
+
+    #[test]
+    fn per_function_ttl_applies_its_own_ttl_and_the_default_to_others() {
+        let config: KeepAliveConfig =
+            serde_json::from_str(r#"{"type": "ttl", "ttl_ms": 100, "functions": {"g-1": 1000}}"#).unwrap();
+        let ka = config.build();
+        let f = idle(1, 10, 0);
+        let mut g = idle(2, 10, 0);
+        g.fqdn = Arc::from("g-1");
+        assert!(ka.expired(&f, Duration::from_millis(101)));
+        assert!(!ka.expired(&g, Duration::from_millis(101)));
+        assert!(ka.expired(&g, Duration::from_millis(1001)));
     }
 
     #[test]

@@ -97,6 +97,8 @@ fn idle_set(cases: &mut Cases, n: usize) -> Vec<IdleContainer> {
             memory_mb: 16 << cases.below(5),
             last_used: Duration::from_millis(cases.below(10_000)),
             uses: 1 + cases.below(20),
+            cold_start: Duration::from_millis(cases.below(2_000)),
+            mark: cases.below(3) as f64 * cases.below(1_000) as f64 / 7.0,
         })
         .collect()
 }
