@@ -8,7 +8,7 @@ use iluvatar_core::policy::{
     QueuePolicy,
 };
 use iluvatar_testkit::compliance;
-use iluvatar_testkit::compliance::policy::balance::{Balancer, BalancerConfig, ClusterView};
+use iluvatar_testkit::compliance::policy::balance::{Balancer, BalancerConfig, ClusterView, LoadMetric};
 use iluvatar_testkit::compliance::policy::{balancer_promises, eviction_promises, keep_alive_promises, queue_promises};
 use std::time::Duration;
 
@@ -29,7 +29,13 @@ compliance!(keep_alive_ttl: keep_alive_suite(KeepAliveConfig::Ttl {
     functions: [("a-1".to_string(), 10), ("c-1".to_string(), 60_000)].into()
 }));
 compliance!(balancer_round_robin: balancer_suite(BalancerConfig::RoundRobin));
-compliance!(balancer_least_loaded: balancer_suite(BalancerConfig::LeastLoaded));
+compliance!(balancer_least_loaded: balancer_suite(BalancerConfig::LeastLoaded { metric: LoadMetric::Outstanding }));
+compliance!(balancer_least_loaded_load_avg: balancer_suite(BalancerConfig::LeastLoaded { metric: LoadMetric::LoadAvg }));
+compliance!(balancer_least_loaded_running: balancer_suite(BalancerConfig::LeastLoaded { metric: LoadMetric::Running }));
+compliance!(balancer_least_loaded_queue: balancer_suite(BalancerConfig::LeastLoaded { metric: LoadMetric::Queue }));
+compliance!(balancer_least_loaded_cpu: balancer_suite(BalancerConfig::LeastLoaded { metric: LoadMetric::Cpu }));
+compliance!(balancer_least_loaded_memory: balancer_suite(BalancerConfig::LeastLoaded { metric: LoadMetric::Memory }));
+compliance!(balancer_rr_guard: balancer_suite(BalancerConfig::RrGuard { max_load_per_core: 2.0 }));
 compliance!(balancer_ch_bl: balancer_suite(BalancerConfig::ChBl { vnodes: 100, load_factor: 1.25 }));
 compliance!(balancer_ch_rlu: balancer_suite(BalancerConfig::ChRlu {
     vnodes: 100,
@@ -59,7 +65,8 @@ fn every_policy_is_listed() {
     }
     match BalancerConfig::default() {
         BalancerConfig::RoundRobin
-        | BalancerConfig::LeastLoaded
+        | BalancerConfig::LeastLoaded { .. }
+        | BalancerConfig::RrGuard { .. }
         | BalancerConfig::ChBl { .. }
         | BalancerConfig::ChRlu { .. } => {}
     }

@@ -18,6 +18,8 @@ pub struct StatusFigures {
     pub queued: u64,
     pub running: u64,
     pub load_avg: f64,
+    pub cpu_pct: f64,
+    pub mem_pct: f64,
 }
 
 pub struct WorkerHandle {
@@ -205,6 +207,8 @@ impl WorkerHandle {
             queued: s.queued,
             running: s.running,
             load_avg: s.load_avg,
+            cpu_pct: s.cpu_pct,
+            mem_pct: s.mem_pct,
             available: available && self.is_healthy() && self.holds(fqdn),
         }
     }

@@ -81,6 +81,8 @@ impl ControllerApi {
                 queued: s.cpu_queue_len.saturating_sub(mine.saturating_sub(running)),
                 running: running.saturating_sub(mine),
                 load_avg: s.cpu_load_avg,
+                cpu_pct: s.cpu_util,
+                mem_pct: s.used_mem_pct,
             });
         }
         let joining = !w.is_healthy();

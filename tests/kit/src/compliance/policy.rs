@@ -164,6 +164,8 @@ fn views(cases: &mut Cases, n: usize) -> Vec<WorkerView> {
             queued: cases.below(3),
             running: cases.below(3),
             load_avg: cases.below(400) as f64 / 100.0,
+            cpu_pct: cases.below(100) as f64,
+            mem_pct: cases.below(100) as f64,
             available: cases.below(4) != 0,
         })
         .collect()

@@ -8,7 +8,7 @@ mod simple;
 
 pub use ch::{ChBl, ChRlu};
 use serde::{Deserialize, Serialize};
-pub use simple::{LeastLoaded, RoundRobin};
+pub use simple::{LeastLoaded, RoundRobin, RrGuard};
 
 /// One worker as a policy sees it.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +24,10 @@ pub struct WorkerView {
     pub running: u64,
     /// The worker host's one-minute load average, from its last status.
     pub load_avg: f64,
+    /// The worker host's CPU use (0..=100 %) and the share of its container pool's memory
+    /// in use (0..=100 %), from its last status.
+    pub cpu_pct: f64,
+    pub mem_pct: f64,
     /// Healthy, and not already tried for this invocation.
     pub available: bool,
 }
@@ -79,6 +83,43 @@ fn default_window() -> usize {
 fn default_spread_load() -> f64 {
     1.0
 }
+fn default_max_load_per_core() -> f64 {
+    2.0
+}
+
+/// What "least loaded" compares, each from the worker's last status (`outstanding` also
+/// counts the controller's own in-flight invocations at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadMetric {
+    /// Invocations queued and running per core.
+    #[default]
+    Outstanding,
+    /// The host's one-minute load average per core.
+    LoadAvg,
+    /// Invocations running per core.
+    Running,
+    /// Invocations queued.
+    Queue,
+    /// The host's CPU use, %.
+    Cpu,
+    /// The share of the container pool's memory in use, %.
+    Memory,
+}
+
+impl LoadMetric {
+    /// The figure of `w` this metric compares (lower is less loaded).
+    pub fn of(self, w: &WorkerView) -> f64 {
+        match self {
+            LoadMetric::Outstanding => w.load_per_core(),
+            LoadMetric::LoadAvg => w.load_avg / w.cpus(),
+            LoadMetric::Running => (w.running + w.inflight) as f64 / w.cpus(),
+            LoadMetric::Queue => w.queued as f64,
+            LoadMetric::Cpu => w.cpu_pct,
+            LoadMetric::Memory => w.mem_pct,
+        }
+    }
+}
 
 /// The balancing policy, by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -87,10 +128,20 @@ pub enum BalancerConfig {
     /// Each available worker in turn.
     #[default]
     RoundRobin,
-    /// The worker with the least outstanding work per core (its queue and running
-    /// invocations from status, or the controller's in-flight count if higher); ties go
-    /// to the lower load average, then in turn.
-    LeastLoaded,
+    /// The worker with the least load by `metric` (default `outstanding`: its queue and
+    /// running invocations from status beyond the controller's in-flight count, per core);
+    /// ties go to the lower load average, then in turn.
+    LeastLoaded {
+        #[serde(default)]
+        metric: LoadMetric,
+    },
+    /// Round robin with a guardrail: each available worker in turn, skipping one whose
+    /// outstanding work per core is at or above `max_load_per_core`; when every worker is,
+    /// the least loaded.
+    RrGuard {
+        #[serde(default = "default_max_load_per_core")]
+        max_load_per_core: f64,
+    },
     /// Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam, SODA'18):
     /// a function goes to its home on the ring unless that worker already holds more than
     /// `load_factor` times its share of the outstanding work; then to the next on the ring.
@@ -125,7 +176,8 @@ impl BalancerConfig {
     pub fn name(&self) -> &'static str {
         match self {
             BalancerConfig::RoundRobin => "round_robin",
-            BalancerConfig::LeastLoaded => "least_loaded",
+            BalancerConfig::LeastLoaded { .. } => "least_loaded",
+            BalancerConfig::RrGuard { .. } => "rr_guard",
             BalancerConfig::ChBl { .. } => "ch_bl",
             BalancerConfig::ChRlu { .. } => "ch_rlu",
         }
@@ -140,6 +192,9 @@ impl BalancerConfig {
                 }
                 (*vnodes, *load_factor)
             }
+            BalancerConfig::RrGuard { max_load_per_core } if max_load_per_core.is_nan() || *max_load_per_core <= 0.0 => {
+                return Err(format!("balancer: max_load_per_core must be above 0 (got {max_load_per_core})"));
+            }
             _ => return Ok(()),
         };
         if vnodes == 0 || load_factor <= 1.0 {
@@ -152,7 +207,8 @@ impl BalancerConfig {
     pub fn build(&self, seed: u64) -> Box<dyn Balancer> {
         match self.clone() {
             BalancerConfig::RoundRobin => Box::new(RoundRobin::default()),
-            BalancerConfig::LeastLoaded => Box::new(LeastLoaded::default()),
+            BalancerConfig::LeastLoaded { metric } => Box::new(LeastLoaded::by(metric)),
+            BalancerConfig::RrGuard { max_load_per_core } => Box::new(RrGuard::new(max_load_per_core)),
             BalancerConfig::ChBl { vnodes, load_factor } => Box::new(ChBl::new(vnodes, load_factor)),
             BalancerConfig::ChRlu { vnodes, load_factor, popular_share, window, spread_load } => {
                 Box::new(ChRlu::new(vnodes, load_factor, popular_share, window, spread_load, seed))
@@ -267,7 +323,7 @@ mod tests {
         let rr = FixedCluster::new(&BalancerConfig::RoundRobin, 1, &ws);
         let got: Vec<_> = (0..4).map(|_| rr.choose("f-1", &[0, 0, 0]).unwrap()).collect();
         assert_eq!(got, vec![0, 1, 2, 0]);
-        let ll = FixedCluster::new(&BalancerConfig::LeastLoaded, 1, &ws);
+        let ll = FixedCluster::new(&BalancerConfig::LeastLoaded { metric: LoadMetric::Outstanding }, 1, &ws);
         assert_eq!(ll.choose("f-1", &[3, 1, 2]), Some(1));
         let ch = FixedCluster::new(&BalancerConfig::ChBl { vnodes: 100, load_factor: 1.25 }, 1, &ws);
         let home = ch.choose("f-1", &[0, 0, 0]).unwrap();
