@@ -1,7 +1,9 @@
-//! `compare` in simulation: one generated trace under two worker configs that must differ
-//! (a pool too small to keep much warm, and a large one), and the table it writes.
+//! `compare`: one trace under two worker configs that must differ (a pool too small to keep
+//! much warm, and a large one), and the table it writes; in simulation (the library in
+//! process) and live (the binary, starting a worker per config).
 
 use super::in_process::{self, SyntheticArgs, synthetic_workload, write};
+use iluvatar_testkit::loadgen::load_gen;
 use iluvatar_testkit::{s, unique_dir as temp_dir};
 use serde_json::Value;
 
@@ -100,5 +102,54 @@ fn compare_tabulates_configs_side_by_side() {
         assert_eq!(summary["target"]["setup"], "simulation");
         assert_eq!(summary["run"]["config"], name, "{summary}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Live: the binary starts a sim-backend worker per config (the one beside it), replays the
+/// trace against it and reads its /metrics. Two functions that do not both fit the tiny
+/// pool, called in turn: there every call is cold; in the large pool only the first two.
+#[test]
+fn compare_live_starts_a_worker_per_config() {
+    let dir = temp_dir("compare-live");
+    let (trace, metadata, out) = (dir.join("trace.csv"), dir.join("metadata.csv"), dir.join("out"));
+    std::fs::write(&metadata, "func_name,cold_dur_ms,warm_dur_ms,mem_mb\nhello,60,5,128\nslow,120,30,256\n").unwrap();
+    let calls: String = (0..8).map(|i| format!("{},{}\n", ["hello", "slow"][i % 2], i * 300)).collect();
+    std::fs::write(&trace, format!("func_name,invoke_time_ms\n{calls}")).unwrap();
+    let config = |name: &str, mb: u64| {
+        let p = dir.join(format!("{name}.json"));
+        let c = serde_json::json!({"log_level": "warn", "container_pool": {"memory_mb": mb},
+            "invoker": {"concurrency": 2}, "isolation": {"backends": [{"type": "sim"}]}});
+        std::fs::write(&p, c.to_string()).unwrap();
+        format!("{name}={}", s(&p))
+    };
+    let (tiny, large) = (config("tiny", 256), config("large", 4096));
+    let argv = [
+        "compare",
+        "--setup",
+        "live",
+        "--input",
+        s(&trace),
+        "--metadata",
+        s(&metadata),
+        "--config",
+        &tiny,
+        "--config",
+        &large,
+        "--out",
+        s(&out),
+    ];
+    let o = load_gen(&argv);
+    assert!(o.status.success(), "compare --setup live failed");
+    let json: Value = serde_json::from_slice(&std::fs::read(out.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(json["setup"], "live");
+    let rows = json["configs"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["invocations"] == 8 && r["errors"] == 0), "{json}");
+    assert_eq!(rows[0]["cold_starts"], 8, "{json}");
+    assert_eq!(rows[1]["cold_starts"], 2, "{json}");
+    let csv = std::fs::read_to_string(out.join("compare.csv")).unwrap();
+    assert!(csv.lines().nth(1).unwrap().starts_with("tiny,8,0,8,100.00,"), "{csv}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("memory_held_mb_s") && stdout.contains("large"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
