@@ -192,9 +192,7 @@ impl BalancerConfig {
                 }
                 (*vnodes, *load_factor)
             }
-            BalancerConfig::RrGuard { max_load_per_core }
-                if max_load_per_core.is_nan() || *max_load_per_core <= 0.0 =>
-            {
+            BalancerConfig::RrGuard { max_load_per_core } if max_load_per_core.is_nan() || *max_load_per_core <= 0.0 => {
                 return Err(format!("balancer: max_load_per_core must be above 0 (got {max_load_per_core})"));
             }
             _ => return Ok(()),
