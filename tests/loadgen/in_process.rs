@@ -66,3 +66,16 @@ pub fn fidelity(args: &[&str], seed: u64) {
     iluvatar_load_gen::simulation::fidelity::run(cli.cmd)
         .unwrap_or_else(|e| panic!("seed {seed}: fidelity {args:?}: {e:#}"));
 }
+
+#[derive(Parser)]
+struct CompareCli {
+    #[command(flatten)]
+    args: iluvatar_load_gen::commands::compare::Args,
+}
+
+/// Runs `compare ARGV...` (a synchronous command: it builds its runtimes); a failure names
+/// the seed.
+pub fn compare(argv: &[&str], seed: u64) -> Vec<iluvatar_load_gen::commands::compare::Row> {
+    let args = CompareCli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}")).args;
+    iluvatar_load_gen::commands::compare::run(args).unwrap_or_else(|e| panic!("seed {seed}: compare {argv:?}: {e:#}"))
+}

@@ -5,6 +5,7 @@
 //! Build the binaries first: `cargo build --workspace`.
 
 mod auth;
+mod compare;
 mod controller;
 mod e2e;
 mod in_process;

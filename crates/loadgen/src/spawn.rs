@@ -10,6 +10,8 @@ use std::process::Child;
 pub struct SpawnedDaemon {
     pub child: Child,
     pub port: u16,
+    /// Its HTTP address (`host:port`) if it serves HTTP, from its ready line.
+    pub http: Option<String>,
     pub dir: PathBuf,
 }
 
@@ -47,7 +49,8 @@ impl SpawnedDaemon {
         config["grpc"] = serde_json::json!({"address": "127.0.0.1", "port": 0});
         let (child, ready) = spawn::start_with_config(bin, &config, &dir, tag)?;
         let port = spawn::grpc_port(&ready).context("ready line has no gRPC port")?;
-        Ok(SpawnedDaemon { child, port, dir })
+        let http = ready["http"].as_str().map(String::from);
+        Ok(SpawnedDaemon { child, port, http, dir })
     }
 
     /// Its gRPC endpoint, `http://127.0.0.1:PORT`.

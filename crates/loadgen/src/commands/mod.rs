@@ -4,6 +4,7 @@
 //! simulation room's.
 
 pub mod benchmark;
+pub mod compare;
 pub mod control_plane;
 pub mod controller_bench;
 pub mod replay;
@@ -48,6 +49,10 @@ pub enum Command {
     /// Simulations over a parameter grid (`--grid 'container_pool.memory_mb=1024,2048;...'`),
     /// in parallel; writes sweep.csv with a row per point.
     Sweep(crate::simulation::sweep::Args),
+    /// One trace under several named worker configs (`--config NAME=FILE`, repeated), in
+    /// simulation or live: a side-by-side table of cold starts, latency p50/p99 and memory
+    /// held and idle (MB·s); writes compare.csv, compare.json, compare.svg and NAME/ each.
+    Compare(compare::Args),
     /// Real containers (runtime backend): cold starts, warm overhead closed- and open-loop,
     /// idle container memory; prints a table and writes JSON.
     WorkerBench(worker_bench::Args),
@@ -68,6 +73,7 @@ pub fn run(command: Command, threads: usize) -> anyhow::Result<()> {
     match command {
         Command::Generate(cmd) => return crate::workload::generate::run(cmd),
         Command::Sweep(args) => return crate::simulation::sweep::run(args),
+        Command::Compare(args) => return compare::run(args).map(|_| ()),
         Command::Fidelity(cmd) => return crate::simulation::fidelity::run(cmd),
         _ => {}
     }
@@ -103,7 +109,11 @@ pub fn run(command: Command, threads: usize) -> anyhow::Result<()> {
             Command::Rate(args) => replay::run_rate(args).await,
             Command::Scaling(args) => scaling::run(args).await,
             Command::Benchmark(args) => benchmark::run(args).await,
-            Command::Generate(_) | Command::SimBench(_) | Command::Sweep(_) | Command::Fidelity(_) => {
+            Command::Generate(_)
+            | Command::SimBench(_)
+            | Command::Sweep(_)
+            | Command::Fidelity(_)
+            | Command::Compare(_) => {
                 unreachable!("handled above")
             }
             Command::ControlPlane(args) => control_plane::run(args).await,

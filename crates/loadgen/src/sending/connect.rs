@@ -75,7 +75,7 @@ pub async fn connect_controller(endpoint: &str, n: usize) -> anyhow::Result<Vec<
 }
 
 /// `GET path` over plain HTTP/1.1 at `address` (HOST:PORT): the body, if the status is 200.
-async fn http_get(address: &str, path: &str) -> anyhow::Result<String> {
+pub async fn http_get(address: &str, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(address).await?;
     let authorization = auth().header_value().map(|v| format!("Authorization: {v}\r\n")).unwrap_or_default();

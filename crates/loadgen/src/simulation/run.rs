@@ -94,6 +94,20 @@ impl SimRun {
         out: &Path,
         info: Value,
     ) -> anyhow::Result<Value> {
+        self.execute_with_metrics(plans, meta, arrivals, out, info).await.map(|(summary, _)| summary)
+    }
+
+    /// [`execute`](Self::execute), also returning the workers' metrics text (Prometheus,
+    /// one worker's after another's) read once every invocation has answered, before the
+    /// workers shut down.
+    pub async fn execute_with_metrics(
+        &self,
+        plans: &[Plan],
+        meta: &[FunctionMeta],
+        arrivals: Arc<Vec<Arrival>>,
+        out: &Path,
+        info: Value,
+    ) -> anyhow::Result<(Value, String)> {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         let recorder = Recorder::create(&out.join("invocations.csv"), meta, &self.version, TID, arrivals.len())?;
         let (workers, transport) = match &self.cluster {
@@ -120,6 +134,7 @@ impl SimRun {
         let recorder = recorder.shared();
         let clock = workers[0].clock.clone();
         run_virtual(&transport, clock, requests(plans), arrivals, TID.into(), recorder.clone()).await?;
+        let metrics: String = workers.iter().map(|w| w.api.metrics_text()).collect::<Vec<_>>().join("\n");
         for w in &workers {
             w.api.shutdown().await;
         }
@@ -132,7 +147,7 @@ impl SimRun {
             target["workers"] = c.workers.into();
             target["balancer"] = serde_json::to_value(&c.controller.balancer)?;
         }
-        write_results(out, &recorded, meta, &[], false, info, target)
+        Ok((write_results(out, &recorded, meta, &[], false, info, target)?, metrics))
     }
 }
 
