@@ -288,9 +288,9 @@ mod tests {
         let j = write("bad.json", r#"{"invoker": {"concurrensy": 3}}"#);
         let e = WorkerConfig::load(Some(&j), vec![]).unwrap_err().to_string();
         assert!(e.contains("concurrensy"), "{e}");
-        let j = write("bad2.json", r#"{"container_pool": {"eviction": {"type": "lfu"}}}"#);
+        let j = write("bad2.json", r#"{"container_pool": {"eviction": {"type": "lrux"}}}"#);
         let e = WorkerConfig::load(Some(&j), vec![]).unwrap_err().to_string();
-        assert!(e.contains("lfu") && e.contains("lru"), "{e}");
+        assert!(e.contains("lrux") && e.contains("gdsf"), "{e}");
     }
 
     #[test]
