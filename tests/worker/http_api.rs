@@ -105,6 +105,18 @@ fn http_api_and_metrics() {
     assert_eq!(metric_value(&m, "iluvatar_queue_length"), Some(0.0), "{m}");
     assert_eq!(metric_value(&m, "iluvatar_invocation_duration_seconds_count"), Some(3.0), "{m}");
     assert_eq!(metric_value(&m, "iluvatar_registered_functions"), Some(1.0), "{m}");
+    // Memory-seconds run up to the moment of reading: a container has been held since the
+    // first invocation, idle part of that time.
+    let held = metric_value(&m, "iluvatar_pool_memory_held_mb_seconds").unwrap_or_else(|| panic!("{m}"));
+    let idle = metric_value(&m, "iluvatar_pool_memory_idle_mb_seconds").unwrap_or_else(|| panic!("{m}"));
+    assert!(held > 0.0 && idle > 0.0 && idle <= held, "held {held}, idle {idle}");
+    assert!(m.contains("# TYPE iluvatar_pool_memory_held_mb_seconds counter"), "{m}");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let later = w.metric("iluvatar_pool_memory_idle_mb_seconds");
+    assert!(
+        later >= idle + 64.0 * 0.05 * 0.9,
+        "an idle 64 MB container accrues while nothing changes: {idle} -> {later}"
+    );
 
     // Malformed or mistyped bodies are client errors, and the worker carries on.
     for (path, body) in [

@@ -368,3 +368,60 @@ async fn per_function_ttl_keeps_one_function_longer() {
     assert_eq!(inv.invoke(kept, "{}".into(), "t".into()).await.unwrap().state, ContainerState::Warm);
     assert_eq!(inv.invoke(other, "{}".into(), "t".into()).await.unwrap().state, ContainerState::Cold);
 }
+
+/// Memory-seconds are integrated exactly on the virtual clock: a 128 MB container starting
+/// (its memory reserved) then busy for 1 s in all, then idle 2 s, has held 384 MB·s, 256 of
+/// them idle; the figures run up to the moment they are read.
+#[tokio::test(start_paused = true)]
+async fn memory_seconds_held_and_idle_are_exact() {
+    let p = pool(1024, 60_000, 0);
+    let f = spec("f", 128, 600, 0);
+    let lease = p.acquire(&f, "t", Acquire::Invoke).await.unwrap();
+    assert_eq!(lease.cold_start, Some(Duration::from_millis(600)));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    p.release(lease, true);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let u = p.memory_usage();
+    assert_eq!((u.held_mb_us, u.idle_mb_us), (384_000_000, 256_000_000));
+    assert_eq!((u.held_mb_seconds(), u.idle_mb_seconds()), (384.0, 256.0));
+    // Reused: busy again (held, not idle) for 1 s; then a second function beside it.
+    let lease = p.acquire(&f, "t", Acquire::Invoke).await.unwrap();
+    assert_eq!(lease.state, ContainerState::Warm);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let u = p.memory_usage();
+    assert_eq!((u.held_mb_seconds(), u.idle_mb_seconds()), (512.0, 256.0), "read without a change in between");
+    p.release(lease, true);
+    let g = spec("g", 256, 500, 0);
+    let pre = p.acquire(&g, "t", Acquire::Prewarm).await.unwrap();
+    p.release_prewarmed(pre);
+    // 0.5 s starting g: 384 MB held, 128 idle; then 1.5 s both idle.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let u = p.memory_usage();
+    assert_eq!((u.held_mb_seconds(), u.idle_mb_seconds()), (512.0 + 192.0 + 576.0, 256.0 + 64.0 + 576.0));
+    // Removed: nothing more accrues.
+    p.remove_idle().await;
+    let before = p.memory_usage();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = p.memory_usage();
+    assert_eq!((after.held_mb_us, after.idle_mb_us), (before.held_mb_us, before.idle_mb_us));
+    assert_eq!(after.since - before.since, Duration::from_secs(10));
+}
+
+/// An evicted container stops counting when it is taken; the new one counts from its
+/// reservation; keep-alive expiry ends an idle container's share.
+#[tokio::test(start_paused = true)]
+async fn memory_seconds_follow_eviction_and_expiry() {
+    let p = pool(128, 1_000, 0);
+    let f = spec("f", 128, 100, 0);
+    let g = spec("g", 128, 100, 0);
+    let l = p.acquire(&f, "t", Acquire::Invoke).await.unwrap(); // 0.1 s busy
+    p.release(l, true);
+    tokio::time::sleep(Duration::from_millis(400)).await; // 0.4 s idle
+    let l = p.acquire(&g, "t", Acquire::Invoke).await.unwrap(); // evicts f; 0.1 s busy
+    p.release(l, true);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // idle 1.5 s, expired at 1.0
+    assert_eq!(p.reap_expired().await, 1);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let u = p.memory_usage();
+    assert_eq!((u.held_mb_seconds(), u.idle_mb_seconds()), (128.0 * 2.1, 128.0 * 1.9));
+}

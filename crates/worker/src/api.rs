@@ -450,6 +450,7 @@ impl WorkerApi {
     pub fn metrics_text(&self) -> String {
         let (queue_len, running) = self.invoker.load();
         let pool = self.pool.snapshot();
+        let usage = self.pool.memory_usage();
         self.metrics.render(&Gauges {
             queue_len,
             running,
@@ -458,6 +459,8 @@ impl WorkerApi {
             memory_used_mb: pool.used_mb,
             memory_total_mb: pool.total_mb,
             registered_functions: self.registry.len(),
+            memory_held_mb_seconds: usage.held_mb_seconds(),
+            memory_idle_mb_seconds: usage.idle_mb_seconds(),
         })
     }
 }
