@@ -425,3 +425,40 @@ async fn memory_seconds_follow_eviction_and_expiry() {
     let u = p.memory_usage();
     assert_eq!((u.held_mb_seconds(), u.idle_mb_seconds()), (128.0 * 2.1, 128.0 * 1.9));
 }
+
+/// The invoker keeps the characteristics map: cold and warm worker times apart, the
+/// function's own time on every call, inter-arrival times and memory; estimates come from
+/// it once the function has run, before that from the registration.
+#[tokio::test(start_paused = true)]
+async fn the_invoker_keeps_each_functions_characteristics_and_estimates_from_them() {
+    let inv = invoker(pool(1024, 60_000, 0), 2, 60_000);
+    let f = spec("f", 192, 300, 100);
+    let fqdn = f.fqdn().0;
+    let other_registration = spec("f", 192, 5_000, 4_000);
+    assert_eq!(inv.estimate(&other_registration), Duration::from_secs(5), "not run yet: the registration, cold");
+    assert!(inv.characteristics().get(&fqdn).is_none());
+    let mut outcomes = Vec::new();
+    for gap_ms in [0, 1_000, 2_000] {
+        tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+        outcomes.push(inv.invoke(f.clone(), "{}".into(), "t".into()).await.unwrap());
+    }
+    assert_eq!(
+        outcomes.iter().map(|o| o.state).collect::<Vec<_>>(),
+        [ContainerState::Cold, ContainerState::Warm, ContainerState::Warm]
+    );
+    let c = inv.characteristics().get(&fqdn).unwrap();
+    assert_eq!(c.memory_mb, 192);
+    assert_eq!((c.cold.count, c.warm.count, c.exec.count, c.iat.count), (1, 2, 3, 2));
+    assert_eq!(c.cold.latest_us, 300e3, "start and first call");
+    assert_eq!((c.warm.min_us, c.warm.max_us, c.warm.smoothed_us), (100e3, 100e3, 100e3));
+    assert_eq!((c.exec.min_us, c.exec.mean_us), (100e3, 100e3));
+    // Arrivals at 0, 0.3 + 1 and 1.4 + 2 seconds.
+    assert_eq!((c.iat.min_us, c.iat.max_us, c.iat.latest_us), (1.3e6, 2.1e6, 2.1e6));
+    assert_eq!(c.iat.smoothed_us, 1.3e6 * 0.8 + 2.1e6 * 0.2);
+    // Learnt figures win over the registration: warm, as an idle container waits.
+    assert_eq!(inv.estimate(&other_registration), Duration::from_millis(100));
+    let mut text = String::new();
+    inv.characteristics().render(&mut text);
+    let line = format!("iluvatar_function_time_seconds{{fqdn=\"{fqdn}\",kind=\"cold\",stat=\"latest\"}} 0.300000");
+    assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+}
