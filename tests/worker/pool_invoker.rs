@@ -382,7 +382,7 @@ async fn memory_seconds_held_and_idle_are_exact() {
     p.release(lease, true);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let u = p.memory_usage();
-    assert_eq!((u.held_mb_us, u.idle_mb_us), (384_000_000, 256_000_000));
+    assert_eq!((u.held_mb_ns, u.idle_mb_ns), (384_000_000_000, 256_000_000_000));
     assert_eq!((u.held_mb_seconds(), u.idle_mb_seconds()), (384.0, 256.0));
     // Reused: busy again (held, not idle) for 1 s; then a second function beside it.
     let lease = p.acquire(&f, "t", Acquire::Invoke).await.unwrap();
@@ -403,7 +403,7 @@ async fn memory_seconds_held_and_idle_are_exact() {
     let before = p.memory_usage();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after = p.memory_usage();
-    assert_eq!((after.held_mb_us, after.idle_mb_us), (before.held_mb_us, before.idle_mb_us));
+    assert_eq!((after.held_mb_ns, after.idle_mb_ns), (before.held_mb_ns, before.idle_mb_ns));
     assert_eq!(after.since - before.since, Duration::from_secs(10));
 }
 

@@ -94,24 +94,24 @@ struct State {
     usage: MemoryUsage,
 }
 
-/// Memory integrated over time, exactly, in MB·µs: at every change of the figures the time
+/// Memory integrated over time, exactly, in MB·ns: at every change of the figures the time
 /// since the last change times their value is added.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemoryUsage {
     /// The time (on the Env's clock) up to which the sums run.
     pub since: Duration,
     /// MB held by containers, idle or busy (including memory reserved for a start).
-    pub held_mb_us: u128,
+    pub held_mb_ns: u128,
     /// MB held by idle containers.
-    pub idle_mb_us: u128,
+    pub idle_mb_ns: u128,
 }
 
 impl MemoryUsage {
     pub fn held_mb_seconds(&self) -> f64 {
-        self.held_mb_us as f64 / 1e6
+        self.held_mb_ns as f64 / 1e9
     }
     pub fn idle_mb_seconds(&self) -> f64 {
-        self.idle_mb_us as f64 / 1e6
+        self.idle_mb_ns as f64 / 1e9
     }
 }
 
@@ -119,9 +119,9 @@ impl State {
     /// Brings the memory integrals up to `now`; called before every change of `used_mb` or
     /// `idle_mb`.
     fn advance(&mut self, now: Duration) {
-        let dt = now.saturating_sub(self.usage.since).as_micros();
-        self.usage.held_mb_us += self.used_mb as u128 * dt;
-        self.usage.idle_mb_us += self.idle_mb as u128 * dt;
+        let dt = now.saturating_sub(self.usage.since).as_nanos();
+        self.usage.held_mb_ns += self.used_mb as u128 * dt;
+        self.usage.idle_mb_ns += self.idle_mb as u128 * dt;
         self.usage.since = self.usage.since.max(now);
     }
 
