@@ -36,9 +36,9 @@ fn unknown_config_fields_are_refused_by_name() {
         std::fs::remove_dir_all(dir).unwrap();
     }
     // A policy with a misspelt name lists the valid ones.
-    let (out, dir) = run_worker(json!({"container_pool": {"eviction": {"type": "lfu"}}}), &[]);
+    let (out, dir) = run_worker(json!({"container_pool": {"eviction": {"type": "lrux"}}}), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("lfu") && stderr.contains("lru"), "{stderr}");
+    assert!(!out.status.success() && stderr.contains("lrux") && stderr.contains("gdsf"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
     // A bad override names the variable.
     let dir = unique_dir("config");

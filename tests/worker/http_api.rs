@@ -74,6 +74,14 @@ fn http_api_and_metrics() {
     assert_eq!(get("/health"), json!({"status": 0}));
     let f = get("/functions");
     assert_eq!(f, json!({"functions": [{"function_name": "web", "function_version": "1", "image_name": "img/web"}]}));
+    let c = get("/functions/characteristics");
+    let web = &c["functions"]["web-1"];
+    assert_eq!(web["memory_mb"], 64, "{c}");
+    assert_eq!((web["cold"]["count"].as_u64(), web["warm"]["count"].as_u64()), (Some(1), Some(2)), "{c}");
+    assert_eq!((web["exec"]["count"].as_u64(), web["iat"]["count"].as_u64()), (Some(3), Some(2)), "{c}");
+    for stat in ["min_us", "max_us", "mean_us", "latest_us", "smoothed_us"] {
+        assert!(web["warm"][stat].as_f64().is_some_and(|x| x > 0.0), "warm {stat}: {c}");
+    }
     let e = post("/est_invoke_time", json!({"fqdns": ["web-1", "other-1"]}));
     let est = e["est_time"].as_array().unwrap_or_else(|| panic!("{e}"));
     assert!(est[0].as_f64().unwrap() >= 0.0 && est[1].as_f64() == Some(0.0), "{e}");
@@ -105,6 +113,25 @@ fn http_api_and_metrics() {
     assert_eq!(metric_value(&m, "iluvatar_queue_length"), Some(0.0), "{m}");
     assert_eq!(metric_value(&m, "iluvatar_invocation_duration_seconds_count"), Some(3.0), "{m}");
     assert_eq!(metric_value(&m, "iluvatar_registered_functions"), Some(1.0), "{m}");
+    // Memory-seconds run up to the moment of reading: a container has been held since the
+    // first invocation, idle part of that time.
+    let held = metric_value(&m, "iluvatar_pool_memory_held_mb_seconds").unwrap_or_else(|| panic!("{m}"));
+    let idle = metric_value(&m, "iluvatar_pool_memory_idle_mb_seconds").unwrap_or_else(|| panic!("{m}"));
+    assert!(held > 0.0 && idle > 0.0 && idle <= held, "held {held}, idle {idle}");
+    assert!(m.contains("# TYPE iluvatar_pool_memory_held_mb_seconds counter"), "{m}");
+    assert_eq!(metric_value(&m, "iluvatar_function_samples{fqdn=\"web-1\",kind=\"warm\"}"), Some(2.0), "{m}");
+    assert_eq!(metric_value(&m, "iluvatar_function_memory_mb{fqdn=\"web-1\"}"), Some(64.0), "{m}");
+    assert!(
+        metric_value(&m, "iluvatar_function_time_seconds{fqdn=\"web-1\",kind=\"cold\",stat=\"max\"}")
+            .is_some_and(|x| x > 0.0),
+        "{m}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let later = w.metric("iluvatar_pool_memory_idle_mb_seconds");
+    assert!(
+        later >= idle + 64.0 * 0.05 * 0.9,
+        "an idle 64 MB container accrues while nothing changes: {idle} -> {later}"
+    );
 
     // Malformed or mistyped bodies are client errors, and the worker carries on.
     for (path, body) in [

@@ -368,3 +368,126 @@ async fn per_function_ttl_keeps_one_function_longer() {
     assert_eq!(inv.invoke(kept, "{}".into(), "t".into()).await.unwrap().state, ContainerState::Warm);
     assert_eq!(inv.invoke(other, "{}".into(), "t".into()).await.unwrap().state, ContainerState::Cold);
 }
+
+/// Memory-seconds are integrated exactly on the virtual clock: a 128 MB container starting
+/// (its memory reserved) then busy for 1 s in all, then idle 2 s, has held 384 MB·s, 256 of
+/// them idle; the figures run up to the moment they are read.
+#[tokio::test(start_paused = true)]
+async fn memory_seconds_held_and_idle_are_exact() {
+    let p = pool(1024, 60_000, 0);
+    let f = spec("f", 128, 600, 0);
+    let lease = p.acquire(&f, "t", Acquire::Invoke).await.unwrap();
+    assert_eq!(lease.cold_start, Some(Duration::from_millis(600)));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    p.release(lease, true);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let u = p.memory_usage();
+    assert_eq!((u.held_mb_ns, u.idle_mb_ns), (384_000_000_000, 256_000_000_000));
+    assert_eq!((u.held_mb_seconds(), u.idle_mb_seconds()), (384.0, 256.0));
+    // Reused: busy again (held, not idle) for 1 s; then a second function beside it.
+    let lease = p.acquire(&f, "t", Acquire::Invoke).await.unwrap();
+    assert_eq!(lease.state, ContainerState::Warm);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let u = p.memory_usage();
+    assert_eq!((u.held_mb_seconds(), u.idle_mb_seconds()), (512.0, 256.0), "read without a change in between");
+    p.release(lease, true);
+    let g = spec("g", 256, 500, 0);
+    let pre = p.acquire(&g, "t", Acquire::Prewarm).await.unwrap();
+    p.release_prewarmed(pre);
+    // 0.5 s starting g: 384 MB held, 128 idle; then 1.5 s both idle.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let u = p.memory_usage();
+    assert_eq!((u.held_mb_seconds(), u.idle_mb_seconds()), (512.0 + 192.0 + 576.0, 256.0 + 64.0 + 576.0));
+    // Removed: nothing more accrues.
+    p.remove_idle().await;
+    let before = p.memory_usage();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = p.memory_usage();
+    assert_eq!((after.held_mb_ns, after.idle_mb_ns), (before.held_mb_ns, before.idle_mb_ns));
+    assert_eq!(after.since - before.since, Duration::from_secs(10));
+}
+
+/// An evicted container stops counting when it is taken; the new one counts from its
+/// reservation; keep-alive expiry ends an idle container's share.
+#[tokio::test(start_paused = true)]
+async fn memory_seconds_follow_eviction_and_expiry() {
+    let p = pool(128, 1_000, 0);
+    let f = spec("f", 128, 100, 0);
+    let g = spec("g", 128, 100, 0);
+    let l = p.acquire(&f, "t", Acquire::Invoke).await.unwrap(); // 0.1 s busy
+    p.release(l, true);
+    tokio::time::sleep(Duration::from_millis(400)).await; // 0.4 s idle
+    let l = p.acquire(&g, "t", Acquire::Invoke).await.unwrap(); // evicts f; 0.1 s busy
+    p.release(l, true);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // idle 1.5 s, expired at 1.0
+    assert_eq!(p.reap_expired().await, 1);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let u = p.memory_usage();
+    assert_eq!((u.held_mb_seconds(), u.idle_mb_seconds()), (128.0 * 2.1, 128.0 * 1.9));
+}
+
+/// The invoker keeps the characteristics map: cold and warm worker times apart, the
+/// function's own time on every call, inter-arrival times and memory; estimates come from
+/// it once the function has run, before that from the registration.
+#[tokio::test(start_paused = true)]
+async fn the_invoker_keeps_each_functions_characteristics_and_estimates_from_them() {
+    let inv = invoker(pool(1024, 60_000, 0), 2, 60_000);
+    let f = spec("f", 192, 300, 100);
+    let fqdn = f.fqdn().0;
+    let other_registration = spec("f", 192, 5_000, 4_000);
+    assert_eq!(inv.estimate(&other_registration), Duration::from_secs(5), "not run yet: the registration, cold");
+    assert!(inv.characteristics().get(&fqdn).is_none());
+    let mut outcomes = Vec::new();
+    for gap_ms in [0, 1_000, 2_000] {
+        tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+        outcomes.push(inv.invoke(f.clone(), "{}".into(), "t".into()).await.unwrap());
+    }
+    assert_eq!(
+        outcomes.iter().map(|o| o.state).collect::<Vec<_>>(),
+        [ContainerState::Cold, ContainerState::Warm, ContainerState::Warm]
+    );
+    let c = inv.characteristics().get(&fqdn).unwrap();
+    assert_eq!(c.memory_mb, 192);
+    assert_eq!((c.cold.count, c.warm.count, c.exec.count, c.iat.count), (1, 2, 3, 2));
+    assert_eq!(c.cold.latest_us, 300e3, "start and first call");
+    assert_eq!((c.warm.min_us, c.warm.max_us, c.warm.smoothed_us), (100e3, 100e3, 100e3));
+    assert_eq!((c.exec.min_us, c.exec.mean_us), (100e3, 100e3));
+    // Arrivals at 0, 0.3 + 1 and 1.4 + 2 seconds.
+    assert_eq!((c.iat.min_us, c.iat.max_us, c.iat.latest_us), (1.3e6, 2.1e6, 2.1e6));
+    assert_eq!(c.iat.smoothed_us, 1.3e6 * 0.8 + 2.1e6 * 0.2);
+    // Learnt figures win over the registration: warm, as an idle container waits.
+    assert_eq!(inv.estimate(&other_registration), Duration::from_millis(100));
+    let mut text = String::new();
+    inv.characteristics().render(&mut text);
+    let line = format!("iluvatar_function_time_seconds{{fqdn=\"{fqdn}\",kind=\"cold\",stat=\"latest\"}} 0.300000");
+    assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+}
+
+/// Queue estimates come from the characteristics map once a function has run: `x` says
+/// 10 ms in its registration but ran 400 ms, so under `sjf` a burst runs `y` (100 ms, not
+/// run yet: its registration) first.
+#[tokio::test(start_paused = true)]
+async fn sjf_trusts_what_a_function_was_seen_to_take_over_its_registration() {
+    let inv = invoker_with(pool(8192, 60_000, 0), 1, 60_000, QueueConfig::Sjf);
+    inv.invoke(spec("x", 64, 400, 400), "{}".into(), "t".into()).await.unwrap();
+    inv.invoke(spec("x", 64, 400, 400), "{}".into(), "t".into()).await.unwrap();
+    let blocker = {
+        let inv = inv.clone();
+        tokio::spawn(async move { inv.invoke(spec("blocker", 64, 500, 500), "{}".into(), "t".into()).await })
+    };
+    tokio::task::yield_now().await;
+    let mut calls = Vec::new();
+    for (name, ms) in [("x", 10), ("y", 100)] {
+        let (inv, f) = (inv.clone(), spec(name, 64, ms, ms));
+        calls.push(tokio::spawn(async move { (name, inv.invoke(f, "{}".into(), "t".into()).await) }));
+        tokio::task::yield_now().await;
+    }
+    blocker.await.unwrap().unwrap();
+    let mut ran = Vec::new();
+    for c in calls {
+        let (name, o) = c.await.unwrap();
+        ran.push((o.unwrap().start_unix_us, name));
+    }
+    ran.sort();
+    assert_eq!(ran.into_iter().map(|(_, n)| n).collect::<Vec<_>>(), ["y", "x"]);
+}

@@ -450,7 +450,8 @@ impl WorkerApi {
     pub fn metrics_text(&self) -> String {
         let (queue_len, running) = self.invoker.load();
         let pool = self.pool.snapshot();
-        self.metrics.render(&Gauges {
+        let usage = self.pool.memory_usage();
+        let mut text = self.metrics.render(&Gauges {
             queue_len,
             running,
             containers_idle: pool.idle,
@@ -458,7 +459,21 @@ impl WorkerApi {
             memory_used_mb: pool.used_mb,
             memory_total_mb: pool.total_mb,
             registered_functions: self.registry.len(),
-        })
+            memory_held_mb_seconds: usage.held_mb_seconds(),
+            memory_idle_mb_seconds: usage.idle_mb_seconds(),
+        });
+        self.invoker.characteristics().render(&mut text);
+        text
+    }
+
+    /// The characteristics map (what the worker learnt of each function), as JSON:
+    /// `{"functions": {"<fqdn>": {"memory_mb", "cold", "warm", "exec", "iat"}}}`, each time
+    /// a summary in microseconds (count, min, max, mean, latest, smoothed).
+    pub fn characteristics(&self) -> serde_json::Value {
+        let all = self.invoker.characteristics().snapshot();
+        let functions: serde_json::Map<String, serde_json::Value> =
+            all.into_iter().map(|(fqdn, c)| (fqdn, serde_json::to_value(c).unwrap_or_default())).collect();
+        serde_json::json!({ "functions": functions })
     }
 }
 

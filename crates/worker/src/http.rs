@@ -43,6 +43,7 @@ pub fn router(api: Arc<WorkerApi>) -> Router {
         .route("/status", get(|State(a): Api| async move { Json(a.status(Default::default())) }))
         .route("/health", get(|State(a): Api| async move { Json(a.health(Default::default())) }))
         .route("/functions", get(|State(a): Api| async move { Json(a.list_registered_funcs(Default::default())) }))
+        .route("/functions/characteristics", get(|State(a): Api| async move { Json(a.characteristics()) }))
         .route("/clean", post(|State(a): Api| async move { Json(a.clean(Default::default()).await) }))
         .route(
             "/est_invoke_time",

@@ -2,12 +2,12 @@
 //! concurrency limit. Each invocation runs in its own task, detached from the request that
 //! asked for it, so a client that goes away cannot leave a container or a slot behind.
 
+use crate::characteristics::Characteristics;
 use crate::isolation::{CallRequest, FunctionError, IsolationError};
 use crate::metrics::Metrics;
 use crate::pool::{Acquire, ContainerPool, PoolError};
 use iluvatar_core::policy::{QueueConfig, QueueItem, QueuePolicy};
 use iluvatar_core::{ContainerState, Env, FunctionSpec, Timings};
-use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,17 +75,6 @@ struct QueueState {
     closed: bool,
 }
 
-/// Smoothed per-function durations and inter-arrival time, for estimates and queue
-/// policies.
-#[derive(Default, Clone, Copy)]
-struct FnStats {
-    warm_us: f64,
-    cold_us: f64,
-    last_arrival: Option<Duration>,
-    /// Smoothed inter-arrival time; 0 until the function has arrived twice.
-    iat_us: f64,
-}
-
 pub struct InvokerSettings {
     pub concurrency: usize,
     pub queue: QueueConfig,
@@ -102,14 +91,13 @@ pub struct Invoker {
     timeout: Duration,
     max_queued: usize,
     state: Mutex<QueueState>,
-    stats: Mutex<HashMap<Arc<str>, FnStats>>,
+    /// What is known of each function: for estimates, queue policies, status and metrics.
+    characteristics: Characteristics,
     /// Set after the shutdown grace: running invocations fail at once.
     abort: watch::Sender<bool>,
     /// Signalled when the last running invocation finishes.
     drained: Notify,
 }
-
-const EWMA: f64 = 0.2;
 
 impl Invoker {
     pub fn new(settings: InvokerSettings, pool: Arc<ContainerPool>, env: Env, metrics: Arc<Metrics>) -> Arc<Self> {
@@ -122,10 +110,15 @@ impl Invoker {
             timeout: settings.timeout,
             max_queued: settings.max_queued,
             state: Mutex::new(state),
-            stats: Mutex::new(HashMap::new()),
+            characteristics: Characteristics::default(),
             abort: watch::channel(false).0,
             drained: Notify::new(),
         })
+    }
+
+    /// The per-function characteristics map.
+    pub fn characteristics(&self) -> &Characteristics {
+        &self.characteristics
     }
 
     /// (queue length, running invocations).
@@ -146,7 +139,7 @@ impl Invoker {
         let name = fqdn.clone();
         let span = tracing::debug_span!("queue", fqdn = %fqdn);
         let arrival = self.env.now();
-        let iat = self.note_arrival(&fqdn, arrival);
+        let iat = self.characteristics.note_arrival(&fqdn, spec.memory_mb, arrival);
         let job = Job { spec, fqdn: fqdn.clone(), args, tid, arrival, reply, span };
         {
             let mut s = self.state.lock().unwrap();
@@ -262,11 +255,10 @@ impl Invoker {
             Ok(o) => {
                 self.metrics.invocations_ok.fetch_add(1, Relaxed);
                 self.metrics.queue_wait.observe_us(o.timings.queue_us);
-                let exec = (o.timings.acquire_us + o.timings.container_us) as f64;
-                let mut stats = self.stats.lock().unwrap();
-                let s = stats.entry(job.fqdn.clone()).or_default();
-                let slot = if o.state == ContainerState::Cold { &mut s.cold_us } else { &mut s.warm_us };
-                *slot = if *slot == 0.0 { exec } else { *slot * (1.0 - EWMA) + exec * EWMA };
+                let worker = Duration::from_micros(o.timings.acquire_us + o.timings.container_us);
+                let exec = Duration::from_micros(o.timings.function_us);
+                let cold = o.state == ContainerState::Cold;
+                self.characteristics.record(&job.fqdn, job.spec.memory_mb, cold, worker, exec);
             }
             Err(e) => {
                 self.metrics.invocations_failed.fetch_add(1, Relaxed);
@@ -275,40 +267,24 @@ impl Invoker {
         }
     }
 
-    /// Records an arrival of `fqdn` at `now`; returns the function's smoothed
-    /// inter-arrival time, once it has arrived twice.
-    fn note_arrival(&self, fqdn: &Arc<str>, now: Duration) -> Option<Duration> {
-        let mut stats = self.stats.lock().unwrap();
-        let s = match stats.get_mut(fqdn) {
-            Some(s) => s,
-            None => stats.entry(fqdn.clone()).or_default(),
-        };
-        if let Some(last) = s.last_arrival.replace(now) {
-            let gap = now.saturating_sub(last).as_micros() as f64;
-            s.iat_us = if s.iat_us == 0.0 { gap } else { s.iat_us * (1.0 - EWMA) + gap * EWMA };
-            return Some(Duration::from_micros(s.iat_us as u64));
-        }
-        None
-    }
-
     /// Expected execution time of a function: warm if an idle container waits, cold if
     /// not. Learnt from past invocations (the other kind when this one has not been seen),
     /// else from the registration's timings, else zero: a function never run is not taken
     /// for the shortest.
     fn estimate_exec(&self, spec: &FunctionSpec, fqdn: &str, cold: bool) -> Duration {
-        let learnt = self.stats.lock().unwrap().get(fqdn).copied().unwrap_or_default();
-        let (own, other) = if cold { (learnt.cold_us, learnt.warm_us) } else { (learnt.warm_us, learnt.cold_us) };
+        let (learnt_cold, learnt_warm) = self.characteristics.times(fqdn);
+        let (own, other) = if cold { (learnt_cold, learnt_warm) } else { (learnt_warm, learnt_cold) };
         // A cold start not seen yet takes at least a warm call; a warm call is not taken
         // for a cold start's length while the registration says better.
-        if own > 0.0 {
-            return Duration::from_micros(own as u64);
+        if let Some(own) = own {
+            return own;
         }
-        if cold && other > 0.0 {
-            return Duration::from_micros(other as u64);
+        if cold && let Some(warm) = other {
+            return warm;
         }
         match spec.timings() {
             Ok(Some(t)) => Duration::from_secs_f64((if cold { t.cold_ms } else { t.warm_ms }).max(0.0) / 1000.0),
-            _ => Duration::from_micros(other as u64),
+            _ => other.unwrap_or_default(),
         }
     }
 
@@ -318,11 +294,7 @@ impl Invoker {
         let fqdn = spec.fqdn().0;
         let own = self.estimate_exec(spec, &fqdn, !self.pool.has_idle(&fqdn));
         let (queued, _) = self.load();
-        let avg = {
-            let stats = self.stats.lock().unwrap();
-            let xs: Vec<f64> = stats.values().map(|s| s.warm_us.max(s.cold_us)).filter(|x| *x > 0.0).collect();
-            if xs.is_empty() { 0.0 } else { xs.iter().sum::<f64>() / xs.len() as f64 }
-        };
+        let avg = self.characteristics.mean_longest().as_micros() as f64;
         own + Duration::from_micros((queued as f64 * avg / self.concurrency as f64) as u64)
     }
 

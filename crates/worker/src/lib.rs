@@ -2,6 +2,7 @@
 //! servers. The binary `iluvatar_worker` parses arguments and calls [`run`].
 
 pub mod api;
+pub mod characteristics;
 pub mod config;
 pub mod env;
 pub mod grpc;

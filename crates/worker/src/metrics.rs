@@ -28,6 +28,10 @@ pub struct Gauges {
     pub memory_used_mb: u64,
     pub memory_total_mb: u64,
     pub registered_functions: usize,
+    /// MB·s held by containers (idle or busy) since start, up to now.
+    pub memory_held_mb_seconds: f64,
+    /// MB·s held by idle containers since start, up to now.
+    pub memory_idle_mb_seconds: f64,
 }
 
 impl Metrics {
@@ -104,6 +108,21 @@ impl Metrics {
             "iluvatar_registered_functions",
             "Functions in the registry.",
             g.registered_functions.to_string(),
+        );
+        let float_counter = |out: &mut String, name: &str, help: &str, v: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v:.3}");
+        };
+        float_counter(
+            &mut out,
+            "iluvatar_pool_memory_held_mb_seconds",
+            "Memory held by containers, idle or busy (including starts), integrated over time (MB*s).",
+            g.memory_held_mb_seconds,
+        );
+        float_counter(
+            &mut out,
+            "iluvatar_pool_memory_idle_mb_seconds",
+            "Memory held by idle containers, integrated over time (MB*s).",
+            g.memory_idle_mb_seconds,
         );
         self.latency.render(
             &mut out,

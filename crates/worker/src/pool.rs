@@ -89,6 +89,47 @@ struct State {
     busy: usize,
     next_id: u64,
     closed: bool,
+    /// MB held by idle containers (part of `used_mb`).
+    idle_mb: u64,
+    usage: MemoryUsage,
+}
+
+/// Memory integrated over time, exactly, in MB·ns: at every change of the figures the time
+/// since the last change times their value is added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// The time (on the Env's clock) up to which the sums run.
+    pub since: Duration,
+    /// MB held by containers, idle or busy (including memory reserved for a start).
+    pub held_mb_ns: u128,
+    /// MB held by idle containers.
+    pub idle_mb_ns: u128,
+}
+
+impl MemoryUsage {
+    pub fn held_mb_seconds(&self) -> f64 {
+        self.held_mb_ns as f64 / 1e9
+    }
+    pub fn idle_mb_seconds(&self) -> f64 {
+        self.idle_mb_ns as f64 / 1e9
+    }
+}
+
+impl State {
+    /// Brings the memory integrals up to `now`; called before every change of `used_mb` or
+    /// `idle_mb`.
+    fn advance(&mut self, now: Duration) {
+        let dt = now.saturating_sub(self.usage.since).as_nanos();
+        self.usage.held_mb_ns += self.used_mb as u128 * dt;
+        self.usage.idle_mb_ns += self.idle_mb as u128 * dt;
+        self.usage.since = self.usage.since.max(now);
+    }
+
+    fn push_idle(&mut self, entry: Entry) {
+        self.idle_mb += entry.memory_mb;
+        self.idle_count += 1;
+        self.idle.entry(entry.fqdn.clone()).or_default().push(entry);
+    }
 }
 
 /// Counts for status and metrics.
@@ -135,8 +176,18 @@ enum Plan {
 impl ContainerPool {
     pub fn new(total_mb: u64, backends: Backends, policies: PoolPolicies, env: Env, metrics: Arc<Metrics>) -> Self {
         let boot_id = format!("{:06x}", env.rng.next_u64() & 0xff_ffff);
-        let state =
-            State { total_mb, used_mb: 0, idle: HashMap::new(), idle_count: 0, busy: 0, next_id: 1, closed: false };
+        let usage = MemoryUsage { since: env.now(), ..Default::default() };
+        let state = State {
+            total_mb,
+            used_mb: 0,
+            idle: HashMap::new(),
+            idle_count: 0,
+            busy: 0,
+            next_id: 1,
+            closed: false,
+            idle_mb: 0,
+            usage,
+        };
         ContainerPool {
             backends,
             env,
@@ -152,6 +203,14 @@ impl ContainerPool {
     pub fn snapshot(&self) -> PoolSnapshot {
         let s = self.state.lock().unwrap();
         PoolSnapshot { used_mb: s.used_mb, total_mb: s.total_mb, idle: s.idle_count, busy: s.busy }
+    }
+
+    /// Memory-seconds held and idle since the pool was made, up to now.
+    pub fn memory_usage(&self) -> MemoryUsage {
+        let now = self.env.now();
+        let mut s = self.state.lock().unwrap();
+        s.advance(now);
+        s.usage
     }
 
     pub fn has_idle(&self, fqdn: &str) -> bool {
@@ -232,14 +291,17 @@ impl ContainerPool {
 
     /// Decides under the lock how to serve an acquisition, reserving memory if creating.
     fn plan(&self, fqdn: &str, memory_mb: u64, kind: Acquire) -> Result<Plan, PoolError> {
+        let now = self.env.now();
         let mut s = self.state.lock().unwrap();
         if s.closed {
             return Err(PoolError::Closed);
         }
+        s.advance(now);
         if kind == Acquire::Invoke
             && let Some(entry) = s.idle.get_mut(fqdn).and_then(|v| v.pop())
         {
             s.idle_count -= 1;
+            s.idle_mb -= entry.memory_mb;
             s.busy += 1;
             return Ok(Plan::Reuse(entry));
         }
@@ -314,14 +376,15 @@ impl ContainerPool {
     /// otherwise.
     pub fn release(&self, lease: Lease, healthy: bool) {
         let mut entry = lease.entry;
+        let now = self.env.now();
         let mut s = self.state.lock().unwrap();
+        s.advance(now);
         s.busy -= 1;
         if healthy && !s.closed {
             entry.uses += 1;
-            entry.last_used = self.env.now();
+            entry.last_used = now;
             entry.mark = self.policies.eviction.mark(&entry.view());
-            s.idle.entry(entry.fqdn.clone()).or_default().push(entry);
-            s.idle_count += 1;
+            s.push_idle(entry);
             drop(s);
         } else {
             s.used_mb -= entry.memory_mb;
@@ -334,16 +397,17 @@ impl ContainerPool {
     /// Puts a freshly prewarmed container into the idle set without counting a use.
     pub fn release_prewarmed(&self, lease: Lease) {
         let mut entry = lease.entry;
-        entry.last_used = self.env.now();
+        let now = self.env.now();
+        entry.last_used = now;
         let mut s = self.state.lock().unwrap();
+        s.advance(now);
         s.busy -= 1;
         if s.closed {
             s.used_mb -= entry.memory_mb;
             drop(s);
             let _ = self.spawn_removals(vec![entry]);
         } else {
-            s.idle.entry(entry.fqdn.clone()).or_default().push(entry);
-            s.idle_count += 1;
+            s.push_idle(entry);
             drop(s);
         }
         self.changed.notify_waiters();
@@ -354,6 +418,7 @@ impl ContainerPool {
         let now = self.env.now();
         let expired = {
             let mut s = self.state.lock().unwrap();
+            s.advance(now);
             let ka = &self.policies.keep_alive;
             let expired = take_idle(&mut s, |e| ka.expired(&e.view(), now));
             s.used_mb -= expired.iter().map(|e| e.memory_mb).sum::<u64>();
@@ -370,7 +435,9 @@ impl ContainerPool {
 
     /// Takes every idle container out of the pool, its memory counted free.
     fn take_all_idle(&self) -> Vec<Entry> {
+        let now = self.env.now();
         let mut s = self.state.lock().unwrap();
+        s.advance(now);
         let idle = take_idle(&mut s, |_| true);
         s.used_mb -= idle.iter().map(|e| e.memory_mb).sum::<u64>();
         idle
@@ -424,7 +491,9 @@ impl ContainerPool {
     }
 
     fn forget(&self, memory_mb: u64) {
+        let now = self.env.now();
         let mut s = self.state.lock().unwrap();
+        s.advance(now);
         s.used_mb -= memory_mb;
         s.busy -= 1;
         drop(s);
@@ -468,6 +537,7 @@ fn take_idle(s: &mut State, pick: impl Fn(&Entry) -> bool) -> Vec<Entry> {
     }
     s.idle.retain(|_, v| !v.is_empty());
     s.idle_count -= taken.len();
+    s.idle_mb -= taken.iter().map(|e| e.memory_mb).sum::<u64>();
     taken
 }
 
