@@ -24,6 +24,14 @@ compliance!(eviction_gdsf: eviction_suite(EvictionConfig::Gdsf));
 compliance!(keep_alive_fixed: keep_alive_suite(KeepAliveConfig::Fixed { ttl_ms: 1000 }));
 compliance!(keep_alive_fixed_zero: keep_alive_suite(KeepAliveConfig::Fixed { ttl_ms: 0 }));
 compliance!(keep_alive_default: keep_alive_suite(KeepAliveConfig::default()));
+compliance!(keep_alive_hybrid: keep_alive_suite(KeepAliveConfig::Hybrid {
+    bin_ms: 60_000,
+    bins: 240,
+    head_pct: 5.0,
+    tail_pct: 99.0,
+    min_samples: 10,
+    fallback_ttl_ms: 600_000
+}));
 compliance!(keep_alive_ttl: keep_alive_suite(KeepAliveConfig::Ttl {
     ttl_ms: 1000,
     functions: [("a-1".to_string(), 10), ("c-1".to_string(), 60_000)].into()
@@ -61,7 +69,7 @@ fn every_policy_is_listed() {
         EvictionConfig::Lru | EvictionConfig::Lfu | EvictionConfig::Gdsf => {}
     }
     match KeepAliveConfig::default() {
-        KeepAliveConfig::Fixed { .. } | KeepAliveConfig::Ttl { .. } => {}
+        KeepAliveConfig::Fixed { .. } | KeepAliveConfig::Ttl { .. } | KeepAliveConfig::Hybrid { .. } => {}
     }
     match BalancerConfig::default() {
         BalancerConfig::RoundRobin

@@ -491,3 +491,42 @@ async fn sjf_trusts_what_a_function_was_seen_to_take_over_its_registration() {
     ran.sort();
     assert_eq!(ran.into_iter().map(|(_, n)| n).collect::<Vec<_>>(), ["y", "x"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn hybrid_unloads_between_periodic_calls_and_prewarms_before_each() {
+    let keep = KeepAliveConfig::Hybrid {
+        bin_ms: 1_000,
+        bins: 60,
+        head_pct: 5.0,
+        tail_pct: 99.0,
+        min_samples: 5,
+        fallback_ttl_ms: 60_000,
+    };
+    let clock = env();
+    let p = pool_policies(clock.clone(), 1024, EvictionConfig::Lru, keep, 0);
+    let inv = invoker(p.clone(), 2, 60_000);
+    let f = spec("periodic", 64, 100, 10);
+    let (mut states, mut idle_mid_gap) = (Vec::new(), Vec::new());
+    for _ in 0..12 {
+        let started = clock.now();
+        let elapsed = || clock.now() - started;
+        states.push(inv.invoke(f.clone(), "{}".into(), "t".into()).await.unwrap().state);
+        // The worker's reaper, every 100 ms, until the next call 10 s after this one.
+        let mut looked = false;
+        while elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            p.reap_expired().await;
+            p.prewarm_due(|fqdn| (fqdn == "periodic-1").then(|| f.clone())).await;
+            if !looked && elapsed() >= Duration::from_secs(5) {
+                looked = true;
+                idle_mid_gap.push(p.snapshot().idle);
+            }
+        }
+    }
+    use ContainerState::{Cold, Prewarm, Warm};
+    // Until five gaps are seen the fallback TTL keeps the container (warm); from then on it
+    // goes after each call and a pre-warmed one waits for the next.
+    assert_eq!(states, [Cold, Warm, Warm, Warm, Warm, Warm, Prewarm, Prewarm, Prewarm, Prewarm, Prewarm, Prewarm]);
+    assert_eq!(idle_mid_gap[..6], [1, 1, 1, 1, 1, 0], "kept idle under the fallback, not once learnt");
+    assert!(idle_mid_gap[6..].iter().all(|n| *n == 0), "{idle_mid_gap:?}");
+}

@@ -171,6 +171,7 @@ impl WorkerApi {
             while !api.shutting_down.load(Ordering::Relaxed) {
                 tokio::time::sleep(every).await;
                 api.pool.reap_expired().await;
+                api.pool.prewarm_due(|fqdn| api.registry.get(fqdn)).await;
                 api.expire_async_results();
             }
         });

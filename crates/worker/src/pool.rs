@@ -246,6 +246,9 @@ impl ContainerPool {
             backend: iluvatar_rpc::isolation::name(spec.isolation),
         })?;
         let started = self.env.now();
+        if matches!(kind, Acquire::Invoke) {
+            self.policies.keep_alive.arrived(fqdn, started);
+        }
         loop {
             let plan = match self.plan(fqdn, spec.memory_mb, kind)? {
                 Plan::Wait { .. } => {
@@ -411,6 +414,28 @@ impl ContainerPool {
             drop(s);
         }
         self.changed.notify_waiters();
+    }
+
+    /// Starts a container for each function the keep-alive policy says is due for a
+    /// pre-warm and has none idle (`spec_of` finds its registration); returns how many
+    /// started. A pre-warm that fails (no memory) is logged and skipped.
+    pub async fn prewarm_due(&self, spec_of: impl Fn(&str) -> Option<Arc<FunctionSpec>>) -> usize {
+        let due = self.policies.keep_alive.prewarm_due(self.env.now());
+        let mut started = 0;
+        for fqdn in due {
+            if self.has_idle(&fqdn) {
+                continue;
+            }
+            let Some(spec) = spec_of(&fqdn) else { continue };
+            match self.acquire_for(&spec, &fqdn, "keep-alive-prewarm", Acquire::Prewarm).await {
+                Ok(lease) => {
+                    self.release_prewarmed(lease);
+                    started += 1;
+                }
+                Err(error) => tracing::info!(%fqdn, %error, "the keep-alive policy's pre-warm failed"),
+            }
+        }
+        started
     }
 
     /// Removes idle containers past their keep-alive; returns how many.

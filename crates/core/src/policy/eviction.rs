@@ -1,9 +1,9 @@
 //! Which idle containers go: eviction when memory is short, and keep-alive expiry.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// An idle container as a policy sees it.
@@ -122,9 +122,17 @@ impl EvictionPolicy for Gdsf {
     }
 }
 
-/// Decides when an idle container has been kept long enough.
+/// Decides when an idle container has been kept long enough, and (optionally) when a
+/// function should get a container before its next call.
 pub trait KeepAlivePolicy: Send + Sync {
     fn expired(&self, c: &IdleContainer, now: Duration) -> bool;
+    /// A call of `fqdn` arrived at `now` (the pool tells every invocation's acquire).
+    fn arrived(&self, _fqdn: &Arc<str>, _now: Duration) {}
+    /// The functions whose pre-warm time has come by `now`, each once: the pool starts a
+    /// container for each that has none idle.
+    fn prewarm_due(&self, _now: Duration) -> Vec<Arc<str>> {
+        Vec::new()
+    }
 }
 
 /// The keep-alive policy in config: `keep_alive = { type = "fixed", ttl_ms = 600000 }`.
@@ -140,6 +148,47 @@ pub enum KeepAliveConfig {
         #[serde(default)]
         functions: BTreeMap<String, u64>,
     },
+    /// The hybrid histogram policy (Shahrad et al., "Serverless in the Wild", ATC '20): per
+    /// function, a histogram of the times between its calls (`bins` bins of `bin_ms`). Once
+    /// it holds `min_samples` and most fall in range, its `head_pct` percentile (less 10 %)
+    /// is the pre-warm window and its `tail_pct` percentile (plus 10 %) the keep-alive
+    /// window: with a pre-warm window, a container goes right after its call and a new one
+    /// is started that long after the call arrived, kept until the keep-alive window ends;
+    /// without one, a container is kept the keep-alive window after its use. A function
+    /// whose histogram is not (yet) representative keeps containers `fallback_ttl_ms`.
+    Hybrid {
+        #[serde(default = "default_bin_ms")]
+        bin_ms: u64,
+        #[serde(default = "default_bins")]
+        bins: usize,
+        #[serde(default = "default_head_pct")]
+        head_pct: f64,
+        #[serde(default = "default_tail_pct")]
+        tail_pct: f64,
+        #[serde(default = "default_min_samples")]
+        min_samples: u64,
+        #[serde(default = "default_fallback_ttl_ms")]
+        fallback_ttl_ms: u64,
+    },
+}
+
+fn default_bin_ms() -> u64 {
+    60_000
+}
+fn default_bins() -> usize {
+    240
+}
+fn default_head_pct() -> f64 {
+    5.0
+}
+fn default_tail_pct() -> f64 {
+    99.0
+}
+fn default_min_samples() -> u64 {
+    10
+}
+fn default_fallback_ttl_ms() -> u64 {
+    10 * 60 * 1000
 }
 
 impl Default for KeepAliveConfig {
@@ -156,6 +205,17 @@ impl KeepAliveConfig {
                 default: Duration::from_millis(*ttl_ms),
                 functions: functions.iter().map(|(f, ms)| (f.clone(), Duration::from_millis(*ms))).collect(),
             }),
+            KeepAliveConfig::Hybrid { bin_ms, bins, head_pct, tail_pct, min_samples, fallback_ttl_ms } => {
+                Box::new(Hybrid {
+                    bin: Duration::from_millis((*bin_ms).max(1)),
+                    bins: (*bins).max(1),
+                    head_pct: head_pct.clamp(0.0, 100.0),
+                    tail_pct: tail_pct.clamp(0.0, 100.0),
+                    min_samples: *min_samples,
+                    fallback: Duration::from_millis(*fallback_ttl_ms),
+                    functions: Mutex::new(HashMap::new()),
+                })
+            }
         }
     }
 }
@@ -177,6 +237,104 @@ impl KeepAlivePolicy for PerFunctionTtl {
     fn expired(&self, c: &IdleContainer, now: Duration) -> bool {
         let ttl = self.functions.get(&*c.fqdn).copied().unwrap_or(self.default);
         now.saturating_sub(c.last_used) > ttl
+    }
+}
+
+/// The hybrid histogram policy: see [`KeepAliveConfig::Hybrid`].
+pub struct Hybrid {
+    bin: Duration,
+    bins: usize,
+    head_pct: f64,
+    tail_pct: f64,
+    min_samples: u64,
+    fallback: Duration,
+    functions: Mutex<HashMap<Arc<str>, Histogram>>,
+}
+
+#[derive(Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    in_range: u64,
+    out_of_range: u64,
+    last_arrival: Option<Duration>,
+    /// (pre-warm, keep-alive) windows, once representative.
+    windows: Option<(Duration, Duration)>,
+    /// When the next pre-warm is due.
+    prewarm_at: Option<Duration>,
+}
+
+impl Hybrid {
+    /// The (pre-warm, keep-alive) windows of a histogram, if it is representative: enough
+    /// samples, most of them in range.
+    fn windows(&self, h: &Histogram) -> Option<(Duration, Duration)> {
+        if h.in_range < self.min_samples.max(1) || h.out_of_range > h.in_range {
+            return None;
+        }
+        let at = |pct: f64| {
+            let want = ((pct / 100.0) * h.in_range as f64).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            h.counts.iter().position(|c| {
+                seen += c;
+                seen >= want
+            })
+        };
+        let head = at(self.head_pct)? as u32;
+        let tail = at(self.tail_pct)? as u32 + 1;
+        Some((self.bin * head * 9 / 10, self.bin * tail * 11 / 10))
+    }
+}
+
+impl KeepAlivePolicy for Hybrid {
+    fn arrived(&self, fqdn: &Arc<str>, now: Duration) {
+        let mut functions = self.functions.lock().unwrap();
+        let h = match functions.get_mut(fqdn) {
+            Some(h) => h,
+            None => functions.entry(fqdn.clone()).or_default(),
+        };
+        if let Some(last) = h.last_arrival {
+            let bin = (now.saturating_sub(last).as_nanos() / self.bin.as_nanos()) as usize;
+            if bin < self.bins {
+                if h.counts.len() < self.bins {
+                    h.counts.resize(self.bins, 0);
+                }
+                h.counts[bin] += 1;
+                h.in_range += 1;
+            } else {
+                h.out_of_range += 1;
+            }
+        }
+        h.last_arrival = Some(now);
+        let windows = self.windows(h);
+        let h = functions.get_mut(fqdn).expect("inserted above");
+        h.windows = windows;
+        h.prewarm_at = windows.filter(|(pre, _)| !pre.is_zero()).map(|(pre, _)| now + pre);
+    }
+
+    fn prewarm_due(&self, now: Duration) -> Vec<Arc<str>> {
+        let mut functions = self.functions.lock().unwrap();
+        let mut due = Vec::new();
+        for (f, h) in functions.iter_mut() {
+            if h.prewarm_at.is_some_and(|at| at <= now) {
+                h.prewarm_at = None;
+                due.push(f.clone());
+            }
+        }
+        due.sort();
+        due
+    }
+
+    fn expired(&self, c: &IdleContainer, now: Duration) -> bool {
+        let idle = now.saturating_sub(c.last_used);
+        let windows = self.functions.lock().unwrap().get(&c.fqdn).and_then(|h| h.windows);
+        match windows {
+            None => idle > self.fallback,
+            // No pre-warm window: kept the keep-alive window after its use.
+            Some((pre, keep)) if pre.is_zero() => idle > keep,
+            // A pre-warmed container (never used) lives out the keep-alive window from the
+            // pre-warm; a used one goes once its call is over.
+            Some((pre, keep)) if c.uses == 0 => idle > keep.saturating_sub(pre),
+            Some(_) => !idle.is_zero(),
+        }
     }
 }
 
@@ -261,5 +419,58 @@ mod tests {
         let c = idle(1, 10, 50);
         assert!(!ka.expired(&c, Duration::from_millis(150)));
         assert!(ka.expired(&c, Duration::from_millis(151)));
+    }
+
+    fn hybrid(min_samples: u64) -> Box<dyn KeepAlivePolicy> {
+        KeepAliveConfig::Hybrid {
+            bin_ms: 1000,
+            bins: 60,
+            head_pct: 5.0,
+            tail_pct: 99.0,
+            min_samples,
+            fallback_ttl_ms: 30_000,
+        }
+        .build()
+    }
+
+    #[test]
+    fn hybrid_learns_a_period_then_unloads_after_each_call_and_prewarms_before_the_next() {
+        let ka = hybrid(5);
+        let f: Arc<str> = Arc::from("f-1");
+        let s = Duration::from_secs;
+        let mut used = idle(1, 10, 0);
+        used.uses = 1;
+        // Before the histogram is representative: the fallback TTL, no pre-warm.
+        for i in 0..5 {
+            ka.arrived(&f, s(10 * i));
+        }
+        used.last_used = s(40);
+        assert!(!ka.expired(&used, s(60)), "fallback: 30 s");
+        assert!(ka.prewarm_due(s(49)).is_empty());
+        // Five gaps of 10 s: pre-warm window 9 s, keep-alive 12.1 s.
+        ka.arrived(&f, s(50));
+        assert!(ka.prewarm_due(s(58)).is_empty(), "not before 50 + 9 s");
+        assert_eq!(ka.prewarm_due(s(59)), vec![f.clone()]);
+        assert!(ka.prewarm_due(s(59)).is_empty(), "once per arrival");
+        used.last_used = s(50);
+        assert!(!ka.expired(&used, s(50)), "not during its own call's release");
+        assert!(ka.expired(&used, s(50) + Duration::from_millis(1)), "a used container goes after its call");
+        let mut warmed = idle(2, 10, 59_000);
+        warmed.uses = 0;
+        assert!(!ka.expired(&warmed, s(62)), "a pre-warmed one is kept through the keep-alive window");
+        assert!(ka.expired(&warmed, s(63)), "12.1 s - 9 s after its pre-warm");
+    }
+
+    #[test]
+    fn hybrid_falls_back_when_most_gaps_are_out_of_range() {
+        let ka = hybrid(2);
+        let f: Arc<str> = Arc::from("f-1");
+        for i in 0..10 {
+            ka.arrived(&f, Duration::from_secs(100 * i));
+        }
+        let c = idle(1, 10, 900_000);
+        assert!(!ka.expired(&c, Duration::from_secs(929)));
+        assert!(ka.expired(&c, Duration::from_secs(931)), "the 30 s fallback");
+        assert!(ka.prewarm_due(Duration::from_secs(2000)).is_empty());
     }
 }
