@@ -468,28 +468,9 @@ async fn the_invoker_keeps_each_functions_characteristics_and_estimates_from_the
 /// run yet: its registration) first.
 #[tokio::test(start_paused = true)]
 async fn sjf_trusts_what_a_function_was_seen_to_take_over_its_registration() {
-    let inv = invoker_with(pool(8192, 60_000, 0), 1, 60_000, QueueConfig::Sjf);
-    inv.invoke(spec("x", 64, 400, 400), "{}".into(), "t".into()).await.unwrap();
-    inv.invoke(spec("x", 64, 400, 400), "{}".into(), "t".into()).await.unwrap();
-    let blocker = {
-        let inv = inv.clone();
-        tokio::spawn(async move { inv.invoke(spec("blocker", 64, 500, 500), "{}".into(), "t".into()).await })
-    };
-    tokio::task::yield_now().await;
-    let mut calls = Vec::new();
-    for (name, ms) in [("x", 10), ("y", 100)] {
-        let (inv, f) = (inv.clone(), spec(name, 64, ms, ms));
-        calls.push(tokio::spawn(async move { (name, inv.invoke(f, "{}".into(), "t".into()).await) }));
-        tokio::task::yield_now().await;
-    }
-    blocker.await.unwrap().unwrap();
-    let mut ran = Vec::new();
-    for c in calls {
-        let (name, o) = c.await.unwrap();
-        ran.push((o.unwrap().start_unix_us, name));
-    }
-    ran.sort();
-    assert_eq!(ran.into_iter().map(|(_, n)| n).collect::<Vec<_>>(), ["y", "x"]);
+    let before = [("x", 400), ("x", 400)];
+    let burst = [("x", 10, 0), ("y", 100, 0)];
+    assert_eq!(run_order(QueueConfig::Sjf, &before, &burst).await, ["y", "x"]);
 }
 
 #[tokio::test(start_paused = true)]
