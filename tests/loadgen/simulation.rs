@@ -27,6 +27,7 @@ fn workload(dir: &Path, seed: u64) {
         mean_cold_extra_ms: 200.0,
         cold_sigma: 0.5,
         mem_mb: vec![128, 256, 512],
+        timer_fraction: 0.0,
         seed,
         out: dir.to_path_buf(),
     };

@@ -17,6 +17,7 @@ mod http_api;
 mod keep_alive;
 mod memory;
 mod overload;
+mod policy_storm;
 mod pool_invoker;
 mod secrets;
 mod shutdown;

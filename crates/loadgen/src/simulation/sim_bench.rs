@@ -75,6 +75,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         mean_cold_extra_ms: a.mean_cold_extra_ms,
         cold_sigma: 0.5,
         mem_mb: vec![128, 256, 512],
+        timer_fraction: 0.0,
         seed: a.seed,
         out: dir.clone(),
     };
