@@ -67,10 +67,31 @@ def _on_term(signum, frame):
     os._exit(0)
 
 
+def _add_dependencies():
+    # The function's dependency layer (its requirements.txt, installed by the worker), if it has
+    # one. It goes after the standard library and before the host's own site directories, so that
+    # the function's versions win over packages the host happens to have, never over the standard
+    # library. site.addsitedir also reads the layer's .pth files, as pip's --target layout expects.
+    deps = os.environ.get("ILUVATAR_DEPS_DIR", "")
+    if not deps:
+        return
+    if not os.path.isdir(deps):
+        raise ModuleNotFoundError("the dependency layer %r is missing" % deps)
+    import site
+
+    before = len(sys.path)
+    site.addsitedir(deps)
+    added = sys.path[before:]
+    del sys.path[before:]
+    at = next((i for i, p in enumerate(sys.path) if p.endswith(("site-packages", "dist-packages"))), len(sys.path))
+    sys.path[at:at] = added
+
+
 def _import_function(fdir):
     path = os.path.join(fdir, "main.py")
     if not os.path.isfile(path):
         raise ModuleNotFoundError("no main.py in function directory %r" % fdir, name="main")
+    _add_dependencies()
     sys.path.insert(0, fdir)  # so the function can import its sibling modules
     loader = importlib.machinery.SourceFileLoader("main", path)
     module = types.ModuleType("main")

@@ -286,6 +286,44 @@ class AgentTest(unittest.TestCase):
         self.assertEqual(conn.call({})["result"], 1)
         self.assertEqual([n for n in os.listdir(agent.sock_dir)], ["agent.sock"])
 
+    # --- dependency layers --------------------------------------------------------------------------
+
+    def test_dependency_layer_is_on_the_path_before_host_packages(self):
+        deps = tempfile.mkdtemp(prefix="ilu-deps-")
+        self.addCleanup(shutil.rmtree, deps, True)
+        os.mkdir(os.path.join(deps, "layerpkg"))
+        with open(os.path.join(deps, "layerpkg", "__init__.py"), "w") as f:
+            f.write("WHERE = 'layer'\n")
+        # A .pth file in the layer adds its line to the path, as site directories do.
+        os.mkdir(os.path.join(deps, "extra"))
+        with open(os.path.join(deps, "extra", "pthmod.py"), "w") as f:
+            f.write("X = 7\n")
+        with open(os.path.join(deps, "layer.pth"), "w") as f:
+            f.write("extra\n")
+        source = '''
+            import sys, layerpkg, pthmod
+            def main(args):
+                site_dirs = [i for i, p in enumerate(sys.path) if p.endswith(("site-packages", "dist-packages"))]
+                return {"where": layerpkg.WHERE, "x": pthmod.X, "at": sys.path.index(args["deps"]),
+                        "first_site": site_dirs[0] if site_dirs else None, "stdlib": sys.path.index(args["stdlib"])}
+            '''
+        import sysconfig
+        conn = self.serve(source, env={"ILUVATAR_DEPS_DIR": deps})
+        r = conn.call({"deps": deps, "stdlib": sysconfig.get_paths()["stdlib"]})["result"]
+        self.assertEqual((r["where"], r["x"]), ("layer", 7), r)
+        self.assertGreater(r["at"], r["stdlib"], "after the standard library: %s" % r)
+        if r["first_site"] is not None:
+            self.assertLess(r["at"], r["first_site"], "before the host's site directories: %s" % r)
+
+    def test_missing_dependency_layer_fails_the_import(self):
+        agent = self.start("def main(args):\n    return 1\n", env={"ILUVATAR_DEPS_DIR": "/nonexistent/deps"})
+        err = self.assert_import_error(agent, "ModuleNotFoundError")
+        self.assertIn("/nonexistent/deps", err["message"])
+
+    def test_without_a_layer_its_packages_are_not_importable(self):
+        conn = self.serve("def main(args):\n    import layerpkg\n")
+        self.assertEqual(conn.call({})["error"]["kind"], "ModuleNotFoundError")
+
     # --- the synthetic function -------------------------------------------------------------------
 
     def test_synthetic(self):

@@ -223,6 +223,11 @@ impl WorkerApi {
         let spec = self.spec_from(req)?;
         let fqdn = spec.fqdn().0;
         let backend = self.backends.get(spec.isolation).cloned();
+        // What the function needs before it can start (a dependency layer): waited for, so
+        // that a registration that answers success can start containers.
+        if let Some(b) = &backend {
+            b.prepare(&spec).await?;
+        }
         let outcome = self.registry.register(spec.clone()).await?;
         // The backend keeps what it checked (an opened folder) for the function's life.
         if let Some(b) = backend {
@@ -412,14 +417,24 @@ impl WorkerApi {
         rpc::HealthResponse { status: status as i32 }
     }
 
-    /// Removes every idle container, in a task of its own so that a client that gives up
+    /// Removes every idle container, then what no registered function uses (dependency
+    /// layers), in a task of its own so that a client that gives up
     /// midway cannot orphan the containers already taken out of the pool.
     pub async fn clean(&self, req: rpc::CleanRequest) -> rpc::CleanResponse {
         let pool = self.pool.clone();
         let span = tracing::info_span!("clean", tid = %req.transaction_id);
-        let work = tokio::spawn(async move { pool.remove_idle().await }.instrument(span.clone()));
-        let removed = work.await.unwrap_or(0);
-        span.in_scope(|| tracing::info!(removed, "clean"));
+        let backends = self.backends.clone();
+        let work = async move {
+            let removed = pool.remove_idle().await;
+            let mut unused = 0;
+            for b in backends.all() {
+                unused += b.remove_unused().await;
+            }
+            (removed, unused)
+        };
+        let work = tokio::spawn(work.instrument(span.clone()));
+        let (removed, unused) = work.await.unwrap_or((0, 0));
+        span.in_scope(|| tracing::info!(removed, unused, "clean"));
         rpc::CleanResponse {}
     }
 

@@ -166,6 +166,13 @@ pub async fn clean(config: &WorkerConfig, env: Env) -> anyhow::Result<Vec<(Strin
     // Cleaning serves no client: where the worker listens does not matter.
     let ctx = isolation::BackendContext { env, state_dir: config.state_dir.clone(), beyond_loopback: false };
     let backends = isolation::Backends::build(&config.isolation.backends, &ctx)?;
+    // What registered functions use (dependency layers) is kept: the backends learn it first.
+    let registry = registry::Registry::open(&config.state_dir)?;
+    for spec in registry.list() {
+        if let Some(Err(e)) = backends.get(spec.isolation).map(|b| b.registered(&spec)) {
+            tracing::warn!(fqdn = %spec.fqdn(), error = %e, "a registered function cannot be used until registered again");
+        }
+    }
     let mut removed = Vec::new();
     for b in backends.all() {
         let n = b.clean_leftovers().await.with_context(|| format!("cleaning the {} backend", b.name()))?;

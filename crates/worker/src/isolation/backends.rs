@@ -16,6 +16,8 @@ use std::sync::Arc;
 macro_rules! backends {
     ($($(#[$doc:meta])* $variant:ident($config:ty) = $flag:expr,)*) => {
         /// A backend in config: `[[isolation.backends]] type = "sim"`.
+        // Read once at start: the size of its largest variant does not matter.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
         pub enum BackendConfig {

@@ -73,6 +73,13 @@ pub trait IsolationBackend: Send + Sync {
     }
     /// Checks at registration that the function's image or code reference can be used.
     fn check_reference(&self, spec: &FunctionSpec) -> Result<(), IsolationError>;
+    /// Called at registration after `check_reference`, before the registration is stored:
+    /// work the function needs before it can start, which may take long (the runtime backend
+    /// builds the dependency layer of a folder with a requirements.txt). Its error refuses
+    /// the registration. Work shared with others must not stop if this future is dropped.
+    fn prepare<'a>(&'a self, _spec: &'a FunctionSpec) -> BoxFuture<'a, Result<(), IsolationError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Called once a registration is stored, and for every stored one at start: the backend
     /// may open (and check again) what the reference names and keep it for the function's
     /// life. An error leaves the function registered but unable to start containers.
@@ -83,6 +90,11 @@ pub trait IsolationBackend: Send + Sync {
     fn remove<'a>(&'a self, container: Box<dyn Container>) -> BoxFuture<'a, Result<(), IsolationError>>;
     /// Removes whatever an earlier run of the worker left behind; returns how many things.
     fn clean_leftovers(&self) -> BoxFuture<'_, Result<usize, IsolationError>>;
+    /// Removes what no registered function uses any more (the runtime backend's dependency
+    /// layers), for the `clean` call; returns how many things.
+    fn remove_unused(&self) -> BoxFuture<'_, usize> {
+        Box::pin(async { 0 })
+    }
     /// Called once when the worker starts serving (background work may begin).
     fn start(&self) {}
     /// Called once at shutdown, after every container was removed.
@@ -97,6 +109,9 @@ pub enum IsolationError {
     BadReference { backend: &'static str, reference: String, why: String },
     #[error("container {id} failed to start: {why}")]
     Start { id: String, why: String },
+    /// A code folder's requirements.txt could not be installed (pip's words in `why`).
+    #[error("the dependencies of {reference:?} cannot be installed: {why}")]
+    Dependencies { reference: String, why: String },
     #[error("container {id} broke during the call: {why}")]
     Broken { id: String, why: String },
     #[error("the function ran out of memory (limit {limit_mb} MB) and was killed")]

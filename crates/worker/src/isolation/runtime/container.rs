@@ -20,6 +20,8 @@ pub(super) struct Files {
     pub log: PathBuf,
     /// Where a standby container's function folder is mounted.
     pub slot: PathBuf,
+    /// Where a standby container's dependency layer is mounted.
+    pub deps_slot: PathBuf,
     /// Where a started container's code folder is staged (mounted from its handle).
     pub code: PathBuf,
 }
@@ -31,6 +33,7 @@ impl RuntimeBackend {
             sockets: self.dirs.sockets.join(key),
             log: self.dirs.logs.join(format!("{key}.log")),
             slot: self.dirs.slots.join(key),
+            deps_slot: self.dirs.slots.join(format!("{key}-deps")),
             code: self.dirs.staging.join(format!("{key}-code")),
         }
     }
@@ -39,18 +42,20 @@ impl RuntimeBackend {
         format!("/{}/{key}", self.cgroup_parent)
     }
 
-    /// Starts a container for `req`; on any failure, whatever was made is removed.
+    /// Starts a container for `req` (with the dependency layer at `deps`, if any); on any
+    /// failure, whatever was made is removed.
     pub(super) async fn start_container(
         &self,
         req: CreateRequest<'_>,
         source: &Source,
+        deps: Option<&Path>,
     ) -> Result<RuntimeContainer, IsolationError> {
         let id = req.container_id.to_string();
         let key = Self::key(&id);
         let files = self.files(&key);
         let started = async {
             self.prepare_dirs(&files)?;
-            let config = self.config_for(&req, source, &key, &files).await?;
+            let config = self.config_for(&req, source, deps, &key, &files).await?;
             let loopback = matches!(source, Source::Code { network: true, .. });
             self.boot(&id, &files, config, req.spec.memory_mb, loopback).await
         };
@@ -88,6 +93,7 @@ impl RuntimeBackend {
         &self,
         req: &CreateRequest<'_>,
         source: &Source,
+        deps: Option<&Path>,
         key: &str,
         files: &Files,
     ) -> Result<serde_json::Value, IsolationError> {
@@ -111,7 +117,7 @@ impl RuntimeBackend {
                 // the registered path.
                 stage_code(code, &files.code).map_err(|e| start_err(e.to_string()))?;
                 let (binds, args, mut env) =
-                    spec::code_function(&files.code, &self.dirs.agent, &files.sockets, &self.config.python);
+                    spec::code_function(&files.code, deps, &self.dirs.agent, &files.sockets, &self.config.python);
                 env.extend(extra_env.iter().cloned());
                 (self.dirs.rootfs.as_path(), binds, args, env, "/tmp")
             }
@@ -216,7 +222,8 @@ impl RuntimeBackend {
             reap(pid).await;
         }
         remove_files(&files);
-        // Its image root, if it had one, is removed when nothing else uses it.
+        // Its dependency layer and image root, if any, go when nothing else uses them.
+        self.deps.release(&id);
         let images = self.images.clone();
         let _ = tokio::task::spawn_blocking(move || images.release(&id_of_image)).await;
         deleted
@@ -243,12 +250,13 @@ fn stage_code(code: &roots::Handle, stage: &Path) -> Result<(), IsolationError> 
 /// Removes a container's files; its socket, slot and code directories are mount points
 /// (a staged code folder is only ever unmounted and removed empty, never recursed into).
 pub(super) fn remove_files(files: &Files) {
-    for m in [&files.sockets, &files.slot, &files.code] {
+    for m in [&files.sockets, &files.slot, &files.deps_slot, &files.code] {
         let _ = nix::mount::umount2(m.as_path(), nix::mount::MntFlags::MNT_DETACH);
     }
     let _ = std::fs::remove_dir_all(&files.bundle);
     let _ = std::fs::remove_dir_all(&files.sockets);
     let _ = std::fs::remove_dir(&files.slot);
+    let _ = std::fs::remove_dir(&files.deps_slot);
     let _ = std::fs::remove_dir(&files.code);
     let _ = std::fs::remove_file(&files.log);
 }

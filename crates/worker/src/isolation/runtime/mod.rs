@@ -5,10 +5,12 @@
 //! Files live under `state_dir/runtime/`: `root/` (libcontainer's state), `bundles/<key>/`
 //! (config.json), `sockets/<key>/` (the agent's socket, a tiny tmpfs), `logs/<key>.log` (the
 //! function's stdout and stderr), `slots/<key>/` (where a standby container's function is
-//! mounted), `rootfs/` (the shared read-only root skeleton), `agent/` and `images/`.
+//! mounted), `rootfs/` (the shared read-only root skeleton), `agent/`, `images/` and `deps/`
+//! (dependency layers, see [`deps`]).
 
 mod cgroup;
 mod container;
+pub mod deps;
 pub use crate::isolation::image::ImageLimits;
 pub mod launcher;
 pub mod roots;
@@ -67,6 +69,8 @@ pub struct RuntimeConfig {
     /// state dir, /proc, /sys, /dev and their parents), allowed only while the worker listens
     /// on loopback.
     pub code_roots: Vec<PathBuf>,
+    /// How dependency layers (a code folder's requirements.txt) are built.
+    pub deps: deps::DepsConfig,
 }
 
 impl BackendFactory for RuntimeConfig {
@@ -91,6 +95,7 @@ impl Default for RuntimeConfig {
             user_namespace_base: 1_000_000,
             images: Default::default(),
             code_roots: Vec::new(),
+            deps: Default::default(),
         }
     }
 }
@@ -127,6 +132,8 @@ pub struct RuntimeBackend {
     /// The folder or image file of each registration, opened and checked when it was
     /// registered (or reloaded at start), and used only through the handle.
     handles: Mutex<source::Handles>,
+    /// Dependency layers: built, building, and who uses them.
+    deps: deps::Layers,
 }
 
 impl RuntimeBackend {
@@ -182,8 +189,10 @@ impl RuntimeBackend {
         }
         let roots = roots::Roots::new(&config.code_roots, state_dir, beyond_loopback)
             .map_err(|e| IsolationError::Config(e.into()))?;
-        let agent = dirs.agent.join("agent.py");
-        std::fs::write(&agent, AGENT_PY).map_err(IsolationError::io("cannot write", &agent))?;
+        for (name, text) in [("agent.py", AGENT_PY), (deps::PIP_STEP, deps::PIP_STEP_PY)] {
+            let file = dirs.agent.join(name);
+            std::fs::write(&file, text).map_err(IsolationError::io("cannot write", &file))?;
+        }
         if !Path::new(&config.python).exists() {
             return Err(IsolationError::Config(Box::from(format!(
                 "the runtime backend's python {} does not exist",
@@ -201,6 +210,8 @@ impl RuntimeBackend {
         let images = image::ImageStore::new(base.join("images"), config.images.clone(), clock.clone())
             .map_err(|e| IsolationError::Config(e.into()))?;
         let images = std::sync::Arc::new(images);
+        let userns_base = config.user_namespace.then_some(config.user_namespace_base);
+        let deps = deps::Layers::new(&base, &config.deps, spec::host_id(userns_base))?;
         if config.standby > 0 {
             standby::share_slots(&dirs.slots)?;
         }
@@ -219,6 +230,7 @@ impl RuntimeBackend {
             me: me.clone(),
             roots,
             handles: Default::default(),
+            deps,
         }))
     }
 
@@ -242,20 +254,35 @@ impl IsolationBackend for RuntimeBackend {
         self.check_source(spec)
     }
 
+    fn prepare<'a>(&'a self, spec: &'a FunctionSpec) -> BoxFuture<'a, Result<(), IsolationError>> {
+        Box::pin(self.prepare_deps(spec))
+    }
+
     fn registered(&self, spec: &FunctionSpec) -> Result<(), IsolationError> {
-        self.register_source(spec)
+        self.register_source(spec)?;
+        self.note_deps(spec)
     }
 
     fn create<'a>(&'a self, req: CreateRequest<'a>) -> BoxFuture<'a, Result<Box<dyn Container>, IsolationError>> {
         Box::pin(async move {
             let source = self.source(req.spec)?;
-            if let Source::Code { dir, env, network: false } = &*source
-                && let Some(c) =
-                    self.take_standby(&req, &dir.proc_path(), env).instrument(tracing::debug_span!("standby")).await?
-            {
-                return Ok(Box::new(c) as Box<dyn Container>);
+            let layer = self.layer_for_start(req.spec, req.container_id).await?;
+            let deps = layer.as_ref().map(|l| l.path.as_path());
+            let standby = match &*source {
+                Source::Code { dir, env, network: false } => {
+                    let code = dir.proc_path();
+                    let given = self.take_standby(&req, &code, env, deps);
+                    given.instrument(tracing::debug_span!("standby")).await?
+                }
+                _ => None,
+            };
+            let c = match standby {
+                Some(c) => c,
+                None => self.start_container(req, &source, deps).instrument(tracing::debug_span!("start")).await?,
+            };
+            if let Some(pin) = layer {
+                self.deps.attach(pin, &c.id);
             }
-            let c = self.start_container(req, &source).instrument(tracing::debug_span!("start")).await?;
             Ok(Box::new(c) as Box<dyn Container>)
         })
     }
@@ -305,8 +332,16 @@ impl IsolationBackend for RuntimeBackend {
                 }
             }
             removed += cgroup::remove_leftovers(&self.cgroup_parent);
+            // Unfinished builds, and layers no registered function uses (registrations were
+            // loaded before this runs).
+            removed += self.deps.remove_leftovers().await;
+            removed += self.deps.remove_unused().await;
             Ok(removed)
         })
+    }
+
+    fn remove_unused(&self) -> BoxFuture<'_, usize> {
+        Box::pin(self.deps.remove_unused())
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

@@ -79,7 +79,7 @@ fn parse(spec: &FunctionSpec) -> Result<Parsed, IsolationError> {
 }
 
 /// A refused reference, named without its environment values.
-fn bad_reference(spec: &FunctionSpec, why: String) -> IsolationError {
+pub(super) fn bad_reference(spec: &FunctionSpec, why: String) -> IsolationError {
     IsolationError::BadReference { backend: "runtime", reference: iluvatar_core::shown_reference(&spec.image), why }
 }
 
@@ -175,5 +175,13 @@ impl RuntimeBackend {
         };
         handles.registrations.entry(key).or_insert(Arc::new(source));
         Ok(())
+    }
+
+    /// The folder of a `code:` reference, opened and checked; `None` for an image.
+    pub(super) fn open_code_dir(&self, spec: &FunctionSpec) -> Result<Option<Arc<roots::Handle>>, IsolationError> {
+        match self.open_source(spec)? {
+            (handle, Parsed::Code(..)) => Ok(Some(handle)),
+            (_, Parsed::Image(_)) => Ok(None),
+        }
     }
 }

@@ -14,9 +14,24 @@ pub const AGENT_DIR: &str = "/iluvatar/agent";
 pub const SOCKET_DIR: &str = "/iluvatar/sock";
 pub const SOCKET_NAME: &str = "agent.sock";
 pub const FUNCTION_DIR: &str = "/function";
+/// A function's dependency layer (its requirements.txt installed), on the agent's sys.path.
+pub const DEPS_DIR: &str = "/iluvatar/deps";
 
-/// Directories the container's root needs to exist as mount points or links.
-pub const ROOT_DIRS: [&str; 8] = ["usr", "proc", "dev", "tmp", "function", "iluvatar/agent", "iluvatar/sock", "etc"];
+/// Directories the container's root needs to exist as mount points or links (`iluvatar/in`
+/// and `iluvatar/out`: the install container's input and output, see `deps`).
+pub const ROOT_DIRS: [&str; 11] = [
+    "usr",
+    "proc",
+    "dev",
+    "tmp",
+    "function",
+    "iluvatar/agent",
+    "iluvatar/sock",
+    "iluvatar/deps",
+    "iluvatar/in",
+    "iluvatar/out",
+    "etc",
+];
 /// Links that make a merged-/usr host's layout work with only /usr mounted.
 pub const ROOT_LINKS: [(&str, &str); 4] =
     [("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin")];
@@ -65,27 +80,38 @@ fn bind(src: &Path, dst: &str, writable: bool) -> Value {
 }
 
 /// The mounts, command and environment of a code function: the host's /usr, the function's
-/// folder and the agent, all read-only, and the socket directory.
+/// folder, its dependency layer if it has one, and the agent, all read-only, and the socket
+/// directory.
 pub fn code_function<'a>(
     code_dir: &'a Path,
+    deps_dir: Option<&'a Path>,
     agent_dir: &'a Path,
     socket_dir: &'a Path,
     python: &str,
 ) -> (Vec<Bind<'a>>, Vec<String>, Vec<String>) {
-    let binds = vec![
+    let mut binds = vec![
         (Path::new("/usr"), "/usr", false),
         (code_dir, FUNCTION_DIR, false),
         (agent_dir, AGENT_DIR, false),
         (socket_dir, SOCKET_DIR, true),
     ];
     let args = vec![python.to_string(), "-u".into(), format!("{AGENT_DIR}/agent.py")];
-    let env = vec![
+    let mut env = vec![
         "PATH=/usr/local/bin:/usr/bin:/bin".into(),
         "HOME=/tmp".into(),
         "PYTHONDONTWRITEBYTECODE=1".into(),
         format!("ILUVATAR_FUNCTION_DIR={FUNCTION_DIR}"),
     ];
+    if let Some(deps) = deps_dir {
+        binds.push((deps, DEPS_DIR, false));
+        env.push(deps_env());
+    }
     (binds, args, env)
+}
+
+/// The variable that tells the agent where the dependency layer is.
+pub fn deps_env() -> String {
+    format!("ILUVATAR_DEPS_DIR={DEPS_DIR}")
 }
 
 pub fn build(i: &SpecInput<'_>) -> Value {
@@ -154,7 +180,7 @@ mod tests {
     #[test]
     fn limits_and_isolation_are_in_the_spec() {
         let p = Path::new("/x");
-        let (binds, args, env) = code_function(Path::new("/code"), p, p, "/usr/bin/python3");
+        let (binds, args, env) = code_function(Path::new("/code"), Some(Path::new("/layer")), p, p, "/usr/bin/python3");
         let s = build(&SpecInput {
             workload: Workload { rootfs: p, binds, args, env, cwd: "/tmp", memory_mb: 128, cpus: 2 },
             cgroup_path: "/iluvatar/c1",
@@ -179,6 +205,10 @@ mod tests {
         let code = s["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == FUNCTION_DIR).unwrap();
         assert_eq!(code["source"], "/code");
         assert!(code["options"].as_array().unwrap().contains(&json!("ro")));
+        let deps = s["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == DEPS_DIR).unwrap();
+        assert_eq!(deps["source"], "/layer");
+        assert!(deps["options"].as_array().unwrap().contains(&json!("ro")), "layers are read-only");
+        assert!(s["process"]["env"].as_array().unwrap().contains(&json!(deps_env())));
         let tmp = s["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/tmp").unwrap();
         assert!(tmp["options"].as_array().unwrap().contains(&json!("size=16m")));
     }

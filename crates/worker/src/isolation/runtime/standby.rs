@@ -3,7 +3,7 @@
 //! into it (read-only, propagated through a shared mount), sets its cgroup limits and tells
 //! the agent to import the function: a cold start without a container start.
 
-use super::container::{Files, RuntimeContainer};
+use super::container::RuntimeContainer;
 use super::{RuntimeBackend, cgroup, spec};
 use crate::isolation::agent::AgentFailure;
 use crate::isolation::{CreateRequest, FunctionError, IsolationError};
@@ -110,9 +110,13 @@ impl RuntimeBackend {
         let files = self.files(&key);
         let started = async {
             self.prepare_dirs(&files)?;
-            std::fs::create_dir_all(&files.slot).map_err(IsolationError::io("cannot create", &files.slot))?;
-            let (binds, args, mut env) =
-                spec::code_function(&files.slot, &self.dirs.agent, &files.sockets, &self.config.python);
+            for slot in [&files.slot, &files.deps_slot] {
+                std::fs::create_dir_all(slot).map_err(IsolationError::io("cannot create", slot))?;
+            }
+            let (mut binds, args, mut env) =
+                spec::code_function(&files.slot, None, &self.dirs.agent, &files.sockets, &self.config.python);
+            // Empty until a function with a dependency layer is given the container.
+            binds.push((&files.deps_slot, spec::DEPS_DIR, false));
             env.push("ILUVATAR_STANDBY=1".into());
             let memory = self.config.standby_memory_mb;
             let (rootfs, cwd) = (self.dirs.rootfs.as_path(), "/tmp");
@@ -128,20 +132,21 @@ impl RuntimeBackend {
         }
     }
 
-    /// Gives a standby container to a code function, `Ok(None)` if there is none (or it
-    /// could not be given: then it is destroyed and the caller starts a container). A
-    /// function whose import outlasts `start_timeout_ms` fails the cold start: a fresh
-    /// container would hang the same way.
+    /// Gives a standby container to a code function (with its dependency layer at `deps`),
+    /// `Ok(None)` if there is none (or it could not be given: then it is destroyed and the
+    /// caller starts a container). A function whose import outlasts `start_timeout_ms` fails
+    /// the cold start: a fresh container would hang the same way.
     pub(super) async fn take_standby(
         &self,
         req: &CreateRequest<'_>,
         code: &Path,
         env: &[String],
+        deps: Option<&Path>,
     ) -> Result<Option<RuntimeContainer>, IsolationError> {
         let Some(mut c) = self.standby.ready.lock().unwrap().pop() else { return Ok(None) };
         self.refill_standby();
         let limit = std::time::Duration::from_millis(self.config.start_timeout_ms);
-        let why = match tokio::time::timeout(limit, self.assign(&mut c, req, code, env)).await {
+        let why = match tokio::time::timeout(limit, self.assign(&mut c, req, code, env, deps)).await {
             Ok(Ok(())) => return Ok(Some(c)),
             Ok(Err(why)) => why,
             Err(_) => {
@@ -161,14 +166,20 @@ impl RuntimeBackend {
         req: &CreateRequest<'_>,
         code: &Path,
         env: &[String],
+        deps: Option<&Path>,
     ) -> Result<(), Unusable> {
         let files = self.files(&Self::key(&c.id));
-        self.mount_read_only(code, &files)?;
+        self.mount_read_only(code, &files.slot)?;
+        let mut env = env.to_vec();
+        if let Some(layer) = deps {
+            self.mount_read_only(layer, &files.deps_slot)?;
+            env.push(spec::deps_env());
+        }
         cgroup::set_limits(&c.cgroup_path, req.spec.memory_mb, req.spec.cpus)?;
         c.memory_mb = req.spec.memory_mb;
         let mut guard = c.conn.lock().await;
         let conn = guard.as_mut().ok_or(Unusable::NoConnection)?;
-        match conn.load(env).await {
+        match conn.load(&env).await {
             Ok(import_ms) => {
                 tracing::debug!(standby = c.id, import_ms, "standby container given a function");
                 Ok(())
@@ -178,10 +189,11 @@ impl RuntimeBackend {
         }
     }
 
-    /// Mounts `code` read-only at the container's slot. The mount is made read-only before
-    /// it reaches the slot, because a remount does not propagate to the container's copy.
-    fn mount_read_only(&self, code: &Path, files: &Files) -> Result<(), IsolationError> {
-        let stage = self.dirs.staging.join(files.slot.file_name().unwrap_or_default());
+    /// Mounts `code` (a function's folder or layer) read-only at one of the container's slots.
+    /// The mount is made read-only before it reaches the slot, because a remount does not
+    /// propagate to the container's copy.
+    fn mount_read_only(&self, code: &Path, slot: &Path) -> Result<(), IsolationError> {
+        let stage = self.dirs.staging.join(slot.file_name().unwrap_or_default());
         std::fs::create_dir_all(&stage).map_err(IsolationError::io("creating", &stage))?;
         let result = (|| {
             fn err(what: &'static str) -> impl Fn(nix::Error) -> IsolationError {
@@ -191,7 +203,7 @@ impl RuntimeBackend {
             let ro =
                 MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
             mount(None::<&str>, &stage, None::<&str>, ro, None::<&str>).map_err(err("making it read-only"))?;
-            mount(Some(&stage), &files.slot, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            mount(Some(&stage), slot, None::<&str>, MsFlags::MS_BIND, None::<&str>)
                 .map_err(err("binding it at the slot"))
         })();
         let _ = umount2(&stage, MntFlags::MNT_DETACH);
