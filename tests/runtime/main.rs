@@ -7,6 +7,7 @@
 
 mod concurrency;
 mod confinement;
+mod deps;
 mod faults;
 mod hostile_images;
 mod images;

@@ -69,6 +69,11 @@ impl RuntimeWorker {
     /// Without standby containers, so that the containers these tests count are the pool's
     /// (tests/runtime/standby.rs covers standby containers).
     pub fn start(extra: Value) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Like [`start`](Self::start), with extra environment variables for the worker.
+    pub fn start_with_env(extra: Value, env: &[(&str, &str)]) -> Self {
         let uid = proc_status(std::process::id(), "Uid").unwrap_or_default();
         assert!(
             uid.split_whitespace().next() == Some("0"),
@@ -76,7 +81,7 @@ impl RuntimeWorker {
         );
         let mut config = json!({"isolation": {"backends": [{"type": "runtime", "standby": 0}]}});
         merge(&mut config, extra);
-        let w = RuntimeWorker(WorkerProcess::start(config));
+        let w = RuntimeWorker(WorkerProcess::start_with_env(config, env));
         assert_eq!(w.ready["backends"], json!(["runtime"]), "{}", w.ready);
         w
     }

@@ -241,15 +241,22 @@ impl RuntimeBackend {
             }
         };
         let limit = Duration::from_millis(config.download_timeout_ms);
+        let too_big = || {
+            (tree_size(&b.wheels) > config.max_download_mb * MB)
+                .then(|| format!("the wheels to download exceed max_download_mb ({} MB)", config.max_download_mb))
+        };
         let t0 = self.clock.now();
         loop {
-            tokio::select! {
-                _ = child.wait() => break,
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
-            if tree_size(&b.wheels) > config.max_download_mb * MB {
+            let ended = tokio::select! {
+                _ = child.wait() => true,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => false,
+            };
+            if let Some(why) = too_big() {
                 kill();
-                return Err(format!("the wheels to download exceed max_download_mb ({} MB)", config.max_download_mb));
+                return Err(why);
+            }
+            if ended {
+                break;
             }
             if self.clock.now() - t0 > limit {
                 kill();
@@ -336,10 +343,22 @@ impl RuntimeBackend {
         let said = b.pip_says(&log_tail(&files.log, 64 * 1024));
         let _ = self.destroy(id).await;
         outcome?;
+        if tree_size(&b.out) > config.max_layer_mb * MB {
+            return Err(format!("the installed layer exceeds max_layer_mb ({} MB)", config.max_layer_mb));
+        }
         match read_status(&b.out.join("status")) {
             Some(0) => Ok(()),
+            // RLIMIT_FSIZE is max_layer_mb: Python ignores SIGXFSZ, so the write fails with EFBIG.
+            Some(n) if said.contains("[Errno 27]") => Err(format!(
+                "pip install failed (status {n}): a file is larger than max_layer_mb ({} MB): {said}",
+                config.max_layer_mb
+            )),
             Some(n) => Err(format!("pip install failed (status {n}): {said}")),
-            None => Err(format!("the install stopped before it finished (killed: out of memory?): {said}")),
+            None => Err(format!(
+                "the install was killed before it finished (out of memory at install_memory_mb = {} MB, or a file \
+                 over max_layer_mb = {} MB): {said}",
+                config.install_memory_mb, config.max_layer_mb
+            )),
         }
     }
 
