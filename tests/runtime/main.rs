@@ -18,5 +18,6 @@ mod network;
 mod restart;
 mod roots;
 mod standby;
+mod suite;
 mod util;
 mod wedge;
