@@ -87,7 +87,8 @@ impl ControllerApi {
         worker_auth: iluvatar_rpc::auth::ClientAuth,
     ) -> anyhow::Result<Arc<Self>> {
         let (store, loaded) = Store::open(&config.state_dir)?;
-        let longest = [config.forward.invoke_timeout_ms, config.forward.control_timeout_ms, config.health.timeout_ms]
+        let f = &config.forward;
+        let longest = [f.invoke_timeout_ms, f.register_timeout_ms, f.control_timeout_ms, config.health.timeout_ms]
             .into_iter()
             .max()
             .unwrap_or_default();
@@ -127,6 +128,10 @@ impl ControllerApi {
 
     pub(crate) fn control_timeout(&self) -> Duration {
         Duration::from_millis(self.config.forward.control_timeout_ms)
+    }
+
+    pub(crate) fn register_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.forward.register_timeout_ms)
     }
 
     pub(crate) fn health_timeout(&self) -> Duration {

@@ -92,8 +92,11 @@ pub struct ForwardConfig {
     /// A forwarded invocation or prewarm without an answer after this fails (the worker's
     /// own invocation timeout should be shorter).
     pub invoke_timeout_ms: u64,
-    /// The deadline of every other call to a worker: registrations (fan-out and sync),
-    /// `invoke_async` (which only queues) and `invoke_async_check`.
+    /// The deadline of registrations (fan-out and sync): a worker installs a function's
+    /// dependencies (its requirements.txt) before it answers, which may take minutes.
+    pub register_timeout_ms: u64,
+    /// The deadline of every other call to a worker: `invoke_async` (which only queues) and
+    /// `invoke_async_check`.
     pub control_timeout_ms: u64,
     /// Other workers tried when an invocation could not reach the chosen one.
     pub retries: usize,
@@ -101,7 +104,13 @@ pub struct ForwardConfig {
 
 impl Default for ForwardConfig {
     fn default() -> Self {
-        ForwardConfig { connect_timeout_ms: 1_000, invoke_timeout_ms: 330_000, control_timeout_ms: 5_000, retries: 2 }
+        ForwardConfig {
+            connect_timeout_ms: 1_000,
+            invoke_timeout_ms: 330_000,
+            register_timeout_ms: 660_000,
+            control_timeout_ms: 5_000,
+            retries: 2,
+        }
     }
 }
 
@@ -124,6 +133,9 @@ impl ControllerConfig {
                  above 0 (got {}, {} and {})",
                 f.connect_timeout_ms, f.invoke_timeout_ms, f.control_timeout_ms
             )));
+        }
+        if f.register_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("forward.register_timeout_ms must be above 0".into()));
         }
         self.balancer.check().map_err(ConfigError::Invalid)
     }
@@ -170,6 +182,11 @@ mod tests {
         let c = ControllerConfig::default();
         assert!(c.forward.invoke_timeout_ms > 300_000, "longer than the worker's invocation timeout");
         assert_eq!(c.forward.control_timeout_ms, 5_000);
+        // Above the worker's dependency build (download and install, 300 s each by default).
+        assert!(c.forward.register_timeout_ms > 600_000);
+        let env = vec![("ILUVATAR_CONTROLLER__forward__register_timeout_ms".to_string(), "0".to_string())];
+        let e = ControllerConfig::load(None, env).unwrap_err().to_string();
+        assert!(e.contains("register_timeout_ms"), "{e}");
         let env = vec![("ILUVATAR_CONTROLLER__forward__control_timeout_ms".to_string(), "0".to_string())];
         let e = ControllerConfig::load(None, env).unwrap_err().to_string();
         assert!(e.contains("control_timeout_ms"), "{e}");

@@ -21,7 +21,7 @@ impl ControllerApi {
             functions.iter().filter(|(fqdn, _)| !w.answered(fqdn)).map(|(f, r)| (f.clone(), r.clone())).collect()
         };
         for (fqdn, r) in missing {
-            match deliver(w.clone(), fqdn.clone(), r, self.control_timeout()).await {
+            match deliver(w.clone(), fqdn.clone(), r, self.register_timeout()).await {
                 Delivery::Accepted => {}
                 Delivery::Refused(why) => tracing::warn!(worker = %w.name, fqdn, why,
                     "worker refused a registration: it gets no invocation of that function"),

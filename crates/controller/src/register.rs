@@ -144,7 +144,7 @@ impl ControllerApi {
         }
         let members = self.cluster.snapshot();
         let targets: Vec<_> = members.workers.iter().filter(|w| w.is_healthy()).cloned().collect();
-        let limit = self.control_timeout();
+        let limit = self.register_timeout();
         let tasks: Vec<_> =
             targets.iter().map(|w| tokio::spawn(deliver(w.clone(), fqdn.to_string(), req.clone(), limit))).collect();
         let mut fan = FanOut::default();
@@ -187,7 +187,7 @@ impl ControllerApi {
     /// health checks would send it within an interval; this makes it prompt.
     async fn push_to_joined(&self, fqdn: &str, req: &rpc::RegisterRequest) {
         let members = self.cluster.snapshot();
-        let limit = self.control_timeout();
+        let limit = self.register_timeout();
         let tasks: Vec<_> = members
             .workers
             .iter()
