@@ -241,9 +241,10 @@ impl RuntimeBackend {
             }
         };
         let limit = Duration::from_millis(config.download_timeout_ms);
-        // pip downloads into its temporary folder (in home), then copies into wheels/.
+        // pip downloads into a temporary folder (in home), kept to its end, and copies each
+        // finished wheel into wheels/: the larger of the two is what was downloaded.
         let too_big = || {
-            (tree_size(&b.wheels) + tree_size(&b.home) > config.max_download_mb * MB)
+            (tree_size(&b.wheels).max(tree_size(&b.home)) > config.max_download_mb * MB)
                 .then(|| format!("the wheels to download exceed max_download_mb ({} MB)", config.max_download_mb))
         };
         let t0 = self.clock.now();
