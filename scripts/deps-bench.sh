@@ -14,6 +14,8 @@ W=$BIN/iluvatar_worker; C=$BIN/iluvatar_worker_cli; L=$BIN/iluvatar_load_gen
 for b in "$W" "$C" "$L"; do [ -x "$b" ] || { echo "$b missing: cargo build --release --workspace" >&2; exit 1; }; done
 [ "$(id -u)" = 0 ] || { echo "run as root: real containers" >&2; exit 1; }
 TMP=$(mktemp -d /tmp/iluvatar-deps-bench.XXXXXX)
+# The download runs as the unprivileged build user: it must be able to reach the state dir.
+chmod 755 "$TMP"
 PID=""
 cleanup() {
   if [ -n "$PID" ]; then kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
@@ -52,13 +54,23 @@ for c in sorted(os.listdir(base)):
     if not os.path.isdir(d):
         continue
     usage = int(open(os.path.join(d, "memory.current" if v2 else "memory.usage_in_bytes")).read())
-    rss = pss = 0
+    rss = pss = layer_rss = layer_pss = 0
     for pid in open(os.path.join(d, "cgroup.procs")).read().split():
-        for line in open("/proc/%s/smaps_rollup" % pid):
-            k, v = line.split(":", 1)[0], line.split()[1:2]
-            if k == "Rss": rss += int(v[0])
-            if k == "Pss": pss += int(v[0])
-    rows.append({"cgroup_mb": usage / 2**20, "rss_mb": rss / 1024, "pss_mb": pss / 1024})
+        in_layer = False
+        for line in open("/proc/%s/smaps" % pid):
+            f = line.split()
+            if not line[0].isupper():  # a mapping's header: address perms offset dev inode [path]
+                in_layer = len(f) > 5 and f[5].startswith("/iluvatar/deps/")
+            elif f[0] in ("Rss:", "Pss:"):
+                kb = int(f[1])
+                if f[0] == "Rss:":
+                    rss += kb
+                    layer_rss += kb if in_layer else 0
+                else:
+                    pss += kb
+                    layer_pss += kb if in_layer else 0
+    rows.append({"cgroup_mb": usage / 2**20, "rss_mb": rss / 1024, "pss_mb": pss / 1024,
+                 "layer_rss_mb": layer_rss / 1024, "layer_pss_mb": layer_pss / 1024})
 print(json.dumps(rows))
 PY
 }
@@ -98,6 +110,8 @@ print(json.dumps({
     "ten_containers": {"layers_on_disk": int(layers), "containers": len(mem),
                        "cgroup_mb": sum(r["cgroup_mb"] for r in mem), "rss_mb": sum(r["rss_mb"] for r in mem),
                        "pss_mb": sum(r["pss_mb"] for r in mem),
+                       "layer_rss_mb": sum(r["layer_rss_mb"] for r in mem),
+                       "layer_pss_mb": sum(r["layer_pss_mb"] for r in mem),
                        "per_container_cgroup_mb": [round(r["cgroup_mb"], 1) for r in mem]},
 }))
 PY
@@ -126,5 +140,7 @@ for mode in ["standby", "no_standby"]:
 t = lambda k: rng(lambda r: r["ten_containers"][k])
 print("  ten matmul containers, one layer: cgroup %s MB, RSS %s MB, PSS %s MB (layers on disk: %s)" % (
     t("cgroup_mb"), t("rss_mb"), t("pss_mb"), t("layers_on_disk")))
+print("    of which the layer's files mapped: RSS %s MB (what ten private copies would hold), PSS %s MB" % (
+    t("layer_rss_mb"), t("layer_pss_mb")))
 PY
 echo "wrote results/deps_bench.json"
