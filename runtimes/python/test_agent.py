@@ -301,15 +301,17 @@ class AgentTest(unittest.TestCase):
         with open(os.path.join(deps, "layer.pth"), "w") as f:
             f.write("extra\n")
         source = '''
-            import sys, layerpkg, pthmod
+            import sys, sysconfig, layerpkg, pthmod
             def main(args):
                 site_dirs = [i for i, p in enumerate(sys.path) if p.endswith(("site-packages", "dist-packages"))]
+                stdlib = sys.path.index(sysconfig.get_paths()["stdlib"])  # the agent's Python's
                 return {"where": layerpkg.WHERE, "x": pthmod.X, "at": sys.path.index(args["deps"]),
-                        "first_site": site_dirs[0] if site_dirs else None, "stdlib": sys.path.index(args["stdlib"])}
+                        "first_site": site_dirs[0] if site_dirs else None, "stdlib": stdlib}
             '''
-        import sysconfig
         conn = self.serve(source, env={"ILUVATAR_DEPS_DIR": deps})
-        r = conn.call({"deps": deps, "stdlib": sysconfig.get_paths()["stdlib"]})["result"]
+        r = conn.call({"deps": deps})
+        self.assertIs(r["ok"], True, r)
+        r = r["result"]
         self.assertEqual((r["where"], r["x"]), ("layer", 7), r)
         self.assertGreater(r["at"], r["stdlib"], "after the standard library: %s" % r)
         if r["first_site"] is not None:
