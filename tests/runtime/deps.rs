@@ -134,6 +134,13 @@ fn pip_errors_and_refused_requirements_reach_the_client_and_leave_nothing() {
     std::os::unix::fs::symlink("/etc/passwd", link.join("requirements.txt")).unwrap();
     let e = register_err(&w, "link", &link);
     assert!(e.contains("symbolic link") && !e.contains("root:"), "{e}");
+    // A FIFO would block a reader for ever: refused at once.
+    let fifo = probe(&d, "fifo", "");
+    std::fs::remove_file(fifo.join("requirements.txt")).unwrap();
+    let made = Command::new("mkfifo").arg(fifo.join("requirements.txt")).status().unwrap();
+    assert!(made.success());
+    let e = register_err(&w, "fifo", &fifo);
+    assert!(e.contains("not a regular file"), "{e}");
 
     assert_eq!(w.cli_ok(&["list"])["functions"], json!([]), "no refused function is registered");
     assert_eq!(layers(&w), Vec::<String>::new());

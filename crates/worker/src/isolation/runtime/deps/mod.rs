@@ -446,4 +446,56 @@ mod tests {
         assert_ne!(a, layer_key("cpython-312 linux-x86_64", &r(&["numpy==2.2.6"])));
         assert_ne!(a, layer_key("cpython-311 linux-x86_64", &r(&["numpy==2.2.5"])));
     }
+
+    fn spec(name: &str) -> FunctionSpec {
+        FunctionSpec {
+            name: name.into(),
+            version: "1".into(),
+            image: format!("code:/f/{name}"),
+            memory_mb: 64,
+            cpus: 1,
+            parallel_invokes: 1,
+            language: iluvatar_core::Language::Python3,
+            compute: 1,
+            isolation: iluvatar_rpc::isolation::RUNTIME,
+            container_server: 1,
+            resource_timings_json: String::new(),
+            system_function: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_layers_nothing_uses_are_removed() {
+        let dir = std::env::temp_dir().join(format!("iluvatar-deps-unit-{}", crate::env::os_random_id()));
+        let layers = Layers::new(&dir, &DepsConfig::default(), nix::unistd::getuid().as_raw()).unwrap();
+        for k in ["registered", "running", "starting", "unused"] {
+            std::fs::create_dir_all(layers.layer_path(k).join("pkg")).unwrap();
+        }
+        let wanted = |key: &str| Arc::new(Wanted { key: key.into(), requirements: vec![] });
+        layers.set(&spec("f"), Some(Needs::Layer(wanted("registered"))));
+        layers.set(&spec("broken"), Some(Needs::Invalid("bad line".into())));
+        layers.state.lock().unwrap().in_use.insert("c1".into(), "running".into());
+        layers.state.lock().unwrap().pinned.insert("starting".into(), 1);
+        let pin = LayerPin { layers: &layers, key: "starting".into(), path: layers.layer_path("starting") };
+        let left = |l: &Layers| {
+            let mut v: Vec<String> = std::fs::read_dir(&l.layers)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(layers.remove_unused().await, 1);
+        assert_eq!(left(&layers), ["registered", "running", "starting"]);
+        // The container made with the pinned layer now holds it instead of the pin.
+        layers.attach(pin, "c2");
+        assert_eq!(layers.remove_unused().await, 0);
+        layers.release("c1");
+        layers.release("c2");
+        layers.set(&spec("f"), None);
+        assert_eq!(layers.remove_unused().await, 3);
+        assert!(left(&layers).is_empty());
+        assert_eq!(std::fs::read_dir(&layers.trash).unwrap().count(), 0, "the trash is emptied");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
