@@ -204,8 +204,11 @@ fn unused_layers_go_at_clean_and_at_start_and_a_missing_one_is_rebuilt() {
     assert_eq!(body(&w.invoke_ok("f", "{}"))["value"], "iluprobe-2.0");
     assert_eq!(layers(&w), second);
 
-    // Without requirements.txt the layer is unused: the next start removes it.
+    // `iluvatar_worker clean` keeps the layers of registered functions.
     assert!(w.stop().success());
+    assert_eq!(w.clean().map(|(ok, _)| ok), Some(true));
+    assert_eq!(layers(&w), second);
+    // Without requirements.txt the layer is unused: the next start removes it.
     std::fs::remove_file(f.join("requirements.txt")).unwrap();
     w.start_again();
     assert_eq!(layers(&w), Vec::<String>::new(), "{}", w.log_context());
