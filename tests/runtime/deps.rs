@@ -216,3 +216,28 @@ fn unused_layers_go_at_clean_and_at_start_and_a_missing_one_is_rebuilt() {
     assert!(e["result"]["Error"].as_str().unwrap_or("").contains("ModuleNotFoundError"), "{e}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn the_workers_own_pip_configuration_reaches_the_download() {
+    // pip.conf in the worker's HOME names the index, a local one (PEP 503 pages) that alone
+    // has the package; the download runs as another user with another HOME, so the worker
+    // hands it a copy.
+    let d = unique_dir("deps-pipconf");
+    let wheels = d.join("wheels");
+    make_wheel(&wheels, "ilulocal", "1.0", 0);
+    let page = d.join("simple/ilulocal/index.html");
+    std::fs::create_dir_all(page.parent().unwrap()).unwrap();
+    let link = "../../wheels/ilulocal-1.0-py3-none-any.whl";
+    std::fs::write(&page, format!("<html><body><a href=\"{link}\">ilulocal-1.0-py3-none-any.whl</a></body></html>\n"))
+        .unwrap();
+    let home = d.join("home");
+    std::fs::create_dir_all(home.join(".config/pip")).unwrap();
+    let conf = format!("[global]\nindex-url = file://{}/simple\n", d.display());
+    std::fs::write(home.join(".config/pip/pip.conf"), conf).unwrap();
+    let config = json!({"isolation": {"backends": [{"type": "runtime", "standby": 0}]}});
+    let w = RuntimeWorker::start_with_env(config, &[("HOME", s(&home))]);
+    w.register("local", &probe(&d, "local", "ilulocal==1.0\n"), 64);
+    let r = w.invoke_ok("local", r#"{"module": "ilulocal"}"#);
+    assert_eq!(body(&r)["value"], "ilulocal-1.0", "{r}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -3,7 +3,8 @@
 //! 1. **Download** (needs the network): `pip download --only-binary=:all:` on the host, as the
 //!    unprivileged build user (the functions' host uid), into `build/<key>/in/wheels`. Wheels
 //!    only: no package code runs (an sdist would run its build backend). pip's usual
-//!    configuration applies (/etc/pip.conf, the worker's `PIP_*` and proxy variables).
+//!    configuration applies (/etc/pip.conf, the worker's `PIP_*` and proxy variables, and a
+//!    copy of the worker's user pip.conf, which the build user could not read).
 //! 2. **Install** (runs package tooling): `pip install --no-index --find-links` inside a
 //!    container of this backend, as the functions run: no network at all, user namespace,
 //!    seccomp, a read-only root, memory and pid limits; only `build/<key>/out` is writable.
@@ -39,6 +40,21 @@ fn passed_through(name: &str) -> bool {
         );
     let net = matches!(name.to_ascii_lowercase().as_str(), "http_proxy" | "https_proxy" | "no_proxy" | "all_proxy");
     pip || net || matches!(name, "SSL_CERT_FILE" | "SSL_CERT_DIR" | "REQUESTS_CA_BUNDLE")
+}
+
+/// The worker's own user pip configuration (`~/.config/pip/pip.conf` or `~/.pip/pip.conf`),
+/// unless `PIP_CONFIG_FILE` names one: the download runs as another user, with another HOME,
+/// which would not see it (an index mirror set there, say).
+fn user_pip_config() -> Option<Vec<u8>> {
+    if std::env::var_os("PIP_CONFIG_FILE").is_some() {
+        return None;
+    }
+    let home = PathBuf::from(std::env::var_os("HOME")?);
+    let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".config"));
+    [xdg.join("pip/pip.conf"), home.join(".pip/pip.conf")].iter().find_map(|p| {
+        let meta = std::fs::metadata(p).ok()?;
+        (meta.is_file() && meta.len() <= 64 * 1024).then(|| std::fs::read(p).ok()).flatten()
+    })
 }
 
 /// The folders of one build, under `build/<key>`.
@@ -88,7 +104,16 @@ impl BuildDirs {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))?;
         }
         std::fs::write(&self.requirements, requirements.join("\n") + "\n")?;
-        std::fs::set_permissions(&self.requirements, std::fs::Permissions::from_mode(0o644))
+        std::fs::set_permissions(&self.requirements, std::fs::Permissions::from_mode(0o644))?;
+        if let Some(config) = user_pip_config() {
+            let dir = self.home.join(".config/pip");
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("pip.conf"), config)?;
+            for d in [self.home.join(".config"), dir.clone(), dir.join("pip.conf")] {
+                std::os::unix::fs::chown(&d, Some(uid), Some(uid))?;
+            }
+        }
+        Ok(())
     }
 
     /// pip's own words from a log: its ERROR lines, or the last lines; build paths hidden.
