@@ -509,7 +509,8 @@ pub(super) async fn reap(pid: i32) {
 }
 
 /// Reaps every zombie child of the worker except `keep` (launchers, whose `Child` reaps
-/// them). The worker has no other children: nothing else can lose an exit status here.
+/// them). Its only other children are dependency downloads (`deps/build.rs`), which report
+/// their outcome through a file, so none of them loses an exit status it needs here.
 pub(super) fn reap_zombies(keep: &[i32]) {
     let me = std::process::id() as i32;
     let Ok(entries) = std::fs::read_dir("/proc") else { return };
