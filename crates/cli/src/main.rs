@@ -105,7 +105,12 @@ enum Command {
         id: FunctionId,
     },
     /// The worker's load.
-    Status,
+    Status {
+        /// Also what the worker learnt of each function (the characteristics map: cold, warm,
+        /// execution and inter-arrival times, memory).
+        #[arg(long)]
+        functions: bool,
+    },
     /// Whether the worker is healthy.
     Health,
     /// Registered functions.
@@ -300,9 +305,18 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
             }
             json!({"success": true, "message": r.message})
         }
-        Command::Status => {
-            let r = c.worker()?.status(rpc::StatusRequest { transaction_id: tid }).await?.into_inner();
-            serde_json::to_value(r)?
+        Command::Status { functions } => {
+            let r = c.worker()?.status(rpc::StatusRequest { transaction_id: tid, functions }).await?.into_inner();
+            let mut v = serde_json::to_value(&r)?;
+            if let Some(o) = v.as_object_mut() {
+                o.remove("functions_json");
+                if functions {
+                    let map: serde_json::Value = serde_json::from_str(&r.functions_json)
+                        .map_err(|e| anyhow::anyhow!("the worker's functions_json is not JSON: {e}"))?;
+                    o.insert("functions".into(), map["functions"].clone());
+                }
+            }
+            v
         }
         Command::Health => {
             let r = c.worker()?.health(rpc::HealthRequest { transaction_id: tid }).await?.into_inner();

@@ -387,7 +387,7 @@ impl WorkerApi {
         work.await.unwrap_or_else(|e| fail(format!("the prewarm failed: {e}")))
     }
 
-    pub fn status(&self, _req: rpc::StatusRequest) -> rpc::StatusResponse {
+    pub fn status(&self, req: rpc::StatusRequest) -> rpc::StatusResponse {
         let (queued, running) = self.invoker.load();
         let pool = self.pool.snapshot();
         rpc::StatusResponse {
@@ -400,6 +400,7 @@ impl WorkerApi {
             num_running_funcs: running as u32,
             worker_name: self.config.name.clone(),
             timestamp: self.env.clock.unix_time_us() / 1000,
+            functions_json: if req.functions { self.characteristics().to_string() } else { String::new() },
         }
     }
 
