@@ -41,23 +41,7 @@ pub struct SimController {
 
 impl SimController {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        let file = match path {
-            None => None,
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                let toml = path.extension().is_some_and(|e| e == "toml");
-                let value = iluvatar_core::layered::parse(&text, toml).map_err(|m| {
-                    anyhow::anyhow!(
-                        "config file {} is not valid {}: {m}",
-                        path.display(),
-                        if toml { "TOML" } else { "JSON" }
-                    )
-                })?;
-                Some(value)
-            }
-        };
-        let config = iluvatar_core::layered::layer(&SimController::default(), file, Vec::new(), "")?;
+        let config = iluvatar_service::config::load(&SimController::default(), path, Vec::new(), "")?;
         config.balancer.check().map_err(|e| anyhow::anyhow!("config is invalid: {e}"))?;
         Ok(config)
     }
