@@ -25,6 +25,7 @@ fn compare_tabulates_configs_side_by_side() {
         mem_mb: vec![128, 256, 512],
         seed: SEED,
         out: dir.clone(),
+        force: false,
     };
     let (meta, mut arrivals) = synthetic_workload(&a).unwrap();
     write(&dir, &meta, &mut arrivals).unwrap();

@@ -13,14 +13,17 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct BenchmarkArgs {
+    /// The worker's gRPC host.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// The worker's gRPC port.
     #[arg(long, default_value_t = 8079)]
     pub port: u16,
     /// Every folder in it holding a main.py is benchmarked; its arguments come from an
     /// args.json beside main.py, or are {}.
     #[arg(long, default_value = "functions")]
     pub functions_dir: PathBuf,
+    /// The backend the functions are registered with.
     #[arg(long, value_enum, default_value = "runtime")]
     pub isolation: Isolation,
     /// Cold invocations per function (each the first of a freshly registered version).
@@ -29,8 +32,10 @@ pub struct BenchmarkArgs {
     /// Warm invocations per function.
     #[arg(long, default_value_t = 100)]
     pub warm_iters: usize,
+    /// The memory (MB) every function is registered with.
     #[arg(long, default_value_t = 128)]
     pub memory_mb: u64,
+    /// The JSON written (`trace --function-data`), replaced if it exists.
     #[arg(long, default_value = "results/function_data.json")]
     pub out: PathBuf,
 }
