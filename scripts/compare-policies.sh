@@ -28,7 +28,7 @@ L=$T/iluvatar_load_gen
 mkdir -p "$OUT/configs"
 "$L" generate synthetic --functions "$NF" --duration-s "$DUR" --mean-rate "$RATE" --rate-sigma 1.5 \
   --mean-warm-ms 100 --warm-sigma 1.0 --mean-cold-extra-ms 500 --cold-sigma 0.5 \
-  --mem-mb 128,256,512 --seed "$SEED" --out "$OUT/workload"
+  --mem-mb 128,256,512 --seed "$SEED" --out "$OUT/workload" --force
 args=()
 for mem in $MEMORY; do
   for ev in lru lfu gdsf; do
@@ -53,4 +53,4 @@ done
 setup=simulation
 [ -n "${LIVE:-}" ] && setup=live
 "$L" compare --setup "$setup" --input "$OUT/workload/trace.csv" --metadata "$OUT/workload/metadata.csv" \
-  "${args[@]}" --seed "$SEED" --out "$OUT"
+  "${args[@]}" --seed "$SEED" --out "$OUT" --force

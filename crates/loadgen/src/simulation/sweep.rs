@@ -74,7 +74,7 @@ pub fn points(grid: &str) -> anyhow::Result<Vec<Vec<(String, String)>>> {
     Ok(out)
 }
 
-const COLUMNS: [&str; 12] = [
+const COLUMNS: [&str; 14] = [
     "invocations",
     "failed",
     "cold",
@@ -84,6 +84,8 @@ const COLUMNS: [&str; 12] = [
     "latency_p99_ms",
     "overhead_p50_ms",
     "overhead_p99_ms",
+    "queue_p99_ms",
+    "cold_start_p50_ms",
     "from_schedule_p99_ms",
     "completion_rate_per_s",
     "errors_by_kind",
@@ -106,6 +108,8 @@ fn row_values(s: &Value) -> Vec<String> {
         num(&s["client_latency_ms"]["p99"]),
         num(&s["overhead_ms"]["p50"]),
         num(&s["overhead_ms"]["p99"]),
+        num(&s["queue_ms"]["p99"]),
+        num(&s["cold_start_ms"]["p50"]),
         num(&s["latency_from_schedule_ms"]["p99"]),
         num(&s["completion_rate_per_s"]),
         errors,
