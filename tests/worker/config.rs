@@ -55,6 +55,13 @@ fn unknown_config_fields_are_refused_by_name() {
         "{stderr}"
     );
     assert!(!stderr.contains("config file"), "{stderr}");
+    // One underscore short: a misspelled override, not ignored.
+    let mut cmd = Command::new(bin("iluvatar_worker"));
+    cmd.arg("-c").arg(&path).env("ILUVATAR_WORKER_grpc__port", "9000");
+    let out = output_timeout(cmd, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("environment override ILUVATAR_WORKER_grpc__port is invalid: overrides are named ILUVATAR_WORKER__section__key"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -58,10 +58,17 @@ pub fn layer<T: Serialize + DeserializeOwned>(
         merge(&mut merged, file.clone());
     }
     let mut overrides: Vec<(String, Vec<String>)> = Vec::new();
+    // A variable that starts like the prefix but is not it (one underscore short) is a
+    // misspelled override, not someone else's variable: refused rather than ignored.
+    let stem = prefix.trim_end_matches('_');
     for (var, value) in env {
         if let Some(rest) = var.strip_prefix(prefix) {
             apply_override(&mut merged, rest, &value).map_err(|why| LayerError::Override { var: var.clone(), why })?;
             overrides.push((var.clone(), rest.split("__").map(str::to_string).collect()));
+        } else if !stem.is_empty() && var.strip_prefix(stem).is_some_and(|r| r.starts_with('_')) {
+            let why =
+                format!("overrides are named {prefix}section__key (two underscores after {stem} and between keys)");
+            return Err(LayerError::Override { var, why });
         }
     }
     serde_path_to_error::deserialize(merged).map_err(|e| {
@@ -215,6 +222,13 @@ mod tests {
         assert!(e.to_string().contains("prt"), "{e}");
         let e = layer(&C::default(), None, vec![("P__a____b".to_string(), "1".to_string())], "P__").unwrap_err();
         assert!(matches!(e, LayerError::Override { .. }), "{e}");
+        let e = layer(&C::default(), None, vec![("P_port".to_string(), "1".to_string())], "P__").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "environment override P_port is invalid: overrides are named P__section__key (two underscores after P and between keys)"
+        );
+        let other = vec![("PATH".to_string(), "/bin".to_string()), ("PX_port".to_string(), "1".to_string())];
+        assert_eq!(layer(&C::default(), None, other, "P__").unwrap(), C::default(), "other variables are not ours");
     }
 
     fn refused(file: Option<&str>, env: &[(&str, &str)]) -> LayerError {

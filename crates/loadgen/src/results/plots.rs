@@ -42,16 +42,22 @@ pub fn write_plots(dir: &Path, rows: &[Sample], meta: &[FunctionMeta], warmup_s:
 }
 
 fn latency_cdf(rows: &[Sample], meta: &[FunctionMeta], warmup_s: f64) -> Chart<'static> {
-    let kept: Vec<Sample> = rows.iter().filter(|r| r.scheduled_ms >= warmup_s * 1e3).copied().collect();
-    let per = by_function(&kept, meta.len());
+    let after: Vec<Sample>;
+    let kept = if warmup_s > 0.0 {
+        after = rows.iter().filter(|r| r.scheduled_ms >= warmup_s * 1e3).copied().collect();
+        &after[..]
+    } else {
+        rows
+    };
+    let per = by_function(kept, meta.len());
     let mut counts: Vec<(usize, usize)> =
         per.iter().enumerate().map(|(i, v)| (v.len(), i)).filter(|c| c.0 > 0).collect();
     counts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let latencies = |rows: &[&Sample]| rows.iter().filter(|r| r.success).map(|r| r.client_latency_ms()).collect();
     let mut series = Vec::new();
     if counts.len() > 1 {
-        let all: Vec<&Sample> = kept.iter().collect();
-        series.push(Series { name: "all functions".into(), points: cdf(latencies(&all)), style: Style::Bold });
+        let all = kept.iter().filter(|r| r.success).map(|r| r.client_latency_ms()).collect();
+        series.push(Series { name: "all functions".into(), points: cdf(all), style: Style::Bold });
     }
     for &(_, i) in counts.iter().take(CDF_FUNCTIONS) {
         series.push(Series::line(meta[i].name.clone(), cdf(latencies(&per[i]))));
