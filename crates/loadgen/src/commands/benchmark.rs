@@ -4,7 +4,7 @@
 #![allow(clippy::disallowed_methods)] // client latency is wall-clock time by definition
 
 use crate::sending::connect::connect;
-use crate::sending::target::{BenchmarkedFunction, FunctionData, Isolation, code_folder};
+use crate::sending::target::{BenchmarkedFunction, Endpoint, FunctionData, Isolation, code_folder};
 use anyhow::{Context, bail};
 use iluvatar_rpc as rpc;
 use serde_json::json;
@@ -13,12 +13,8 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct BenchmarkArgs {
-    /// The worker's gRPC host.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    /// The worker's gRPC port.
-    #[arg(long, default_value_t = 8079)]
-    pub port: u16,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
     /// Every folder in it holding a main.py is benchmarked; its arguments come from an
     /// args.json beside main.py, or are {}.
     #[arg(long, default_value = "functions")]
@@ -59,7 +55,7 @@ pub async fn run(a: BenchmarkArgs) -> anyhow::Result<()> {
     if folders.is_empty() {
         bail!("{}: no folder with a main.py", a.functions_dir.display());
     }
-    let endpoint = format!("http://{}:{}", a.host, a.port);
+    let endpoint = a.endpoint.url();
     let mut c = connect(&endpoint, 1).await?.remove(0);
     let mut out = Vec::new();
     println!("{:<16} {:>10} {:>10} {:>7}", "function", "cold p50ms", "warm p50ms", "errors");

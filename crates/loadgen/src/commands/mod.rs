@@ -19,15 +19,25 @@ use clap::Subcommand;
 #[derive(clap::Parser)]
 #[command(name = "iluvatar_load_gen", version, about = "Load generation and benchmarks for Ilúvatar")]
 pub struct Cli {
-    /// Threads of the load generator's runtime; 0 means the number of cores.
+    /// Threads of the load generator's runtime for the commands that run in real time
+    /// (simulations run on one thread, `sweep` as --jobs says); 0 means the number of cores.
     #[arg(long, global = true, default_value_t = 0, help_heading = "Global")]
     pub threads: usize,
-    /// A file (mode 0600) holding the bearer token sent to a live worker or controller
-    /// configured with `auth.token_file` (gRPC calls and the controller's HTTP API).
-    #[arg(long, global = true, env = "ILUVATAR_TOKEN_FILE", help_heading = "Global")]
-    pub token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Command {
+    /// The token file given to a command that talks to a live target (`--token-file`).
+    pub fn token_file(&self) -> Option<&std::path::Path> {
+        match self {
+            Command::Trace(a) => a.target.endpoint.token_file.as_deref(),
+            Command::Rate(a) => a.target.endpoint.token_file.as_deref(),
+            Command::Scaling(a) => a.endpoint.token_file.as_deref(),
+            Command::Benchmark(a) => a.endpoint.token_file.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -190,6 +200,9 @@ mod tests {
         assert_eq!(heading("min_workers"), Some("Live controller (--target controller)"));
         assert_eq!(heading("warmup_s"), Some("Results"));
         assert_eq!(heading("host"), Some("Target"));
+        // A token is for the commands that reach a live target, not for simulations.
+        assert!(ids(&sub("sweep")).iter().all(|id| id != "token_file"));
+        assert!(ids(&trace).contains(&"token_file".to_string()) && scaling.contains(&"token_file".to_string()));
         assert!(trace.get_arguments().all(|a| a.get_help_heading().is_some() || a.get_id() == "help"));
     }
 }

@@ -44,6 +44,10 @@ pub struct Endpoint {
     /// The target's gRPC port.
     #[arg(long, default_value_t = 8079, help_heading = "Target")]
     pub port: u16,
+    /// A file (mode 0600) holding the bearer token sent to a live worker or controller
+    /// configured with `auth.token_file` (gRPC calls and the controller's HTTP API).
+    #[arg(long, env = "ILUVATAR_TOKEN_FILE", help_heading = "Target")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl Endpoint {
