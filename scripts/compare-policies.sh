@@ -35,7 +35,7 @@ L=$T/iluvatar_load_gen
 mkdir -p "$OUT/configs"
 "$L" generate synthetic --functions "$NF" --duration-s "$DUR" --mean-rate "$RATE" --rate-sigma 1.5 \
   --mean-warm-ms 100 --warm-sigma 1.0 --mean-cold-extra-ms 500 --cold-sigma 0.5 \
-  --mem-mb 128,256,512 --timer-fraction "$TIMERS" --seed "$SEED" --out "$OUT/workload"
+  --mem-mb 128,256,512 --timer-fraction "$TIMERS" --seed "$SEED" --out "$OUT/workload" --force
 args=()
 for mem in $MEMORY; do
   for p in $POLICIES; do
@@ -68,4 +68,4 @@ done
 setup=simulation
 [ -n "${LIVE:-}" ] && setup=live
 "$L" compare --setup "$setup" --input "$OUT/workload/trace.csv" --metadata "$OUT/workload/metadata.csv" \
-  "${args[@]}" --seed "$SEED" --out "$OUT"
+  "${args[@]}" --seed "$SEED" --out "$OUT" --force

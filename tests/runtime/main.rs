@@ -17,5 +17,6 @@ mod network;
 mod restart;
 mod roots;
 mod standby;
+mod trace_images;
 mod util;
 mod wedge;

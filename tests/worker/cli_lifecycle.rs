@@ -57,6 +57,9 @@ fn cli_register_invoke_prewarm_async_list_status_restart() {
     let r = w.cli_ok(&["invoke", "--name", "greet", "--version", "2"]);
     assert_eq!(r["container_state"], "PREWARM", "{r}");
     assert_eq!(r["result"]["body"]["args"], json!({}), "{r}");
+    // Its first call, but it waited for no start: not cold (README, "What an invocation returns").
+    assert_eq!(r["result"]["was_cold"], false, "{r}");
+    assert_eq!(r["result"]["timings"]["cold_start_us"], 0, "{r}");
     let r = w.cli_ok(&["invoke", "--name", "greet", "--version", "2"]);
     assert_eq!(r["container_state"], "WARM", "{r}");
 

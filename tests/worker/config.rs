@@ -48,7 +48,30 @@ fn unknown_config_fields_are_refused_by_name() {
     cmd.arg("-c").arg(&path).env("ILUVATAR_WORKER__grpc__prt", "1");
     let out = output_timeout(cmd, Duration::from_secs(20));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("prt"), "{stderr}");
+    assert!(!out.status.success(), "{stderr}");
+    // Named as the variable's mistake, not the (valid) file's.
+    assert!(
+        stderr.contains("environment override ILUVATAR_WORKER__grpc__prt: grpc.prt: unknown field `prt`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("config file"), "{stderr}");
+    // One underscore short: a misspelled override, not ignored.
+    let mut cmd = Command::new(bin("iluvatar_worker"));
+    cmd.arg("-c").arg(&path).env("ILUVATAR_WORKER_grpc__port", "9000");
+    let out = output_timeout(cmd, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("environment override ILUVATAR_WORKER_grpc__port is invalid: overrides are named ILUVATAR_WORKER__section__key"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_named_by_key_and_file() {
+    let (out, dir) = run_worker(json!({"grpc": {"address": "127.0.0.1", "port": "abc"}}), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = dir.join("worker.json");
+    let want = format!("config file {}: grpc.port: invalid type: string \"abc\", expected u16", file.display());
+    assert!(!out.status.success() && stderr.contains(&want), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -518,13 +518,21 @@ fn error_response(kind: &str, message: &str, state: ContainerState, outcome: Opt
 }
 
 /// The protocol's answer for an invocation. A result's JSON is the function's value under
-/// `body`, with the in-function start and end (Unix seconds), whether the container was
-/// cold, and the worker's timing breakdown.
+/// `body`, with the in-function start and end (Unix seconds), `was_cold`, and the worker's
+/// timing breakdown. `was_cold` is true exactly when the invocation waited for its container
+/// to start (state COLD; `cold_start_us` is that start): a prewarmed container's first call
+/// is PREWARM and not cold, though it is the container's first call.
 fn respond(result: Result<Outcome, InvokeError>) -> rpc::InvokeResponse {
     match result {
         Ok(o) => match &o.output {
             Ok(body) => rpc::InvokeResponse {
-                json_result: json_result::success(body, o.start_unix_us, o.end_unix_us, o.first_call, &o.timings),
+                json_result: json_result::success(
+                    body,
+                    o.start_unix_us,
+                    o.end_unix_us,
+                    o.state == ContainerState::Cold,
+                    &o.timings,
+                ),
                 success: true,
                 duration_us: o.timings.container_us,
                 compute: rpc::compute::CPU,

@@ -58,6 +58,7 @@ pub struct Args {
     /// Whether containers run in a user namespace (to measure what it costs).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     user_namespace: bool,
+    /// The report (JSON), replaced if it exists.
     #[arg(long, default_value = "results/worker_bench.json")]
     out: PathBuf,
 }
