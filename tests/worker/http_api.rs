@@ -1,6 +1,6 @@
 //! The HTTP/JSON API and /metrics, over a bare TCP socket.
 
-use iluvatar_testkit::{WorkerProcess, metric_value};
+use iluvatar_testkit::{WorkerProcess, metric_value, readme};
 use serde_json::{Value, json};
 
 fn parse(what: &str, code: u16, body: &str) -> Value {
@@ -28,10 +28,12 @@ fn http_api_and_metrics() {
                "resource_timings_json": "{\"cold_dur_ms\": 5, \"warm_dur_ms\": 1}"}),
     );
     assert_eq!(r, json!({"success": true, "fqdn": "web-1", "error": ""}));
-    // A refused registration is answered in-band.
-    let r =
-        post("/register", json!({"function_name": "web2", "function_version": "1", "image_name": "i", "memory": 0}));
-    assert_eq!(r["success"], false, "{r}");
+    // A refused registration answers 400, with the protocol's fields and its kind.
+    let body = json!({"function_name": "web2", "function_version": "1", "image_name": "i", "memory": 0});
+    let (code, text) = w.http_post_json("/register", &body.to_string());
+    assert_eq!(code, 400, "{text}");
+    let r: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((&r["success"], &r["kind"]), (&json!(false), &json!("bad_request")), "{r}");
     assert!(r["error"].as_str().unwrap().contains("memory 0 MB"), "{r}");
 
     let inv = json!({"function_name": "web", "function_version": "1", "json_args": "{\"q\": \"x\"}"});
@@ -42,25 +44,29 @@ fn http_api_and_metrics() {
     assert_eq!(res["body"], json!({"sim": true, "fqdn": "web-1", "args": {"q": "x"}}), "{res}");
     let r = post("/invoke", inv);
     assert_eq!(r["container_state"], 4, "WARM: {r}");
-    let r = post("/invoke", json!({"function_name": "nope", "function_version": "1"}));
-    assert_eq!(r["success"], false, "{r}");
+    let (code, text) = w.http_post_json("/invoke", r#"{"function_name": "nope", "function_version": "1"}"#);
+    assert_eq!(code, 404, "{text}");
+    let r: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((&r["success"], &r["kind"]), (&json!(false), &json!("not_registered")), "{r}");
     assert!(r["json_result"].as_str().unwrap().contains("not_registered"), "{r}");
 
     let a = post("/invoke_async", json!({"function_name": "web", "function_version": "1", "json_args": "{}"}));
     let cookie = a["lookup_cookie"].as_str().unwrap_or_else(|| panic!("{a}")).to_string();
     let mut done = None;
     for _ in 0..250 {
-        let r = get(&format!("/invoke_async/{cookie}"));
-        if !r["json_result"].as_str().unwrap_or_default().contains("Pending") {
-            done = Some(r);
+        let (code, text) = w.http_get(&format!("/invoke_async/{cookie}"));
+        if code != 202 {
+            done = Some(parse("the async result", code, &text));
             break;
         }
+        assert!(text.contains("Pending"), "202 while it runs: {text}");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let done = done.unwrap_or_else(|| w.fail("async invocation stayed pending"));
     assert_eq!(done["success"], true, "{done}");
-    let r = get(&format!("/invoke_async/{cookie}"));
-    assert_eq!(r["success"], false, "collected once: {r}");
+    let (code, text) = w.http_get(&format!("/invoke_async/{cookie}"));
+    assert_eq!(code, 404, "collected once: {text}");
+    assert!(text.contains(r#""kind":"unknown_cookie""#), "{text}");
     let (code, body) = w.http_post_json("/invoke_async", r#"{"function_name": "nope", "function_version": "1"}"#);
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("nope"), "{body}");
@@ -149,4 +155,27 @@ fn http_api_and_metrics() {
     assert_eq!(r, json!({}));
     assert_eq!(w.metric("iluvatar_containers{state=\"idle\"}"), 0.0);
     assert_eq!(get("/ping"), json!({"message": "Pong"}));
+}
+
+/// Every route the worker serves has an example in README's "HTTP API", and every example
+/// there answers what the README shows, run as written (curl) against a real worker.
+#[test]
+fn every_route_has_a_readme_example_that_answers_as_documented() {
+    let w = WorkerProcess::start(json!({"name": "readme-worker"}));
+    let examples = readme::examples(&readme::readme(), "### HTTP API");
+    // The routes, as the worker lists them for a path it does not serve.
+    let (code, body) = w.http_get("/no/such/route");
+    assert_eq!(code, 404, "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    let routes = listed["error"].as_str().and_then(|e| e.split("its routes: ").nth(1));
+    let routes = routes.unwrap_or_else(|| panic!("no route list in {body}"));
+    assert!(routes.split(", ").count() >= 13, "{routes}");
+    for route in routes.split(", ") {
+        let shown = examples.iter().any(|e| {
+            let (method, path) = readme::request_of(&e.command, "H");
+            readme::route_is(route, &method, &path)
+        });
+        assert!(shown, "README's HTTP API has no example of {route}");
+    }
+    readme::run(&examples, "H", &w.http_addr);
 }
