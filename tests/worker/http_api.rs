@@ -179,3 +179,116 @@ fn every_route_has_a_readme_example_that_answers_as_documented() {
     }
     readme::run(&examples, "H", &w.http_addr);
 }
+
+/// Each failure answers the status of its kind, as over gRPC: a timeout 504, no memory 503,
+/// a full queue 429.
+#[test]
+fn failures_answer_the_status_of_their_kind() {
+    let w = WorkerProcess::start(json!({
+        "invoker": {"concurrency": 2, "max_queued": 1, "invocation_timeout_ms": 1500, "memory_wait_ms": 100},
+        "container_pool": {"memory_mb": 256},
+    }));
+    let register = |name: &str, memory: u64, ms: u64| {
+        let body = json!({"function_name": name, "function_version": "1", "image_name": name, "memory": memory,
+            "cpus": 1, "isolate": 32, "resource_timings_json": {"cold_dur_ms": ms, "warm_dur_ms": ms}});
+        let (code, text) = w.http_post_json("/register", &body.to_string());
+        assert_eq!(code, 200, "{text}");
+    };
+    let invoke_body = |name: &str| json!({"function_name": name, "function_version": "1"}).to_string();
+    let failed = |name: &str, status: u16, kind: &str| {
+        let (code, text) = w.http_post_json("/invoke", &invoke_body(name));
+        assert_eq!(code, status, "{name}: {text}\n{}", w.log_context());
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!((&v["kind"], &v["success"]), (&json!(kind), &json!(false)), "{v}");
+        assert!(v["json_result"].as_str().unwrap().contains(kind), "the protocol's answer is kept: {v}");
+    };
+    let in_background = |name: &str| {
+        let (addr, body) = (w.http_addr.clone(), invoke_body(name));
+        std::thread::spawn(move || iluvatar_testkit::http_post_json(&addr, "/invoke", &body))
+    };
+    let wait_status = |field: &str, want: u64| {
+        let ok = iluvatar_testkit::eventually(std::time::Duration::from_secs(10), || {
+            let (_, s) = w.http_get("/status");
+            serde_json::from_str::<Value>(&s).unwrap()[field].as_u64() == Some(want)
+        });
+        assert!(ok, "{field} never became {want}: {}", w.http_get("/status").1);
+    };
+
+    register("slow", 16, 5000);
+    failed("slow", 504, "timeout");
+
+    register("big", 200, 1000);
+    register("big2", 200, 10);
+    let holding = in_background("big");
+    wait_status("num_running_funcs", 1);
+    failed("big2", 503, "no_memory");
+    assert_eq!(holding.join().unwrap().0, 200);
+
+    register("hold", 8, 1000);
+    let running: Vec<_> = (0..2).map(|_| in_background("hold")).collect();
+    wait_status("num_running_funcs", 2);
+    let queued = in_background("hold");
+    wait_status("cpu_queue_len", 1);
+    failed("hold", 429, "queue_full");
+    for t in running.into_iter().chain([queued]) {
+        assert_eq!(t.join().unwrap().0, 200);
+    }
+}
+
+/// Hostile bodies (too large, deeply nested, not the message, not JSON) sent from many threads
+/// at once each get their answer (a 4xx, or a success for valid JSON however deep), and the
+/// worker keeps serving; a gRPC client on the HTTP port is told where it is.
+#[tokio::test]
+async fn hostile_bodies_are_refused_while_the_worker_serves() {
+    let w = WorkerProcess::start(json!({}));
+    let reg = json!({"function_name": "f", "function_version": "1", "image_name": "f", "memory": 16, "cpus": 1,
+        "isolate": 32, "resource_timings_json": {"cold_dur_ms": 2, "warm_dur_ms": 1}});
+    assert_eq!(w.http_post_json("/register", &reg.to_string()).0, 200);
+    let deep_array = format!(r#"{{"function_name":"f","function_version":"1","json_args":{}}}"#, "[".repeat(100_000));
+    // Valid however deep: passed on as text, never parsed recursively by the worker.
+    let deep_object = format!(
+        r#"{{"function_name":"f","function_version":"1","json_args":{}1{}}}"#,
+        r#"{"a":"#.repeat(100_000),
+        "}".repeat(100_000)
+    );
+    let huge =
+        format!(r#"{{"function_name":"f","function_version":"1","json_args":{{"pad":"{}"}}}}"#, "x".repeat(9 << 20));
+    let cases: Vec<(String, u16)> = vec![
+        (deep_array, 400),
+        (deep_object, 200),
+        (huge, 413),
+        (r#""just a string""#.to_string(), 400),
+        (r#"{"function_name":"f","function_version":"1","json_args":{"a":1}"#.to_string(), 400),
+        (r#"{"function_name":"f","function_version":"1","transaction_idd":"t"}"#.to_string(), 400),
+    ];
+    let addr = w.http_addr.clone();
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let (addr, cases) = (addr.clone(), cases.clone());
+            std::thread::spawn(move || {
+                for round in 0..4 {
+                    for (body, want) in &cases {
+                        let (code, text) = iluvatar_testkit::http_post_json(&addr, "/invoke", body);
+                        assert_eq!(code, *want, "thread {t} round {round}: {}...: {text}", &body[..body.len().min(80)]);
+                        if *want != 200 {
+                            let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+                            assert!(v["error"].is_string() && v["kind"].is_string(), "{v}");
+                        }
+                    }
+                    let good = r#"{"function_name":"f","function_version":"1","json_args":{"round":1}}"#;
+                    let (code, text) = iluvatar_testkit::http_post_json(&addr, "/invoke", good);
+                    assert_eq!(code, 200, "{text}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // A gRPC client on the HTTP port gets a status saying so.
+    let mut grpc = iluvatar_testkit::worker::connect(format!("http://{}", w.http_addr)).await.unwrap();
+    let s = grpc.ping(iluvatar_rpc::PingRequest::default()).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::Unimplemented, "{s:?}");
+    assert!(s.message().contains("HTTP/JSON port of the worker, not its gRPC port"), "{s:?}");
+    assert_eq!(w.metric("iluvatar_invocations_total{outcome=\"success\"}"), 48.0, "6 threads x 4 rounds x 2");
+}

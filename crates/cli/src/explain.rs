@@ -64,6 +64,11 @@ impl Target {
                     self.port_hint()
                 )
             }
+            tonic::Code::Unknown | tonic::Code::Internal if text.contains("transport error") => format!(
+                "the connection to {address} broke before any gRPC answer ({message}{}): is it a gRPC port? {}",
+                chain(&s),
+                self.port_hint()
+            ),
             tonic::Code::Unimplemented if self.controller => format!(
                 "the server at {address} does not serve the controller's calls: is it a worker? Drop --controller \
                  (and give the worker's gRPC port)"
@@ -130,6 +135,8 @@ mod tests {
         assert!(e.contains("is it a worker? Drop --controller"), "{e}");
         let e = controller.failed(tonic::Status::unauthenticated("missing token")).to_string();
         assert!(e.contains("missing token") && e.contains("--token-file"), "{e}");
+        let e = worker().failed(tonic::Status::unknown("transport error")).to_string();
+        assert!(e.contains("broke before any gRPC answer") && e.contains("is it a gRPC port?"), "{e}");
         let e = worker().failed(tonic::Status::not_found("function x")).to_string();
         assert_eq!(e, "NotFound: function x");
     }

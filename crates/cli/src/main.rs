@@ -136,9 +136,10 @@ enum Command {
     List,
     /// Remove every idle container (worker only).
     Clean,
-    /// Forget a worker, by the name it registered with: no invocation goes to it any more and
-    /// the controller's store drops it (controller only; a running worker with a heartbeat
-    /// registers itself again).
+    /// Forget a worker, by the name it registered with (controller only).
+    ///
+    /// No invocation goes to it any more and the controller's store drops it. A worker that
+    /// still runs with a heartbeat registers itself again: stop it first.
     DeregisterWorker {
         /// The worker's name (`GET /workers` on the controller's HTTP port lists them).
         #[arg(long)]

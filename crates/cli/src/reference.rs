@@ -40,6 +40,9 @@ pub fn build(f: &Flags) -> anyhow::Result<String> {
         if name.is_empty() || value.contains('&') {
             bail!("--env {kv:?}: the name must not be empty and the value cannot hold '&' (it separates variables)");
         }
+        if kv.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            bail!("--env {kv:?}: a reference cannot hold whitespace or control characters");
+        }
         pairs.push(kv.clone());
     }
     if let Some(network) = f.network.filter(|n| *n != "none") {
@@ -191,6 +194,8 @@ mod tests {
         assert!(err(flags(None, Some(Path::new("/f")), &bad)).contains("is not NAME=value"));
         let amp = vec!["A=x&B=y".to_string()];
         assert!(err(flags(None, Some(Path::new("/f")), &amp)).contains("cannot hold '&'"));
+        let space = vec!["A=x y".to_string()];
+        assert!(err(flags(None, Some(Path::new("/f")), &space)).contains("cannot hold whitespace"));
         assert!(err(flags(None, None, &[])).contains("give --code FOLDER"));
         assert!(err(flags(Some("x"), Some(Path::new("/f")), &[])).contains("not both"));
     }
