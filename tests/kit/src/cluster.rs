@@ -183,6 +183,16 @@ impl Worker {
     /// Like [`start`](Self::start), with the top-level sections of `changes` replaced. Its
     /// address may not be loopback (a namespace's), so the default says `auth.insecure`.
     pub fn start_with(name: &str, k: usize, controller: &Controller, changes: Value) -> Worker {
+        Self::start_configured(name, k, controller, |config| replace_sections(config, changes))
+    }
+
+    /// Like [`start`](Self::start), registering with the controller once, without a heartbeat.
+    pub fn start_without_heartbeat(name: &str, k: usize, controller: &Controller) -> Worker {
+        Self::start_configured(name, k, controller, |config| config["controller"]["heartbeat_ms"] = 0.into())
+    }
+
+    /// A sim worker whose default config `change` edits before it starts.
+    fn start_configured(name: &str, k: usize, controller: &Controller, change: impl FnOnce(&mut Value)) -> Worker {
         let place = Place::new(k);
         let mut config = json!({
             "auth": {"insecure": true},
@@ -192,7 +202,7 @@ impl Worker {
             "controller": {"address": place.controller_addr, "port": controller.proc.port(), "retry_ms": 100,
                 "heartbeat_ms": 200},
         });
-        replace_sections(&mut config, changes);
+        change(&mut config);
         let proc = Proc::start("iluvatar_worker", name, &config, place.netns.clone());
         Worker { proc, place }
     }
