@@ -122,6 +122,10 @@ pub fn route_is(route: &str, method: &str, path: &str) -> bool {
 /// last `lookup_cookie` answered, and checks each answer; panics naming the README line of
 /// the first that differs. An async result still running (202) is asked again.
 pub fn run(examples: &[Example], var: &str, address: &str) {
+    assert!(
+        Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "the README's examples run with curl: install it (apt-get install curl; .ci/run does)"
+    );
     let dir = unique_dir("readme");
     // Every curl prints the status on a line of its own after the body (curl reads
     // CURL_HOME/.curlrc), so the commands run exactly as written.
