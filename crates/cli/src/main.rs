@@ -196,7 +196,7 @@ fn invoke_report(r: rpc::InvokeResponse) -> Result<Value, Value> {
 /// A worker or a controller: the calls both services offer go to either.
 enum Client {
     Worker(WorkerClient),
-    Controller(ControllerClient, ClusterAdminClient),
+    Controller(ControllerClient, Box<ClusterAdminClient>),
 }
 
 macro_rules! both {
@@ -257,7 +257,7 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
     let mut c = if cli.controller {
         Client::Controller(
             rpc::auth::controller_client(channel.clone(), auth.clone()),
-            rpc::auth::cluster_admin_client(channel, auth),
+            Box::new(rpc::auth::cluster_admin_client(channel, auth)),
         )
     } else {
         Client::Worker(rpc::auth::worker_client(channel, auth))

@@ -39,7 +39,7 @@ pub fn examples(readme: &str, heading: &str) -> Vec<Example> {
     };
     let mut out = Vec::new();
     let (mut in_block, mut i) = (false, start + 1);
-    while i < lines.len() && !(is_end(lines[i]) && !in_block) {
+    while i < lines.len() && (in_block || !is_end(lines[i])) {
         let l = lines[i];
         if l.starts_with("```") {
             in_block = l == "```sh" && !in_block;
