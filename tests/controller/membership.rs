@@ -67,6 +67,8 @@ async fn a_mistaken_worker_is_forgotten_and_stays_forgotten_across_a_restart() {
     assert_eq!(ctl.proc.ready["workers"], 1, "only w is stored: {}", ctl.proc.ready);
     assert_eq!(names(&ctl), ["w"]);
     ctl.wait_healthy(1);
+    drop(ctl);
+    std::fs::remove_dir_all(&state).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
