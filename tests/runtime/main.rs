@@ -5,6 +5,7 @@
 //! They need root and cgroups, as CI has. Build the binaries first: `cargo build --workspace`.
 //! The fixture functions are in `tests/functions/`.
 
+mod cli_paths;
 mod concurrency;
 mod confinement;
 mod faults;

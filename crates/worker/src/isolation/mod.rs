@@ -156,4 +156,10 @@ pub struct BackendContext {
 /// from the registration point ([`backends`]).
 pub trait BackendFactory {
     fn build(&self, ctx: &BackendContext) -> Result<Arc<dyn IsolationBackend>, IsolationError>;
+
+    /// Whether this process can run the backend at all (e.g. it needs root), checked when
+    /// the worker starts, before it makes anything: `Err` says what is missing.
+    fn check_host(&self) -> Result<(), IsolationError> {
+        Ok(())
+    }
 }

@@ -71,7 +71,20 @@ pub struct RuntimeConfig {
 
 impl BackendFactory for RuntimeConfig {
     fn build(&self, ctx: &BackendContext) -> Result<Arc<dyn IsolationBackend>, IsolationError> {
+        self.check_host()?;
         Ok(RuntimeBackend::new(self.clone(), &ctx.state_dir, ctx.env.clock.clone(), ctx.beyond_loopback)?)
+    }
+
+    /// Real containers need root: mounts, cgroups, namespaces and the launchers' clones.
+    fn check_host(&self) -> Result<(), IsolationError> {
+        let uid = nix::unistd::geteuid();
+        if uid.is_root() {
+            return Ok(());
+        }
+        Err(IsolationError::Config(Box::from(format!(
+            "the runtime backend creates real containers and needs root, but this worker runs as uid {uid}: \
+             start it as root, or offer only simulated containers (isolation.backends = [{{type = \"sim\"}}])"
+        ))))
     }
 }
 
