@@ -14,6 +14,7 @@ mod isolation;
 mod lifecycle;
 mod limits;
 mod network;
+mod registry;
 mod restart;
 mod roots;
 mod standby;

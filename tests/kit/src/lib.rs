@@ -13,6 +13,7 @@
 //! - [`auth`]: token files and authenticated clients.
 //! - [`loadgen`]: running `iluvatar_load_gen` and reading its CSV.
 //! - [`fixtures`]: the fixture functions and the shipped ones.
+//! - [`registry`]: a real OCI registry on loopback, and pushes to it.
 
 pub mod auth;
 pub mod cluster;
@@ -21,6 +22,7 @@ pub mod fixtures;
 pub mod http;
 pub mod loadgen;
 pub mod process;
+pub mod registry;
 pub mod requests;
 pub mod worker;
 

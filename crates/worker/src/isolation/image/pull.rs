@@ -104,6 +104,8 @@ pub(crate) enum PullError {
     Unauthorized { registry: String, image: String, why: String },
     #[error("digest mismatch: {0}")]
     Digest(String),
+    #[error("size mismatch: {0}")]
+    Size(String),
     #[error("no image for this platform ({platform}): the image index offers {offered}")]
     NoPlatform { platform: String, offered: String },
     #[error("the pull took longer than {0} ms (registry.pull_timeout_ms)")]
@@ -325,8 +327,8 @@ impl Puller {
             match chunk {
                 Ok(bytes) => {
                     if incoming.written + bytes.len() as u64 > blob.size {
-                        return Err(PullError::Digest(format!(
-                            "{shown}: the registry sent more than its {} bytes (refused)",
+                        return Err(PullError::Size(format!(
+                            "{shown}: the registry sent more than the {} bytes its descriptor says (refused)",
                             blob.size
                         )));
                     }
@@ -346,7 +348,10 @@ impl Puller {
         let size = incoming.written;
         incoming.commit(hex, blob.size).await.map_err(|m| match m {
             Mismatch::Store(e) => PullError::Store(e),
-            m => PullError::Digest(format!("{shown} ({} bytes) does not match: {m} (refused)", blob.size)),
+            m @ Mismatch::Size { .. } => {
+                PullError::Size(format!("{shown}: its descriptor says {} bytes, {m} (refused)", blob.size))
+            }
+            m @ Mismatch::Digest { .. } => PullError::Digest(format!("{shown} does not match: {m} (refused)")),
         })?;
         if verified_by_client {
             // Its content matched after all: the registry's Docker-Content-Digest header did not.
