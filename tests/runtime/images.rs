@@ -82,7 +82,8 @@ fn an_image_function_runs_from_an_archive_and_from_a_layout() {
         "{err}"
     );
     let bad_tag = format!("oci-archive:{}:other", archive.display());
-    let err = w.cli_err(&["register", "--name", "badtag", "--version", "1", "--image", &bad_tag, "--isolation", "runtime"]);
+    let err =
+        w.cli_err(&["register", "--name", "badtag", "--version", "1", "--image", &bad_tag, "--isolation", "runtime"]);
     assert!(err.contains("the layout has no image tagged \"other\" (tags: hello)"), "{err}");
     let r = w.invoke_ok("img", r#"{"name": "still"}"#);
     assert_eq!(r["result"]["body"]["body"]["greeting"], "Hello still!", "{r}");

@@ -18,7 +18,19 @@ fn worker() -> RuntimeWorker {
 
 /// Registers `reference` as `name` and expects a refusal; returns the CLI's error.
 fn register_err(w: &RuntimeWorker, name: &str, reference: &str) -> String {
-    w.cli_err(&["register", "--name", name, "--version", "1", "--image", reference, "--memory", "128", "--isolation", "runtime"])
+    w.cli_err(&[
+        "register",
+        "--name",
+        name,
+        "--version",
+        "1",
+        "--image",
+        reference,
+        "--memory",
+        "128",
+        "--isolation",
+        "runtime",
+    ])
 }
 
 /// The config and layer digests of a manifest in the registry.
@@ -211,8 +223,7 @@ fn concurrent_registrations_of_one_image_fetch_each_blob_once() {
     let reference = registry.reference("hello:v1");
     let results: Vec<Value> = std::thread::scope(|s| {
         let (w, reference) = (&w, &reference);
-        let handles: Vec<_> =
-            (0..4).map(|i| s.spawn(move || register_image(w, &format!("f{i}"), reference))).collect();
+        let handles: Vec<_> = (0..4).map(|i| s.spawn(move || register_image(w, &format!("f{i}"), reference))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for r in &results {

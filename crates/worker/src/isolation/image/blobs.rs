@@ -193,12 +193,10 @@ impl Drop for Incoming<'_> {
 /// Writes a file of the store's own through a temporary file and a rename.
 fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), String> {
     let tmp = dir.join("tmp").join(crate::env::os_random_id());
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("cannot write {}: {e}", path.display())
-        })
+    std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write {}: {e}", path.display())
+    })
 }
 
 #[cfg(test)]
@@ -236,8 +234,7 @@ mod tests {
         store.record("reg/b:1", desc("bb")).unwrap();
         store.record("reg/a:1", desc("cc")).unwrap();
         assert!(store.knows("reg/a:1") && store.knows("reg/b:1") && !store.knows("reg/c:1"));
-        let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
         let digests: Vec<_> = index["manifests"].as_array().unwrap().iter().map(|m| m["digest"].clone()).collect();
         assert_eq!(digests, ["sha256:bb", "sha256:cc"], "a name resolves to what it was pulled as last");
 

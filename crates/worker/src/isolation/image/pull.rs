@@ -170,7 +170,12 @@ pub(crate) struct Puller {
 }
 
 impl Puller {
-    pub fn new(dir: PathBuf, config: RegistryConfig, limits: ImageLimits, clock: Arc<dyn Clock>) -> Result<Self, String> {
+    pub fn new(
+        dir: PathBuf,
+        config: RegistryConfig,
+        limits: ImageLimits,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, String> {
         Ok(Puller { store: BlobStore::open(dir)?, config, limits, clock, clients: OnceLock::new() })
     }
 
@@ -195,9 +200,7 @@ impl Puller {
             pulled.took = me.clock.now().saturating_sub(start);
             Ok(pulled)
         };
-        tokio::spawn(task.in_current_span())
-            .await
-            .map_err(|e| PullError::Store(format!("the pull stopped: {e}")))?
+        tokio::spawn(task.in_current_span()).await.map_err(|e| PullError::Store(format!("the pull stopped: {e}")))?
     }
 
     fn client(&self, r: &RegistryRef) -> &Client {
@@ -251,16 +254,9 @@ impl Puller {
 
     /// A manifest or index, checked against the digest the reference names, if it names
     /// one; returns it with its digest (computed here).
-    async fn manifest(
-        &self,
-        client: &Client,
-        r: &RegistryRef,
-        at: &Reference,
-    ) -> Result<(Vec<u8>, String), PullError> {
-        let (bytes, _) = client
-            .pull_manifest_raw(at, &RegistryAuth::Anonymous, &ACCEPTED)
-            .await
-            .map_err(|e| classify(e, r))?;
+    async fn manifest(&self, client: &Client, r: &RegistryRef, at: &Reference) -> Result<(Vec<u8>, String), PullError> {
+        let (bytes, _) =
+            client.pull_manifest_raw(at, &RegistryAuth::Anonymous, &ACCEPTED).await.map_err(|e| classify(e, r))?;
         if bytes.len() as u64 > MAX_JSON_BYTES {
             return Err(PullError::Refused(format!("the manifest is over {MAX_JSON_BYTES} bytes")));
         }
@@ -294,7 +290,10 @@ impl Puller {
         for l in layers {
             let layer = blob(l, "layer")?;
             if l["mediaType"].as_str().is_some_and(|m| m.contains("zstd")) {
-                return Err(refused(format!("layer {} is zstd-compressed: only tar and gzip are supported", layer.digest)));
+                return Err(refused(format!(
+                    "layer {} is zstd-compressed: only tar and gzip are supported",
+                    layer.digest
+                )));
             }
             if layer.size > layer_max {
                 let mb = self.limits.max_layer_mb;
@@ -341,7 +340,10 @@ impl Puller {
                 }
                 Err(e) => {
                     let registry = r.0.registry().to_string();
-                    return Err(PullError::Unreachable { registry, why: format!("the download of {shown} broke: {e}") });
+                    return Err(PullError::Unreachable {
+                        registry,
+                        why: format!("the download of {shown} broke: {e}"),
+                    });
                 }
             }
         }
@@ -511,7 +513,8 @@ mod tests {
     #[test]
     fn an_index_resolves_to_this_platform_or_says_what_it_offers() {
         let arch = platform_arch();
-        let entry = |os: &str, a: &str, d: &str| serde_json::json!({"digest": d, "platform": {"os": os, "architecture": a}});
+        let entry =
+            |os: &str, a: &str, d: &str| serde_json::json!({"digest": d, "platform": {"os": os, "architecture": a}});
         let index = serde_json::json!({"mediaType": media::OCI_IMAGE_INDEX_MEDIA_TYPE, "manifests": [
             entry("linux", "s390x", "sha256:1"), entry("windows", arch, "sha256:2"), entry("linux", arch, "sha256:3")]});
         assert!(is_index(&index));

@@ -431,9 +431,13 @@ fn archives_are_extracted_safely() {
     let abs = f.canary().join("secret").display().to_string();
     let e = f.store.prepare(&archive("abs.tar", tar_of(&[E::File(&abs, b"x", 0o644)])), Some("c")).unwrap_err();
     assert!(e.contains("is an absolute path (refused)"), "{e}");
-    let e = f.store.prepare(&archive("link.tar", tar_of(&[E::Link("blobs/sha256/x", "/dev/zero")])), Some("c")).unwrap_err();
+    let e = f
+        .store
+        .prepare(&archive("link.tar", tar_of(&[E::Link("blobs/sha256/x", "/dev/zero")])), Some("c"))
+        .unwrap_err();
     assert!(e.contains("blobs/sha256/x") && e.contains("Symlink entry"), "{e}");
-    let e = f.store.prepare(&archive("twice.tar", tar_of(&[E::File("index.json", b"{}", 0o644)])), Some("c")).unwrap_err();
+    let e =
+        f.store.prepare(&archive("twice.tar", tar_of(&[E::File("index.json", b"{}", 0o644)])), Some("c")).unwrap_err();
     assert!(e.contains("index.json\" appears twice (refused)"), "{e}");
     f.assert_canary();
     // The archive itself through a link.
