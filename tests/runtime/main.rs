@@ -15,6 +15,7 @@ mod isolation;
 mod lifecycle;
 mod limits;
 mod network;
+mod registry;
 mod restart;
 mod roots;
 mod standby;

@@ -256,6 +256,13 @@ impl WorkerApi {
         let spec = self.spec_from(req)?;
         let fqdn = spec.fqdn().0;
         let backend = self.backends.get(spec.isolation).cloned();
+        // Refused before anything is pulled for it.
+        self.registry.check(&spec)?;
+        // An image is pulled and unpacked now, not at the first invocation.
+        let prepared = match &backend {
+            Some(b) => b.prepare(&spec).await?,
+            None => None,
+        };
         let outcome = self.registry.register(spec.clone()).await?;
         // The backend keeps what it checked (an opened folder) for the function's life.
         if let Some(b) = backend {
@@ -264,7 +271,10 @@ impl WorkerApi {
         if outcome == Registered::New {
             self.metrics.registrations.fetch_add(1, Ordering::Relaxed);
         }
-        tracing::info!(fqdn, ?outcome, "registered");
+        match prepared {
+            Some(prepared) => tracing::info!(fqdn, ?outcome, prepared, "registered"),
+            None => tracing::info!(fqdn, ?outcome, "registered"),
+        }
         Ok(fqdn)
     }
 

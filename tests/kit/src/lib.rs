@@ -14,6 +14,7 @@
 //! - [`loadgen`]: running `iluvatar_load_gen` and reading its CSV.
 //! - [`fixtures`]: the fixture functions and the shipped ones.
 //! - [`readme`]: the README's HTTP examples, run as written.
+//! - [`registry`]: a real OCI registry on loopback, and pushes to it.
 
 pub mod auth;
 pub mod cluster;
@@ -23,6 +24,7 @@ pub mod http;
 pub mod loadgen;
 pub mod process;
 pub mod readme;
+pub mod registry;
 pub mod requests;
 pub mod worker;
 
