@@ -10,7 +10,7 @@
 #   env: PROFILE (debug), FUNCTIONS (40), DURATION_S (14400), MEAN_RATE (0.1), SEED (1),
 #        TIMER_FRACTION (0.33), MEMORY_MB ("2048 8192 65536"), TTL_MS (600000),
 #        POLICIES ("fixed:lru fixed:lfu fixed:gdsf hybrid:lru hybrid:gdsf"),
-#        LIVE (unset: simulation; 1: live workers on the sim backend)
+#        LIVE (unset: simulation; 1: live workers on the sim backend), BIN_DIR (built binaries)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-results/compare-policies}
@@ -23,8 +23,10 @@ POLICIES=${POLICIES:-fixed:lru fixed:lfu fixed:gdsf hybrid:lru hybrid:gdsf}
 SEED=${SEED:-1}
 MEMORY=${MEMORY_MB:-2048 8192 65536}
 TTL=${TTL_MS:-600000}
-T=${CARGO_TARGET_DIR:-target}/$PROFILE
-if [ "$PROFILE" = release ]; then
+T=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/$PROFILE}
+if [ -n "${BIN_DIR:-}" ]; then
+  : # binaries given
+elif [ "$PROFILE" = release ]; then
   cargo build --release -p iluvatar_worker -p iluvatar_load_gen
 else
   cargo build -p iluvatar_worker -p iluvatar_load_gen
@@ -33,7 +35,7 @@ L=$T/iluvatar_load_gen
 mkdir -p "$OUT/configs"
 "$L" generate synthetic --functions "$NF" --duration-s "$DUR" --mean-rate "$RATE" --rate-sigma 1.5 \
   --mean-warm-ms 100 --warm-sigma 1.0 --mean-cold-extra-ms 500 --cold-sigma 0.5 \
-  --mem-mb 128,256,512 --timer-fraction "$TIMERS" --seed "$SEED" --out "$OUT/workload"
+  --mem-mb 128,256,512 --timer-fraction "$TIMERS" --seed "$SEED" --out "$OUT/workload" --force
 args=()
 for mem in $MEMORY; do
   for p in $POLICIES; do
@@ -66,4 +68,4 @@ done
 setup=simulation
 [ -n "${LIVE:-}" ] && setup=live
 "$L" compare --setup "$setup" --input "$OUT/workload/trace.csv" --metadata "$OUT/workload/metadata.csv" \
-  "${args[@]}" --seed "$SEED" --out "$OUT"
+  "${args[@]}" --seed "$SEED" --out "$OUT" --force

@@ -26,6 +26,7 @@ fn compare_tabulates_configs_side_by_side() {
         timer_fraction: 0.0,
         seed: SEED,
         out: dir.clone(),
+        force: false,
     };
     let (meta, mut arrivals) = synthetic_workload(&a).unwrap();
     write(&dir, &meta, &mut arrivals).unwrap();

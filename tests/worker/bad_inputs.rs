@@ -36,7 +36,8 @@ async fn bad_inputs_get_specific_errors_and_the_worker_keeps_serving() {
     );
     // Refused by the CLI itself.
     expect_err(reg("f", &["--isolation", "podman"]), &["unknown isolation \"podman\"", "sim"]);
-    expect_err(reg("f", &["--language", "cobol"]), &["unknown language \"cobol\""]);
+    expect_err(reg("f", &["--language", "cobol"]), &["'cobol'", "[possible values: python3, none]"]);
+    expect_err(reg("f", &["--network", "bridge"]), &["'bridge'", "[possible values: none, loopback]"]);
 
     // Through gRPC: backends not offered, and unknown bits.
     let mut req = register_req("f", "1", 128, "");

@@ -8,6 +8,7 @@
 
 mod auth;
 mod bad_inputs;
+mod cli_flags;
 mod cli_lifecycle;
 mod compliance;
 mod concurrency;

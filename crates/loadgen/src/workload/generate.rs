@@ -27,33 +27,44 @@ pub enum GenerateCommand {
 /// in the Azure dataset: every 1/rate seconds from a random phase.
 #[derive(clap::Args)]
 pub struct SyntheticArgs {
+    /// How many functions.
     #[arg(long, default_value_t = 10)]
     pub functions: usize,
+    /// Seconds of arrivals.
     #[arg(long, default_value_t = 60.0)]
     pub duration_s: f64,
     /// Mean invocations per second of one function.
     #[arg(long, default_value_t = 1.0)]
     pub mean_rate: f64,
+    /// Sigma of the functions' rates (log-normal): larger, a few hot functions and many rare.
     #[arg(long, default_value_t = 1.0)]
     pub rate_sigma: f64,
+    /// Mean warm duration (ms) over the functions.
     #[arg(long, default_value_t = 100.0)]
     pub mean_warm_ms: f64,
+    /// Sigma of the warm durations (log-normal).
     #[arg(long, default_value_t = 1.0)]
     pub warm_sigma: f64,
+    /// Mean start-up cost (ms) a cold start adds to the warm duration; 0 for none.
     #[arg(long, default_value_t = 500.0)]
     pub mean_cold_extra_ms: f64,
+    /// Sigma of the start-up costs (log-normal).
     #[arg(long, default_value_t = 0.5)]
     pub cold_sigma: f64,
+    /// The memory sizes (MB) functions are given, picked uniformly.
     #[arg(long, value_delimiter = ',', default_value = "128,256,512")]
     pub mem_mb: Vec<u64>,
     /// The fraction of functions (0..=1) on a timer rather than Poisson arrivals.
     #[arg(long, default_value_t = 0.0)]
     pub timer_fraction: f64,
+    /// The seed of every draw: the same arguments give the same files.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Writes DIR/trace.csv and DIR/metadata.csv.
+    /// Writes DIR/trace.csv and DIR/metadata.csv (a new or empty folder; see --force).
     #[arg(long)]
     pub out: PathBuf,
+    #[arg(long, help = crate::results::out_dir::FORCE_HELP)]
+    pub force: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -99,22 +110,30 @@ pub struct AzureArgs {
     /// How many functions to keep.
     #[arg(long, default_value_t = 50)]
     pub functions: usize,
+    /// Which functions to keep.
     #[arg(long, value_enum, default_value = "top")]
     pub select: Select,
     /// The first minute (1..1440).
     #[arg(long, default_value_t = 1)]
     pub start_minute: usize,
+    /// How many minutes, from --start-minute.
     #[arg(long, default_value_t = 10)]
     pub minutes: usize,
+    /// How a minute's invocations are placed in it.
     #[arg(long, value_enum, default_value = "uniform")]
     pub arrivals: Spread,
+    /// The least memory (MB) a function is given.
     #[arg(long, default_value_t = 16)]
     pub min_mem_mb: u64,
+    /// The seed of --select random and --arrivals poisson.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Writes DIR/trace.csv, DIR/metadata.csv and DIR/generation.json.
+    /// Writes DIR/trace.csv, DIR/metadata.csv and DIR/generation.json (a new or empty
+    /// folder; see --force).
     #[arg(long)]
     pub out: PathBuf,
+    #[arg(long, help = crate::results::out_dir::FORCE_HELP)]
+    pub force: bool,
 }
 
 pub fn run(cmd: GenerateCommand) -> anyhow::Result<()> {
@@ -145,6 +164,7 @@ fn r3(x: f64) -> f64 {
 
 pub fn synthetic(a: SyntheticArgs) -> anyhow::Result<()> {
     let (meta, mut arrivals) = synthetic_workload(&a)?;
+    crate::results::out_dir::prepare(&a.out, a.force, &["trace.csv", "metadata.csv"])?;
     write(&a.out, &meta, &mut arrivals)
 }
 
@@ -250,6 +270,7 @@ pub fn azure(a: AzureArgs) -> anyhow::Result<()> {
     if a.start_minute == 0 || a.minutes == 0 || a.start_minute + a.minutes - 1 > 1440 {
         bail!("--start-minute and --minutes must pick minutes within 1..1440");
     }
+    crate::results::out_dir::prepare(&a.out, a.force, &["trace.csv", "metadata.csv", "generation.json"])?;
     // Durations: key -> (warm, cold).
     let mut durations: HashMap<Key, (f64, f64)> = HashMap::new();
     for_each_row(&a.durations, |line, h, row| {
@@ -394,6 +415,7 @@ mod tests {
             timer_fraction,
             seed: 7,
             out: PathBuf::new(),
+            force: false,
         }
     }
 

@@ -331,20 +331,23 @@ impl RuntimeBackend {
     }
 
     /// At registration, before it is stored: builds the layer a code folder's
-    /// requirements.txt asks for (or finds it built) and waits for it.
-    pub(super) async fn prepare_deps(&self, spec: &FunctionSpec) -> Result<(), IsolationError> {
-        let Some(dir) = self.open_code_dir(spec)? else { return Ok(()) };
+    /// requirements.txt asks for (or finds it built) and waits for it. Answers what it did,
+    /// for the log.
+    pub(super) async fn prepare_deps(&self, spec: &FunctionSpec) -> Result<Option<String>, IsolationError> {
+        let Some(dir) = self.open_code_dir(spec)? else { return Ok(None) };
         let wanted = self.read_wanted(&dir).map_err(|why| bad_reference(spec, why))?;
         let Some(w) = wanted else {
             self.deps.set(spec, None);
-            return Ok(());
+            return Ok(None);
         };
+        let start = self.clock.now();
         self.ensure_layer(&w).await.map_err(|why| IsolationError::Dependencies {
             reference: iluvatar_core::shown_reference(&spec.image),
             why,
         })?;
-        self.deps.set(spec, Some(Needs::Layer(w)));
-        Ok(())
+        let took = self.clock.now().saturating_sub(start).as_millis();
+        self.deps.set(spec, Some(Needs::Layer(w.clone())));
+        Ok(Some(format!("dependency layer {} ready in {took} ms", w.short())))
     }
 
     /// Once a registration is stored (or reloaded at start): what its folder asks for now,
