@@ -16,6 +16,7 @@ mod limits;
 mod network;
 mod restart;
 mod roots;
+mod servers;
 mod standby;
 mod util;
 mod wedge;

@@ -35,19 +35,23 @@ async fn bad_inputs_get_specific_errors_and_the_worker_keeps_serving() {
         &["resource_timings_json is invalid", "not negative"],
     );
     // Refused by the CLI itself.
-    expect_err(reg("f", &["--isolation", "podman"]), &["unknown isolation \"podman\"", "sim"]);
+    expect_err(reg("f", &["--isolation", "podman"]), &["unknown isolation \"podman\"", "sim", "containerd"]);
+    expect_err(reg("f", &["--server", "tcp"]), &["unknown --server \"tcp\"", "http, unix"]);
     expect_err(reg("f", &["--language", "cobol"]), &["unknown language \"cobol\""]);
 
-    // Through gRPC: backends not offered, and unknown bits.
+    // Through gRPC: the reference platform's backend names are served (by this sim-only
+    // worker's default); a backend of ours that is not offered, and unknown bits, are refused.
+    for (name, bit) in [("viacontainerd", rpc::isolation::CONTAINERD), ("viadocker", rpc::isolation::DOCKER)] {
+        let mut req = register_req(name, "1", 128, "");
+        req.isolate = bit;
+        let r = c.register(req).await.unwrap().into_inner();
+        assert!(r.success, "{name}: {r:?}");
+    }
     let mut req = register_req("f", "1", 128, "");
-    req.isolate = rpc::isolation::CONTAINERD;
+    req.isolate = rpc::isolation::RUNTIME;
     let r = c.register(req).await.unwrap().into_inner();
-    assert!(!r.success && r.error.contains("containerd") && r.error.contains("not offered"), "{r:?}");
+    assert!(!r.success && r.error.contains("runtime") && r.error.contains("not offered"), "{r:?}");
     assert!(r.error.contains("sim"), "names what is offered: {r:?}");
-    let mut req = register_req("f", "1", 128, "");
-    req.isolate = rpc::isolation::DOCKER;
-    let r = c.register(req).await.unwrap().into_inner();
-    assert!(!r.success && r.error.contains("docker"), "{r:?}");
     let mut req = register_req("f", "1", 128, "");
     req.isolate = 64;
     let r = c.register(req).await.unwrap().into_inner();

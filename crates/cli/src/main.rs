@@ -69,9 +69,16 @@ enum Command {
         /// CPUs.
         #[arg(long, default_value_t = 1)]
         cpu: u32,
-        /// Isolation backend: runtime or sim; the worker's default if unset.
+        /// Isolation backend: runtime or sim; the worker's default if unset. containerd and
+        /// docker (the reference platform's names) are sent as such: the worker serves them
+        /// with its backend that runs OCI images (runtime).
         #[arg(long)]
         isolation: Option<String>,
+        /// The server an image's container runs, when the image's entrypoint is not
+        /// Ilúvatar's agent: http (port 8080, the reference platform's default) or unix (its
+        /// Unix-socket variant). Code folders and agent images ignore it.
+        #[arg(long, default_value = "http")]
+        server: String,
         /// Language of a code function: python3 or none.
         #[arg(long, default_value = "python3")]
         language: String,
@@ -119,9 +126,12 @@ fn tid() -> String {
 }
 
 fn isolation_flag(name: &str) -> anyhow::Result<u32> {
-    match rpc::isolation::flag(name) {
+    match rpc::isolation::requested_flag(name) {
         Some(flag) => Ok(flag),
-        None => bail!("unknown isolation {name:?}; valid: {}", rpc::isolation::names()),
+        None => {
+            let theirs: Vec<&str> = rpc::isolation::PROTOCOL_ONLY.iter().map(|(n, _)| *n).collect();
+            bail!("unknown isolation {name:?}; valid: {}, {}", rpc::isolation::names(), theirs.join(", "))
+        }
     }
 }
 
@@ -219,7 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
             let r = c.ping(rpc::PingRequest { message: "Ping".into(), transaction_id: tid }).await?.into_inner();
             json!({"message": r.message})
         }
-        Command::Register { id, image, code, memory, cpu, isolation, language, resource_timings_json } => {
+        Command::Register { id, image, code, memory, cpu, isolation, server, language, resource_timings_json } => {
             let image_name = match (image, code) {
                 (Some(i), None) => i,
                 (None, Some(dir)) => {
@@ -245,7 +255,8 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
                 language: language as i32,
                 compute: rpc::compute::CPU,
                 isolate: isolation.as_deref().map(isolation_flag).transpose()?.unwrap_or(0),
-                container_server: 1,
+                container_server: rpc::container_server::parse(&server)
+                    .with_context(|| format!("unknown --server {server:?}; valid: http, unix"))?,
                 resource_timings_json,
                 system_function: false,
             };

@@ -1,5 +1,6 @@
 //! The image store, for any backend that runs OCI images: `ImageRef::parse`,
-//! `ImageStore::{new, prepare, release}` and `Image` (root, command, environment, cwd).
+//! `ImageStore::{new, prepare, release, command}` and `Image` (root, command, environment,
+//! cwd).
 //!
 //! OCI images from a local image layout directory (`oci:/path[:tag]`) or a layout archive
 //! (`oci-archive:/path.tar[:tag]`), unpacked once per verified manifest digest into a shared
@@ -194,6 +195,22 @@ impl ImageStore {
         })
     }
 
+    /// What an image runs (its entrypoint and command), read from its verified config
+    /// without unpacking its layers (an archive is extracted, as its first cold start would,
+    /// which then finds it done). Blocking: call from a blocking thread.
+    pub fn command(&self, r: &ImageRef) -> Result<Vec<String>, String> {
+        let budget = Budget::new(&self.limits, self.clock.as_ref());
+        let layout = if r.archive {
+            self.archive_layout(&r.path, &budget)?.0
+        } else {
+            safe::open_dir_path(&r.path).map_err(|e| format!("image layout {}: {}", r.path.display(), e.desc()))?
+        };
+        let (_, manifest) = resolve_manifest(&layout, r.tag.as_deref(), &budget)?;
+        let config_digest = manifest["config"]["digest"].as_str().ok_or("the manifest has no config")?;
+        let config = read_json_blob(&layout, config_digest, "config", manifest["config"]["size"].as_u64(), &budget)?;
+        Ok(run_args(&config))
+    }
+
     /// The container no longer runs: its root is removed if nothing else uses it.
     /// Blocking (it may remove a tree).
     pub fn release(&self, container: &str) {
@@ -238,14 +255,14 @@ impl ImageStore {
         let _ = remove_tree(&self.dir.join("archives").join(key));
     }
 
-    /// Extracts an archive into a layout directory keyed by the archive's path and what
-    /// `fstat` says of the file opened (device, inode, size, modification and change times),
-    /// so that a changed archive is extracted anew. Returns the layout and its key.
+    /// Extracts an archive into a layout directory keyed by what `fstat` says of the file
+    /// opened (device, inode, size, modification and change times), so that a changed
+    /// archive is extracted anew, whatever path reached it. Returns the layout and its key.
     fn archive_layout(&self, path: &Path, budget: &Budget<'_>) -> Result<(OwnedFd, String), String> {
         let shown = path.display().to_string();
         let (file, st) = safe::open_regular(None, path, &format!("image archive {shown}"))?;
         let id = format!(
-            "{shown}|{}|{}|{}|{}.{}|{}.{}",
+            "{}|{}|{}|{}.{}|{}.{}",
             st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec
         );
         let key = format!("{:016x}", crate::isolation::naming::fnv1a(id.as_bytes()));
@@ -320,8 +337,7 @@ impl ImageStore {
         }
         let c = &config["config"];
         let list = |k: &str| c[k].as_array().cloned().unwrap_or_default();
-        let mut args = list("Entrypoint");
-        args.extend(list("Cmd"));
+        let args = run_args(&config);
         if args.is_empty() {
             return Err("the image has neither Entrypoint nor Cmd".into());
         }
@@ -333,6 +349,13 @@ impl ImageStore {
         });
         std::fs::write(tmp.join("image.json"), meta.to_string()).map_err(|e| e.to_string())
     }
+}
+
+/// What an image's config runs: its entrypoint, then its command (the strings in them).
+fn run_args(config: &Value) -> Vec<String> {
+    let c = &config["config"];
+    let strings = |k: &str| c[k].as_array().into_iter().flatten().filter_map(|x| x.as_str().map(String::from));
+    strings("Entrypoint").chain(strings("Cmd")).collect()
 }
 
 /// Removes a tree of the store's own (std does not follow links inside it); absent is fine.

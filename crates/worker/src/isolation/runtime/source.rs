@@ -79,7 +79,7 @@ fn parse(spec: &FunctionSpec) -> Result<Parsed, IsolationError> {
 }
 
 /// A refused reference, named without its environment values.
-fn bad_reference(spec: &FunctionSpec, why: String) -> IsolationError {
+pub(super) fn bad_reference(spec: &FunctionSpec, why: String) -> IsolationError {
     IsolationError::BadReference { backend: "runtime", reference: iluvatar_core::shown_reference(&spec.image), why }
 }
 
@@ -132,9 +132,15 @@ impl RuntimeBackend {
     }
 
     /// Checks at registration that a reference can be used: parsed, opened and checked,
-    /// then let go (the registration, once stored, opens it again to keep).
+    /// then let go (the registration, once stored, opens it again to keep); an image must
+    /// run something.
     pub(super) fn check_source(&self, spec: &FunctionSpec) -> Result<(), IsolationError> {
-        self.open_source(spec).map(|_| ())
+        let (handle, parsed) = self.open_source(spec)?;
+        if let Parsed::Image(mut image) = parsed {
+            image.path = handle.proc_path();
+            self.check_image(spec, &image)?;
+        }
+        Ok(())
     }
 
     /// The registered source of a function: its reference's settings and the handle opened
