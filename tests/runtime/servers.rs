@@ -131,6 +131,8 @@ async fn reference_http_images_run_cold_and_warm_as_the_reference_tools_register
     ok(&w, &mut c, "faults", json!({}), "COLD").await;
     fails(&mut c, "faults", json!({"sleep_s": 30}), "timeout", &["4000 ms"]).await;
     ok(&w, &mut c, "faults", json!({}), "COLD").await;
+    fails(&mut c, "faults", json!({"alloc_mb": 400}), "out_of_memory", &["128 MB"]).await;
+    ok(&w, &mut c, "faults", json!({}), "COLD").await;
     ok(&w, &mut c, "hello", json!({"name": "still"}), "WARM").await;
 
     // A function whose import fails: the server says so at its status check.

@@ -19,6 +19,15 @@ pub struct Args {
     /// The function's code folder (holding main.py).
     #[arg(long, default_value = "functions/hello")]
     code: PathBuf,
+    /// An image to run instead of --code: `oci-archive:/file.tar[:tag]` or `oci:/layout`,
+    /// e.g. built by `scripts/build-python-image.py --server http` (a function server of
+    /// the reference platform's protocol) or `--server agent`.
+    #[arg(long)]
+    image: Option<String>,
+    /// The registration's container_server with --image: http or unix (which server the
+    /// image runs, when its entrypoint is not the agent).
+    #[arg(long, default_value = "http")]
+    container_server: String,
     /// Arguments of each invocation, as a JSON object.
     #[arg(long, default_value = r#"{"name": "bench"}"#)]
     json_args: String,
@@ -63,7 +72,16 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let code = std::fs::canonicalize(&args.code).with_context(|| format!("{} not found", args.code.display()))?;
+    let server = rpc::container_server::parse(&args.container_server)
+        .with_context(|| format!("unknown --container-server {:?}; valid: http, unix", args.container_server))?;
+    let image = match &args.image {
+        Some(image) => image.clone(),
+        None => {
+            let code =
+                std::fs::canonicalize(&args.code).with_context(|| format!("{} not found", args.code.display()))?;
+            format!("code:{}", code.display())
+        }
+    };
     let config = json!({
         "http": {"enabled": false},
         "log_level": "warn",
@@ -75,22 +93,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let worker = SpawnedWorker::start(args.worker_bin.clone(), config)?;
     let endpoint = format!("http://127.0.0.1:{}", worker.port);
     let mut c = IluvatarWorkerClient::new(Channel::from_shared(endpoint.clone())?.connect().await?);
-    let image = format!("code:{}", code.display());
     let mut report = context();
     report["benchmark"] = "worker_runtime".into();
-    report["function"] = json!({"code": code, "args": args.json_args});
+    report["function"] = json!({"reference": image, "container_server": server, "args": args.json_args});
     report["seccomp"] = json!(args.seccomp);
     report["user_namespace"] = json!(args.user_namespace);
-    println!("worker benchmark, runtime backend, function {}", code.display());
+    println!("worker benchmark, runtime backend, function {image} (container_server {})", args.container_server);
 
-    report["cold_start"] = cold_starts(&mut c, &image, &args).await?;
+    report["cold_start"] = cold_starts(&mut c, &image, server, &args).await?;
     let request = rpc::InvokeRequest {
         function_name: "bench".into(),
         function_version: "warm".into(),
         json_args: args.json_args.clone(),
         transaction_id: "bench".into(),
     };
-    register_runtime(&mut c, "bench", "warm", &image, 128).await?;
+    register_served(&mut c, "bench", "warm", &image, 128, server).await?;
     let first = c.invoke(request.clone()).await?.into_inner();
     if !first.success {
         bail!("the warm-up invocation failed: {}", first.json_result);
@@ -157,6 +174,18 @@ pub(crate) async fn register_runtime(
     image: &str,
     memory_mb: i64,
 ) -> anyhow::Result<()> {
+    register_served(c, name, version, image, memory_mb, rpc::container_server::HTTP).await
+}
+
+/// [`register_runtime`] with the registration's `container_server`.
+async fn register_served(
+    c: &mut IluvatarWorkerClient<Channel>,
+    name: &str,
+    version: &str,
+    image: &str,
+    memory_mb: i64,
+    container_server: u32,
+) -> anyhow::Result<()> {
     let r = c
         .register(rpc::RegisterRequest {
             function_name: name.into(),
@@ -166,6 +195,7 @@ pub(crate) async fn register_runtime(
             cpus: 1,
             isolate: rpc::isolation::RUNTIME,
             language: rpc::LanguageRuntime::Python3 as i32,
+            container_server,
             ..Default::default()
         })
         .await?
@@ -178,12 +208,17 @@ pub(crate) async fn register_runtime(
 
 /// Registers a fresh version and times its first invocation, `n` times; the containers
 /// are removed between runs so memory stays free.
-async fn cold_starts(c: &mut IluvatarWorkerClient<Channel>, image: &str, args: &Args) -> anyhow::Result<Value> {
+async fn cold_starts(
+    c: &mut IluvatarWorkerClient<Channel>,
+    image: &str,
+    server: u32,
+    args: &Args,
+) -> anyhow::Result<Value> {
     let (mut lat, mut worker_cold) = (histogram(), histogram());
     let (mut failed, mut not_cold, mut first_error) = (0, 0, None);
     for i in 0..args.cold_starts {
         let version = format!("cold{i}");
-        register_runtime(c, "bench", &version, image, 128).await?;
+        register_served(c, "bench", &version, image, 128, server).await?;
         let req = rpc::InvokeRequest {
             function_name: "bench".into(),
             function_version: version,

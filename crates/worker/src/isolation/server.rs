@@ -452,7 +452,10 @@ fn parse_head(head: &[u8]) -> Result<Head, AgentFailure> {
     let status = match (version, code.parse::<u16>()) {
         ("HTTP/1.1" | "HTTP/1.0", Ok(c)) if code.len() == 3 && (100..600).contains(&c) => c,
         _ => {
-            return Err(server_error(format!("sent an answer that is not HTTP/1.x: {}", quote(status_line.as_bytes()))));
+            return Err(server_error(format!(
+                "sent an answer that is not HTTP/1.x: {}",
+                quote(status_line.as_bytes())
+            )));
         }
     };
     let mut h = Head { status, length: None, chunked: false, close: version == "HTTP/1.0" };

@@ -3,14 +3,15 @@
 //!
 //! A socket belongs to the network namespace of the thread that created it, for its whole
 //! life, whichever thread uses it afterwards. So one dedicated thread joins a container's
-//! namespace (`setns`, which moves only the calling thread) and creates the socket; the
-//! worker's async code connects and uses it. The thread does nothing else, so no other
-//! work of the worker ever runs in a container's namespace (a tokio blocking thread would
-//! carry the namespace into whatever it runs next). It creates no process: the rule that
-//! nothing is cloned from the threaded worker is kept.
+//! namespace (`setns`, which moves only the calling thread), creates the socket and returns
+//! to the worker's namespace (staying would keep a removed container's namespace alive);
+//! the worker's async code connects and uses the socket. The thread does nothing else, so
+//! no other work of the worker ever runs in a container's namespace (a tokio blocking
+//! thread would carry the namespace into whatever it runs next). It creates no process: the
+//! rule that nothing is cloned from the threaded worker is kept.
 
+use nix::sched::{CloneFlags, setns};
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpSocket;
@@ -18,17 +19,11 @@ use tokio::sync::oneshot;
 
 /// A container's network namespace, opened once (`/proc/PID/ns/net`) while its process
 /// lives, and kept for reconnections.
-pub(crate) struct Netns {
-    file: File,
-    /// (device, inode): the namespace's identity.
-    id: (u64, u64),
-}
+pub(crate) struct Netns(File);
 
 impl Netns {
     pub fn of_process(pid: i32) -> std::io::Result<Arc<Netns>> {
-        let file = File::open(format!("/proc/{pid}/ns/net"))?;
-        let m = file.metadata()?;
-        Ok(Arc::new(Netns { file, id: (m.dev(), m.ino()) }))
+        Ok(Arc::new(Netns(File::open(format!("/proc/{pid}/ns/net"))?)))
     }
 }
 
@@ -62,27 +57,27 @@ impl SocketMaker {
             None => job,
         };
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new().name("iluvatar-netns".into()).spawn(move || serve(rx))?;
+        // The worker's own namespace, to return to after each socket.
+        let home = File::open("/proc/thread-self/ns/net")?;
+        std::thread::Builder::new().name("iluvatar-netns".into()).spawn(move || serve(rx, home))?;
         tx.send(job).map_err(|_| std::io::Error::other("the worker's namespace socket thread stopped"))?;
         *jobs = Some(tx);
         Ok(())
     }
 }
 
-fn serve(jobs: mpsc::Receiver<Job>) {
-    // The namespace this thread is in, once it left its own.
-    let mut current: Option<(u64, u64)> = None;
+fn serve(jobs: mpsc::Receiver<Job>, home: File) {
     while let Ok(job) = jobs.recv() {
-        let made = (|| {
-            if current != Some(job.ns.id) {
-                current = None;
-                nix::sched::setns(&job.ns.file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-                    std::io::Error::other(format!("cannot join the container's network namespace: {e}"))
-                })?;
-                current = Some(job.ns.id);
-            }
-            TcpSocket::new_v4()
-        })();
+        let made = setns(&job.ns.0, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| std::io::Error::other(format!("cannot join the container's network namespace: {e}")))
+            .and_then(|()| TcpSocket::new_v4());
+        if setns(&home, CloneFlags::CLONE_NEWNET).is_err() {
+            // Never make a socket from the wrong namespace: this thread ends, the sender
+            // fails, and the next request starts a new thread.
+            tracing::error!("the namespace socket thread cannot return to the worker's network namespace");
+            let _ = job.reply.send(Err(std::io::Error::other("the namespace socket thread failed")));
+            return;
+        }
         let _ = job.reply.send(made);
     }
 }
