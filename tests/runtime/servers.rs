@@ -186,11 +186,22 @@ async fn hostile_servers_get_clear_errors_and_the_worker_keeps_serving() {
     for _ in 0..3 {
         assert_eq!(ok(&w, &mut c, "hostile", mode("close_ok"), "WARM").await["body"]["mode"], "close_ok");
     }
-    let cases: [(&str, &str, &[&str]); 11] = [
+    // A whole answer of another status (Flask answers a function's unserialisable error so)
+    // fails the call and keeps the container.
+    let e = fails(
+        &mut c,
+        "hostile",
+        mode("html_500"),
+        "function_error",
+        &["server_error", "HTTP 500", "Internal Server Error"],
+    )
+    .await;
+    assert_eq!(e["function_error"]["kind"], "server_error", "{e}");
+    ok(&w, &mut c, "hostile", mode("ok"), "WARM").await;
+    let cases: [(&str, &str, &[&str]); 10] = [
         ("garbage", "container_failed", &["not HTTP/1.x", "SPAM"]),
         ("not_json", "container_failed", &["not JSON"]),
         ("bad_result", "container_failed", &["user_result that is not JSON"]),
-        ("html_500", "container_failed", &["HTTP 500", "Internal Server Error"]),
         ("huge_header", "container_failed", &["head over 16384 bytes"]),
         ("huge_body", "container_failed", &["exceeds the largest payload"]),
         ("huge_chunks", "container_failed", &["exceeds the largest payload"]),

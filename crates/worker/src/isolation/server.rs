@@ -82,7 +82,7 @@ pub(crate) enum Status {
 }
 
 /// What the server's JSON says.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct Reply {
     #[serde(default)]
     start: Option<String>,
@@ -126,20 +126,21 @@ pub(crate) struct Window {
 }
 
 /// Turns an invocation's answer into the call's result (`http`: its HTTP status, if any).
+/// A whole answer of another HTTP status, or one that reports a `platform_error`, fails the
+/// call but not the container: the server runs and keeps to the protocol's framing (Flask
+/// answers a function's unserialisable error with an HTML 500). What is not the protocol
+/// is a failure of the container.
 pub(crate) fn call_result(http: Option<u16>, body: &[u8], window: Window) -> Result<CallResult, AgentFailure> {
-    match http {
-        Some(200 | 422) | None => {}
-        Some(500) => {
-            let why = match reply(body) {
-                Ok(Reply { platform_error: Some(e), .. }) => format!("reports a platform error: {e}"),
-                _ => format!("answered HTTP 500: {}", quote(body)),
-            };
-            return Err(server_error(why));
-        }
-        Some(code) => return Err(server_error(format!("answered HTTP {code}: {}", quote(body)))),
-    }
-    let r = reply(body)?;
-    let output = match (r.user_result, r.user_error, http) {
+    let expected = matches!(http, Some(200 | 422) | None);
+    let r = match reply(body) {
+        Ok(r) => r,
+        Err(e) if expected => return Err(e),
+        Err(_) => Reply::default(),
+    };
+    let Reply { start, end, was_cold, duration_sec, user_result, user_error, platform_error, .. } = r;
+    let failed =
+        |kind: &str, message: String| Err(FunctionError { kind: kind.into(), message, traceback: String::new() });
+    let output = match (user_result, user_error, http) {
         (Some(v), None, Some(200) | None) => {
             if v.len() > iluvatar_rpc::MAX_PAYLOAD_BYTES {
                 return Err(AgentFailure::Protocol(Protocol::TooLarge));
@@ -151,10 +152,14 @@ pub(crate) fn call_result(http: Option<u16>, body: &[u8], window: Window) -> Res
             Ok(raw.get().to_string())
         }
         (None, Some(e), Some(422) | None) => Err(function_error(&e)),
+        _ if platform_error.is_some() => {
+            let e = platform_error.unwrap_or_default();
+            failed("platform_error", format!("the function server reports a platform error: {e}"))
+        }
+        (.., Some(code)) if !expected => {
+            failed("server_error", format!("the function server answered HTTP {code}: {}", quote(body)))
+        }
         _ => {
-            if let Some(e) = r.platform_error {
-                return Err(server_error(format!("reports a platform error: {e}")));
-            }
             let code = http.map(|c| format!(" with HTTP {c}")).unwrap_or_default();
             return Err(server_error(format!(
                 "answered{code} without the one of user_result and user_error it should carry: {}",
@@ -162,8 +167,8 @@ pub(crate) fn call_result(http: Option<u16>, body: &[u8], window: Window) -> Res
             )));
         }
     };
-    let (start_unix_us, end_unix_us) = place(r.start.as_deref(), r.end.as_deref(), r.duration_sec, window);
-    Ok(CallResult { output, start_unix_us, end_unix_us, first_call: r.was_cold.unwrap_or(false) })
+    let (start_unix_us, end_unix_us) = place(start.as_deref(), end.as_deref(), duration_sec, window);
+    Ok(CallResult { output, start_unix_us, end_unix_us, first_call: was_cold.unwrap_or(false) })
 }
 
 /// The error a function raised, from `user_error` (its value JSON-encoded): an object with

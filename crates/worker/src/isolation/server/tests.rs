@@ -77,12 +77,17 @@ fn answers_map_onto_results_function_errors_and_failures() {
     let raw = call_result(None, answer(r#""user_error": "not json""#).as_bytes(), window());
     assert_eq!(raw.unwrap().output.unwrap_err().message, "not json");
 
-    let platform = call_result(Some(500), br#"{"platform_error": "bad args", "was_cold": false}"#, window());
-    assert!(protocol_message(platform).contains("reports a platform error: \"bad args\""));
-    let html = call_result(Some(500), b"<html>Internal Server Error</html>", window());
-    assert!(protocol_message(html).contains("answered HTTP 500: \"<html>Internal Server Error</html>\""));
-    let teapot = call_result(Some(418), b"short and stout", window());
-    assert!(protocol_message(teapot).contains("HTTP 418"));
+    // Whole answers of other statuses fail the call, not the container.
+    let failed = |http: Option<u16>, body: &[u8]| call_result(http, body, window()).unwrap().output.unwrap_err();
+    let platform = failed(Some(500), br#"{"platform_error": "bad args", "was_cold": false}"#);
+    assert_eq!(platform.kind, "platform_error");
+    assert!(platform.message.contains("reports a platform error: \"bad args\""), "{platform:?}");
+    assert_eq!(failed(None, br#"{"platform_error": "no"}"#).kind, "platform_error");
+    let html = failed(Some(500), b"<html>Internal Server Error</html>");
+    assert_eq!(html.kind, "server_error");
+    assert!(html.message.contains("answered HTTP 500: \"<html>Internal Server Error</html>\""), "{html:?}");
+    let teapot = failed(Some(418), b"short and stout");
+    assert!(teapot.message.contains("HTTP 418"), "{teapot:?}");
     let neither = call_result(Some(200), answer(r#""x": 1"#).as_bytes(), window());
     assert!(protocol_message(neither).contains("without the one of user_result and user_error"));
     let swapped = call_result(Some(200), answer(r#""user_error": "\"e\"""#).as_bytes(), window());
