@@ -52,29 +52,29 @@ stop_worker() { kill -TERM "$WORKER_PID"; wait "$WORKER_PID" || true; rm -f "$OU
 trap '[ -n "$WORKER_PID" ] && kill -TERM "$WORKER_PID" 2>/dev/null || true' EXIT
 
 $L generate synthetic --functions "$NF" --duration-s "$DUR" --mean-rate 0.5 --rate-sigma 0.7 \
-  --mean-warm-ms 50 --warm-sigma 0.7 --mean-cold-extra-ms 300 --mem-mb 64,128 --seed "$SEED" --out "$OUT/workload"
+  --mean-warm-ms 50 --warm-sigma 0.7 --mean-cold-extra-ms 300 --mem-mb 64,128 --seed "$SEED" --out "$OUT/workload" --force
 
 echo "== calibration (live)"
 $L fidelity calibration-trace --input "$OUT/workload/trace.csv" --metadata "$OUT/workload/metadata.csv" \
-  --duration-s "$CAL" --seed $((SEED + 1000)) --out "$OUT/calibration-trace"
+  --duration-s "$CAL" --seed $((SEED + 1000)) --out "$OUT/calibration-trace" --force
 worker_config "$OUT/calibration.json" "$KEEP" "$OUT/state-calibration"
 start_worker "$OUT/calibration.json"
 $L trace --port "$PORT" --input "$OUT/calibration-trace/trace.csv" --metadata "$OUT/workload/metadata.csv" \
-  --out "$OUT/calibration-run" --quiet
+  --out "$OUT/calibration-run" --quiet --force
 stop_worker
 $L fidelity calibrate --run "$OUT/calibration-run" --metadata "$OUT/workload/metadata.csv" --out "$OUT/calibrated.csv"
 
 echo "== live run"
 worker_config "$OUT/worker.json" "$KEEP" "$OUT/state-live"
 start_worker "$OUT/worker.json"
-$L trace --port "$PORT" --input "$OUT/workload/trace.csv" --metadata "$OUT/workload/metadata.csv" --out "$OUT/live" --quiet
+$L trace --port "$PORT" --input "$OUT/workload/trace.csv" --metadata "$OUT/workload/metadata.csv" --out "$OUT/live" --quiet --force
 stop_worker
 
 echo "== simulated runs (seeds $SEED..$((SEED + RUNS - 1)))"
 simulate() { # $1 = metadata, $2 = results prefix; prints the --sim arguments
   for i in $(seq 0 $((RUNS - 1))); do
     $L trace --setup simulation --worker-config "$OUT/worker.json" --seed $((SEED + i)) \
-      --input "$OUT/workload/trace.csv" --metadata "$1" --out "$2-$i" --quiet > /dev/null
+      --input "$OUT/workload/trace.csv" --metadata "$1" --out "$2-$i" --quiet --force > /dev/null
     printf -- '--sim %s ' "$2-$i"
   done
 }

@@ -26,13 +26,13 @@ echo "== invoke (warm)"; $CLI invoke --name hello --version 1 -a name=bob
 echo "== status"; $CLI status
 echo "== a short trace on real containers: 5 synthetic functions, 30 s"
 "$BIN/iluvatar_load_gen" generate synthetic --functions 5 --duration-s 30 --mean-rate 4 \
-  --mean-warm-ms 10 --mean-cold-extra-ms 50 --mem-mb 32 --seed 1 --out "$OUT/workload"
+  --mean-warm-ms 10 --mean-cold-extra-ms 50 --mem-mb 32 --seed 1 --out "$OUT/workload" --force
 "$BIN/iluvatar_load_gen" trace --port "$PORT" --isolation runtime --input "$OUT/workload/trace.csv" \
-  --metadata "$OUT/workload/metadata.csv" --out "$OUT/trace" --seed 1
+  --metadata "$OUT/workload/metadata.csv" --out "$OUT/trace" --seed 1 --force
 kill -TERM $WORKER; wait $WORKER || true
 echo "== worker benchmark: real containers (cold starts, closed and open loop)"
 "$BIN/iluvatar_load_gen" worker-bench --out "$OUT/worker_bench.json"
 echo "== control-plane benchmark: sim backend, zero-duration function"
 "$BIN/iluvatar_load_gen" control-plane --clients 1,4,16 --duration-s 10 --out "$OUT/control_plane.json"
 echo "== simulation: the same worker code under virtual time, ~1.3 M invocations"
-"$BIN/iluvatar_load_gen" sim-bench --out "$OUT/sim_bench"
+"$BIN/iluvatar_load_gen" sim-bench --out "$OUT/sim_bench" --force

@@ -7,3 +7,5 @@
 mod auth;
 mod cluster;
 mod hardening;
+mod http_api;
+mod membership;

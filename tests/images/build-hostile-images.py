@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tarfile
 
 
@@ -75,12 +76,20 @@ class Layout:
             shared[d] = self.path(d)
         return d
 
+    def desc(self, media_type, digest):
+        """A descriptor, with the size of a blob that is a regular file (a registry needs it)."""
+        d = {"mediaType": media_type, "digest": digest}
+        st = os.lstat(self.path(digest))
+        if stat.S_ISREG(st.st_mode):
+            d["size"] = st.st_size
+        return d
+
     def finish(self, config_digest, layer_digests, manifest_override=None):
         manifest = {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d} for d in layer_digests],
+            "config": self.desc("application/vnd.oci.image.config.v1+json", config_digest),
+            "layers": [self.desc("application/vnd.oci.image.layer.v1.tar", d) for d in layer_digests],
         }
         data = json.dumps(manifest).encode()
         digest = manifest_override or sha(data)

@@ -23,8 +23,10 @@ fn compare_tabulates_configs_side_by_side() {
         mean_cold_extra_ms: 200.0,
         cold_sigma: 0.5,
         mem_mb: vec![128, 256, 512],
+        timer_fraction: 0.0,
         seed: SEED,
         out: dir.clone(),
+        force: false,
     };
     let (meta, mut arrivals) = synthetic_workload(&a).unwrap();
     write(&dir, &meta, &mut arrivals).unwrap();

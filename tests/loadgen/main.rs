@@ -9,4 +9,6 @@ mod compare;
 mod controller;
 mod e2e;
 mod in_process;
+mod metadata;
+mod results;
 mod simulation;

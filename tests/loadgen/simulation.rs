@@ -27,8 +27,10 @@ fn workload(dir: &Path, seed: u64) {
         mean_cold_extra_ms: 200.0,
         cold_sigma: 0.5,
         mem_mb: vec![128, 256, 512],
+        timer_fraction: 0.0,
         seed,
         out: dir.to_path_buf(),
+        force: false,
     };
     let (meta, mut arrivals) = synthetic_workload(&a).unwrap();
     write(dir, &meta, &mut arrivals).unwrap();
@@ -82,12 +84,15 @@ fn same_inputs_and_seed_give_byte_identical_results() {
 fn rate_seed_drives_the_arrivals() {
     println!("simulation seed {SEED}");
     let dir = temp_dir("rate");
+    let cfg = config(&dir, "w.json", 5_000);
     let run = |seed: u64, out: &Path| {
         let seed = seed.to_string();
         let argv = [
             "rate",
             "--setup",
             "simulation",
+            "--worker-config",
+            s(&cfg),
             "--quiet",
             "--function",
             "f:50:5:128",

@@ -160,7 +160,8 @@ async fn bad_code_references_are_refused_at_registration() {
     let w = RuntimeWorker::start(json!({}));
     let mut c = w.client().await;
 
-    // The CLI resolves --code itself, and names the folder it did not find.
+    // An absolute --code is sent as given (it may name a folder on the worker's machine);
+    // the worker names the folder it did not find.
     let err = w.cli_err(&[
         "register",
         "--name",
@@ -172,7 +173,7 @@ async fn bad_code_references_are_refused_at_registration() {
         "--isolation",
         "runtime",
     ]);
-    assert!(err.contains("/nonexistent/iluvatar-e2e") && err.contains("not found"), "{err}");
+    assert!(err.contains("code:/nonexistent/iluvatar-e2e is not a folder") && err.contains("does not exist"), "{err}");
 
     // A folder without main.py.
     let no_main = iluvatar_testkit::unique_dir("no-main");
@@ -196,7 +197,8 @@ async fn bad_code_references_are_refused_at_registration() {
         ("oci:/x", &["oci:/x"][..]),
         ("oci-archive:/nonexistent/x.tar", &["oci-archive:/nonexistent/x.tar"][..]),
         ("code:relative/folder", &["relative/folder", "not an absolute path"][..]),
-        ("docker.io/library/python:3", &["docker.io/library/python:3", "code:/absolute/folder"][..]),
+        // With no scheme, a reference names a registry image (tests/runtime/registry.rs).
+        ("Not A Reference", &["Not A Reference", "bad reference syntax", "code:/folder"][..]),
     ] {
         let r = c.register(code_req("bad", image, 64)).await.unwrap().into_inner();
         assert!(!r.success, "{image}: {r:?}");

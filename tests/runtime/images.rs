@@ -64,8 +64,8 @@ fn an_image_function_runs_from_an_archive_and_from_a_layout() {
         .collect();
     assert_eq!(unpacked.len(), 1, "one unpacked root for one manifest digest");
 
-    // A missing archive is refused at registration; an unknown tag fails the cold start
-    // with the tags the layout has.
+    // A missing archive and an unknown tag are refused at registration, the tag with the
+    // tags the layout has.
     let err = w.cli_err(&[
         "register",
         "--name",
@@ -81,11 +81,10 @@ fn an_image_function_runs_from_an_archive_and_from_a_layout() {
         err.contains("oci-archive:/nonexistent.tar is not a file under the configured code_roots (or does not exist)"),
         "{err}"
     );
-    let r = register_image(&w, "badtag", &format!("oci-archive:{}:other", archive.display()));
-    assert_eq!(r["success"], true, "{r}");
-    let e = w.invoke_err("badtag", "{}");
-    assert_eq!(e["result"]["kind"], "cold_start_failed", "{e}");
-    assert!(e["result"]["Error"].as_str().unwrap().contains("tags: hello"), "{e}");
+    let bad_tag = format!("oci-archive:{}:other", archive.display());
+    let err =
+        w.cli_err(&["register", "--name", "badtag", "--version", "1", "--image", &bad_tag, "--isolation", "runtime"]);
+    assert!(err.contains("the layout has no image tagged \"other\" (tags: hello)"), "{err}");
     let r = w.invoke_ok("img", r#"{"name": "still"}"#);
     assert_eq!(r["result"]["body"]["body"]["greeting"], "Hello still!", "{r}");
 }

@@ -5,6 +5,7 @@
 //! They need root and cgroups, as CI has. Build the binaries first: `cargo build --workspace`.
 //! The fixture functions are in `tests/functions/`.
 
+mod cli_paths;
 mod concurrency;
 mod confinement;
 mod faults;
@@ -14,9 +15,11 @@ mod isolation;
 mod lifecycle;
 mod limits;
 mod network;
+mod registry;
 mod restart;
 mod roots;
 mod servers;
 mod standby;
+mod trace_images;
 mod util;
 mod wedge;

@@ -36,8 +36,9 @@ async fn bad_inputs_get_specific_errors_and_the_worker_keeps_serving() {
     );
     // Refused by the CLI itself.
     expect_err(reg("f", &["--isolation", "podman"]), &["unknown isolation \"podman\"", "sim", "containerd"]);
-    expect_err(reg("f", &["--server", "tcp"]), &["unknown --server \"tcp\"", "http, unix"]);
-    expect_err(reg("f", &["--language", "cobol"]), &["unknown language \"cobol\""]);
+    expect_err(reg("f", &["--server", "tcp"]), &["'tcp'", "[possible values: http, unix]"]);
+    expect_err(reg("f", &["--language", "cobol"]), &["'cobol'", "[possible values: python3, none]"]);
+    expect_err(reg("f", &["--network", "bridge"]), &["'bridge'", "[possible values: none, loopback]"]);
 
     // Through gRPC: the reference platform's backend names are served (by this sim-only
     // worker's default); a backend of ours that is not offered, and unknown bits, are refused.

@@ -57,6 +57,9 @@ fn cli_register_invoke_prewarm_async_list_status_restart() {
     let r = w.cli_ok(&["invoke", "--name", "greet", "--version", "2"]);
     assert_eq!(r["container_state"], "PREWARM", "{r}");
     assert_eq!(r["result"]["body"]["args"], json!({}), "{r}");
+    // Its first call, but it waited for no start: not cold (README, "What an invocation returns").
+    assert_eq!(r["result"]["was_cold"], false, "{r}");
+    assert_eq!(r["result"]["timings"]["cold_start_us"], 0, "{r}");
     let r = w.cli_ok(&["invoke", "--name", "greet", "--version", "2"]);
     assert_eq!(r["container_state"], "WARM", "{r}");
 
@@ -101,6 +104,14 @@ fn cli_register_invoke_prewarm_async_list_status_restart() {
     assert_eq!(s["cpu_queue_len"], 0, "{s}");
     // hello (128) + greet (64) + slow (128) idle in a 4096 MB pool.
     assert!((s["used_mem_pct"].as_f64().unwrap() - 320.0 * 100.0 / 4096.0).abs() < 1e-9, "{s}");
+    assert!(s.get("functions").is_none() && s.get("functions_json").is_none(), "asked for the load only: {s}");
+    // `--functions` adds what the worker learnt of each function: slow ran once, cold.
+    let s = w.cli_ok(&["status", "--functions"]);
+    let slow = &s["functions"]["slow-1"];
+    assert_eq!(slow["memory_mb"], 128, "{s}");
+    assert_eq!((slow["cold"]["count"].as_u64(), slow["warm"]["count"].as_u64()), (Some(1), Some(0)), "{s}");
+    assert!(slow["cold"]["mean_us"].as_f64().is_some_and(|us| us > 0.0), "{s}");
+    assert!(s["functions"]["greet-2"].is_object() && s["worker_name"] == "cli-worker", "{s}");
     assert_eq!(w.cli_ok(&["health"]), json!({"status": "HEALTHY"}));
     assert_eq!(w.cli_ok(&["ping"]), json!({"message": "Pong"}));
 

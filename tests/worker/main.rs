@@ -8,6 +8,7 @@
 
 mod auth;
 mod bad_inputs;
+mod cli_flags;
 mod cli_lifecycle;
 mod compliance;
 mod concurrency;
@@ -17,6 +18,7 @@ mod http_api;
 mod keep_alive;
 mod memory;
 mod overload;
+mod policy_storm;
 mod pool_invoker;
 mod secrets;
 mod shutdown;

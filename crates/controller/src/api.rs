@@ -304,8 +304,16 @@ impl ControllerApi {
 
     /// Prewarms on the worker the balancer would send the function to.
     pub async fn prewarm(&self, req: rpc::PrewarmRequest) -> rpc::PrewarmResponse {
+        let (r, _) = self.prewarm_outcome(req).await;
+        r
+    }
+
+    /// A prewarm's answer and, when it failed, the failure's kind (for the HTTP status):
+    /// `not_registered`, `no_worker`, `worker_failed`, or `prewarm_failed` (the worker's
+    /// own refusal, named in the message).
+    pub async fn prewarm_outcome(&self, req: rpc::PrewarmRequest) -> (rpc::PrewarmResponse, &'static str) {
         if let Some(message) = self.not_registered(&req.function_name, &req.function_version) {
-            return rpc::PrewarmResponse { success: false, message };
+            return (rpc::PrewarmResponse { success: false, message }, "not_registered");
         }
         let fqdn = Fqdn::new(&req.function_name, &req.function_version).0;
         // A prewarm starts a container: it gets an invocation's deadline.
@@ -317,9 +325,9 @@ impl ControllerApi {
         match result.await {
             Ok((mut r, w, _)) => {
                 r.message = format!("{} (worker {})", r.message, w.name);
-                r
+                (r, "prewarm_failed")
             }
-            Err((_, message)) => rpc::PrewarmResponse { success: false, message },
+            Err((kind, message)) => (rpc::PrewarmResponse { success: false, message }, kind),
         }
     }
 

@@ -275,6 +275,17 @@ impl Cluster {
         *members = Arc::new(Members { version: members.version + 1, workers });
         Ok(handle)
     }
+
+    /// Takes the worker named `name` out of the membership: the balancer and the health
+    /// checks no longer see it (invocations already on it finish). `None` if no member has
+    /// the name.
+    pub fn remove(&self, name: &str) -> Option<Arc<WorkerHandle>> {
+        let mut members = self.members.write().unwrap();
+        let gone = members.get(name).cloned()?;
+        let workers = members.workers.iter().filter(|w| &*w.name != name).cloned().collect();
+        *members = Arc::new(Members { version: members.version + 1, workers });
+        Some(gone)
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +332,19 @@ mod tests {
         assert!(w1.refusals().is_empty() && w1.holds("f-1"));
         w1.forget_registrations();
         assert!(!w1.answered("f-1"));
+    }
+
+    #[tokio::test]
+    async fn a_removed_worker_is_no_longer_a_member() {
+        let cluster = Cluster::new(Duration::from_secs(1), Duration::from_secs(1), ClientAuth::none());
+        cluster.upsert(info("w0", 7000)).unwrap();
+        cluster.upsert(info("w1", 7001)).unwrap();
+        let before = cluster.snapshot().version;
+        assert_eq!(cluster.remove("w0").map(|w| w.address.clone()), Some("127.0.0.1:7000".to_string()));
+        let after = cluster.snapshot();
+        assert!(after.version > before, "a new version: the balancers see another set");
+        assert_eq!(after.workers.iter().map(|w| &*w.name).collect::<Vec<_>>(), ["w1"]);
+        assert!(cluster.remove("w0").is_none(), "already gone");
     }
 
     #[tokio::test]

@@ -67,7 +67,9 @@ impl ControllerApi {
         // worst, which only hides load), never missed.
         let started_before = w.forwarded.load(Ordering::SeqCst);
         let inflight_before = w.inflight();
-        if let Ok(s) = within(timeout, w.client().status(rpc::StatusRequest { transaction_id: tid() })).await {
+        if let Ok(s) =
+            within(timeout, w.client().status(rpc::StatusRequest { transaction_id: tid(), functions: false })).await
+        {
             // Keep only the load that is not this controller's own in-flight invocations:
             // those are counted exactly, and a status taken while one of them ran would
             // otherwise count it again until the next poll (and push CH off its home). Those

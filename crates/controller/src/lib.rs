@@ -16,6 +16,7 @@ pub mod store;
 use api::ControllerApi;
 use config::ControllerConfig;
 use iluvatar_core::Env;
+use iluvatar_rpc::iluvatar_cluster_admin_server::IluvatarClusterAdminServer;
 use iluvatar_rpc::iluvatar_controller_server::IluvatarControllerServer;
 use iluvatar_service::serve::Listeners;
 use std::future::Future;
@@ -45,7 +46,9 @@ pub async fn run(config: ControllerConfig, env: Env, stop: impl Future<Output = 
     let service = IluvatarControllerServer::new(grpc::GrpcController(api.clone()))
         .max_decoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(iluvatar_rpc::MAX_MESSAGE_BYTES);
-    let grpc = Routes::new(InterceptedService::new(service, auth.clone()));
+    let admin = IluvatarClusterAdminServer::new(grpc::GrpcClusterAdmin(api.clone()));
+    let grpc = Routes::new(InterceptedService::new(service, auth.clone()))
+        .add_service(InterceptedService::new(admin, auth.clone()));
     let serving = listeners.serve(grpc, http::router(api.clone()), &auth);
     let (grpc_local, http_local) = (serving.grpc_local, serving.http_local);
     serving.announce(

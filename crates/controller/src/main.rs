@@ -17,7 +17,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = ControllerConfig::load(args.config.as_deref(), std::env::vars())?;
-    init_logging(&config.log_level);
+    init_logging(&config.log_level, false);
     let runtime = iluvatar_service::process::runtime(config.threads)?;
     runtime.block_on(async {
         let env = iluvatar_service::clock::live_env();

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub worker_failures: AtomicU64,
     pub registrations: AtomicU64,
     pub worker_registrations: AtomicU64,
+    pub worker_deregistrations: AtomicU64,
     pub latency: Histogram,
     pub overhead: Histogram,
 }
@@ -45,6 +46,11 @@ impl Metrics {
             "iluvatar_controller_worker_registrations_total",
             "Workers added or replaced by register_worker (a member registering again is not counted).",
             self.worker_registrations.load(Relaxed),
+        );
+        counter(
+            "iluvatar_controller_worker_deregistrations_total",
+            "Workers forgotten by deregister_worker.",
+            self.worker_deregistrations.load(Relaxed),
         );
         let _ = writeln!(
             out,

@@ -112,9 +112,16 @@ impl ControllerApi {
     /// not answer in time is taken out of service (it gets the registration when it rejoins).
     /// Registrations of one fqdn run one at a time.
     pub async fn register(&self, req: rpc::RegisterRequest) -> rpc::RegisterResponse {
+        self.register_outcome(req).await.0
+    }
+
+    /// A registration's answer and, when it failed, the failure's kind (for the HTTP
+    /// status): `bad_request`, `conflict` (another spec of the fqdn is registered),
+    /// `refused` (a worker refused it) or `internal` (the store failed).
+    pub async fn register_outcome(&self, req: rpc::RegisterRequest) -> (rpc::RegisterResponse, &'static str) {
         if req.function_name.is_empty() || req.function_version.is_empty() {
             let error = "function_name and function_version must not be empty".to_string();
-            return rpc::RegisterResponse { success: false, fqdn: String::new(), error };
+            return (rpc::RegisterResponse { success: false, fqdn: String::new(), error }, "bad_request");
         }
         let fqdn = Fqdn::new(&req.function_name, &req.function_version).0;
         let lock = self.registering.lock().unwrap().entry(fqdn.clone()).or_default().clone();
@@ -130,16 +137,17 @@ impl ControllerApi {
         response
     }
 
-    async fn register_now(&self, fqdn: &str, req: rpc::RegisterRequest) -> rpc::RegisterResponse {
-        let fail = |error: String| rpc::RegisterResponse { success: false, fqdn: String::new(), error };
+    async fn register_now(&self, fqdn: &str, req: rpc::RegisterRequest) -> (rpc::RegisterResponse, &'static str) {
+        let fail = |error: String, kind| (rpc::RegisterResponse { success: false, fqdn: String::new(), error }, kind);
         if let Some(old) = self.functions.read().unwrap().get(fqdn) {
             let diff = differences(old, &req);
             if !diff.is_empty() {
-                return fail(format!(
+                let error = format!(
                     "function {fqdn} is already registered with different fields ({}); register a new version \
                      instead",
                     diff.join("; ")
-                ));
+                );
+                return fail(error, "conflict");
             }
         }
         let members = self.cluster.snapshot();
@@ -164,7 +172,7 @@ impl ControllerApi {
         let v = verdict(fqdn, &fan);
         if v.store {
             if let Err(e) = self.store.put_function(fqdn, &req).await {
-                return fail(e.to_string());
+                return fail(e.to_string(), "internal");
             }
             self.functions.write().unwrap().insert(fqdn.to_string(), req.clone());
             self.push_to_joined(fqdn, &req).await;
@@ -175,11 +183,12 @@ impl ControllerApi {
         } else {
             tracing::warn!(fqdn, error = v.error, "registration refused");
         }
-        rpc::RegisterResponse {
+        let response = rpc::RegisterResponse {
             success: v.success,
             fqdn: if v.store { fqdn.to_string() } else { String::new() },
             error: v.error,
-        }
+        };
+        (response, "refused")
     }
 
     /// Sends a registration, now in the function table, to the workers that came into service
@@ -246,6 +255,30 @@ impl ControllerApi {
         let api = self.clone();
         tokio::spawn(async move { api.check(&handle).await });
         Ok(())
+    }
+}
+
+impl ControllerApi {
+    /// Forgets a worker: out of the membership (the balancer and the health checks no longer
+    /// see it; invocations already on it finish) and out of the store, so a restarted
+    /// controller does not bring it back. A worker that still runs with a heartbeat
+    /// registers itself again: stop it (or drop `controller` from its config) first.
+    pub async fn deregister_worker(
+        &self,
+        req: rpc::DeregisterWorkerRequest,
+    ) -> Result<rpc::DeregisterWorkerResponse, Status> {
+        let _one_at_a_time = self.joining.lock().await;
+        let members = self.cluster.snapshot();
+        let Some(w) = members.get(&req.name) else {
+            let names: Vec<_> = members.workers.iter().map(|w| format!("{:?}", &*w.name)).collect();
+            let names = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+            return Err(Status::not_found(format!("no worker named {:?} is a member (members: {names})", req.name)));
+        };
+        self.store.remove_worker(&req.name).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        self.cluster.remove(&req.name);
+        self.metrics.worker_deregistrations.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(worker = %w.name, address = w.address, tid = req.transaction_id, "worker deregistered");
+        Ok(rpc::DeregisterWorkerResponse { address: w.address.clone() })
     }
 }
 

@@ -39,6 +39,11 @@ impl Store {
     pub async fn put_worker(&self, w: &rpc::RegisterWorkerRequest) -> Result<(), StoreError> {
         self.db.put(WORKERS, w.name.clone(), w).await
     }
+
+    /// Forgets a worker; false if the store did not hold it.
+    pub async fn remove_worker(&self, name: &str) -> Result<bool, StoreError> {
+        self.db.remove(WORKERS, name.to_string()).await
+    }
 }
 
 #[cfg(test)]

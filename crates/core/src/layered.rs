@@ -12,6 +12,29 @@ pub enum LayerError {
     Override { var: String, why: String },
     #[error("config is invalid: {0}")]
     Invalid(String),
+    /// The target type refused the value at `key` (dotted, `[i]` for list items), which
+    /// `origin` set.
+    #[error("{}", field_message(origin, key, message))]
+    Field { key: String, origin: Origin, message: String },
+}
+
+/// Which layer set a value the target type refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The config file.
+    File,
+    /// An environment override: the variable's name.
+    Env(String),
+    /// Neither alone (a default merged with a file's section).
+    Merged,
+}
+
+fn field_message(origin: &Origin, key: &str, message: &str) -> String {
+    match origin {
+        Origin::File => format!("config file: {key}: {message}"),
+        Origin::Env(var) => format!("environment override {var}: {key}: {message}"),
+        Origin::Merged => format!("config is invalid: {key}: {message}"),
+    }
 }
 
 /// Parses a config file's text: TOML if `toml`, else JSON.
@@ -31,15 +54,96 @@ pub fn layer<T: Serialize + DeserializeOwned>(
     prefix: &str,
 ) -> Result<T, LayerError> {
     let mut merged = serde_json::to_value(defaults).map_err(|e| LayerError::Invalid(e.to_string()))?;
-    if let Some(file) = file {
-        merge(&mut merged, file);
+    if let Some(file) = &file {
+        merge(&mut merged, file.clone());
     }
+    let mut overrides: Vec<(String, Vec<String>)> = Vec::new();
+    // A variable that starts like the prefix but is not it (one underscore short) is a
+    // misspelled override, not someone else's variable: refused rather than ignored.
+    let stem = prefix.trim_end_matches('_');
     for (var, value) in env {
         if let Some(rest) = var.strip_prefix(prefix) {
             apply_override(&mut merged, rest, &value).map_err(|why| LayerError::Override { var: var.clone(), why })?;
+            overrides.push((var.clone(), rest.split("__").map(str::to_string).collect()));
+        } else if !stem.is_empty() && var.strip_prefix(stem).is_some_and(|r| r.starts_with('_')) {
+            let why =
+                format!("overrides are named {prefix}section__key (two underscores after {stem} and between keys)");
+            return Err(LayerError::Override { var, why });
         }
     }
-    serde_json::from_value(merged).map_err(|e| LayerError::Invalid(e.to_string()))
+    serde_path_to_error::deserialize(merged).map_err(|e| {
+        let path = e.path().clone();
+        let message = e.into_inner().to_string();
+        let keys: Vec<Key> = path
+            .iter()
+            .filter_map(|seg| match seg {
+                serde_path_to_error::Segment::Map { key } => Some(Key::Name(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => Some(Key::Index(*index)),
+                _ => None,
+            })
+            .collect();
+        if keys.is_empty() {
+            return LayerError::Invalid(message);
+        }
+        LayerError::Field { key: dotted(&keys), origin: origin(&keys, file.as_ref(), &overrides), message }
+    })
+}
+
+/// One step of the path to a refused value.
+enum Key {
+    Name(String),
+    Index(usize),
+}
+
+fn dotted(keys: &[Key]) -> String {
+    let mut s = String::new();
+    for k in keys {
+        match k {
+            Key::Name(n) if s.is_empty() => s.push_str(n),
+            Key::Name(n) => {
+                s.push('.');
+                s.push_str(n);
+            }
+            Key::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// The layer that set the value at `keys`: the last environment override on that path
+/// (or inside it), else the file if it holds the value (or a tagged section or a plain
+/// value on the way, which replaced the default whole), else neither alone.
+fn origin(keys: &[Key], file: Option<&Value>, overrides: &[(String, Vec<String>)]) -> Origin {
+    let names: Vec<&str> = keys
+        .iter()
+        .map_while(|k| match k {
+            Key::Name(n) => Some(n.as_str()),
+            Key::Index(_) => None,
+        })
+        .collect();
+    for (var, path) in overrides.iter().rev() {
+        let n = names.len().min(path.len());
+        if n > 0 && names[..n] == path.iter().map(String::as_str).collect::<Vec<_>>()[..n] {
+            return Origin::Env(var.clone());
+        }
+    }
+    let Some(mut node) = file else { return Origin::Merged };
+    for (depth, key) in keys.iter().enumerate() {
+        let next = match (key, node) {
+            (Key::Name(n), Value::Object(o)) => o.get(n),
+            (Key::Index(i), Value::Array(a)) => a.get(*i),
+            _ => return if depth > 0 { Origin::File } else { Origin::Merged },
+        };
+        match next {
+            Some(v) => node = v,
+            None if depth > 0 && node.get("type").is_some() => return Origin::File,
+            None => return Origin::Merged,
+        }
+        if node.get("type").is_some() || !(node.is_object() || node.is_array()) {
+            return Origin::File;
+        }
+    }
+    Origin::File
 }
 
 /// Overlays `top` on `base`. A tagged object (one with a "type") replaces the default
@@ -118,5 +222,45 @@ mod tests {
         assert!(e.to_string().contains("prt"), "{e}");
         let e = layer(&C::default(), None, vec![("P__a____b".to_string(), "1".to_string())], "P__").unwrap_err();
         assert!(matches!(e, LayerError::Override { .. }), "{e}");
+        let e = layer(&C::default(), None, vec![("P_port".to_string(), "1".to_string())], "P__").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "environment override P_port is invalid: overrides are named P__section__key (two underscores after P and between keys)"
+        );
+        let other = vec![("PATH".to_string(), "/bin".to_string()), ("PX_port".to_string(), "1".to_string())];
+        assert_eq!(layer(&C::default(), None, other, "P__").unwrap(), C::default(), "other variables are not ours");
+    }
+
+    fn refused(file: Option<&str>, env: &[(&str, &str)]) -> LayerError {
+        let file = file.map(|f| parse(f, true).unwrap());
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        layer(&C::default(), file, env, "P__").unwrap_err()
+    }
+
+    fn field(key: &str, origin: Origin, message: &str) -> LayerError {
+        LayerError::Field { key: key.into(), origin, message: message.into() }
+    }
+
+    #[test]
+    fn refusals_name_the_key_and_the_layer_that_set_it() {
+        let e = refused(Some("prt = 9\n"), &[]);
+        assert_eq!(e, field("prt", Origin::File, "unknown field `prt`, expected one of `name`, `port`, `policy`"));
+        let e = refused(Some("port = 9\n"), &[("P__prt", "1")]);
+        let env = Origin::Env("P__prt".into());
+        assert_eq!(e, field("prt", env, "unknown field `prt`, expected one of `name`, `port`, `policy`"));
+        let e = refused(None, &[("P__port", "x")]);
+        assert_eq!(e, field("port", Origin::Env("P__port".into()), "invalid type: string \"x\", expected u16"));
+        // Inside a tagged section the file replaced whole (serde reads a tagged section
+        // through a buffer, so the path ends at the section).
+        let e = refused(Some("[policy]\ntype = \"b\"\nk = -1\n"), &[]);
+        assert_eq!(e, field("policy", Origin::File, "invalid value: integer `-1`, expected u32"));
+        let e = refused(Some("[policy]\ntype = \"b\"\n"), &[]);
+        assert_eq!(e, field("policy", Origin::File, "missing field `k`"));
+        let e = refused(Some("port = 1\n"), &[("P__policy__type", "c")]);
+        assert!(matches!(&e, LayerError::Field { key, origin: Origin::Env(_), .. } if key == "policy.type"), "{e}");
+        let want = "environment override P__policy__type: policy.type: unknown variant `c`, expected `a` or `b`";
+        assert_eq!(e.to_string(), want);
+        let e = refused(Some("[policy]\ntype = \"b\"\nk = 1\n"), &[("P__policy__k", "-1")]);
+        assert!(matches!(&e, LayerError::Field { key, origin: Origin::Env(_), .. } if key == "policy"), "{e}");
     }
 }

@@ -287,6 +287,7 @@ impl tonic::service::Interceptor for ClientAuth {
 pub type AuthChannel = tonic::service::interceptor::InterceptedService<Channel, ClientAuth>;
 pub type WorkerClient = crate::iluvatar_worker_client::IluvatarWorkerClient<AuthChannel>;
 pub type ControllerClient = crate::iluvatar_controller_client::IluvatarControllerClient<AuthChannel>;
+pub type ClusterAdminClient = crate::iluvatar_cluster_admin_client::IluvatarClusterAdminClient<AuthChannel>;
 
 /// A worker client that sends `auth`'s token, with the agreed message limits.
 pub fn worker_client(channel: Channel, auth: ClientAuth) -> WorkerClient {
@@ -300,6 +301,11 @@ pub fn controller_client(channel: Channel, auth: ClientAuth) -> ControllerClient
     crate::iluvatar_controller_client::IluvatarControllerClient::with_interceptor(channel, auth)
         .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
+}
+
+/// A client of a controller's own membership service that sends `auth`'s token.
+pub fn cluster_admin_client(channel: Channel, auth: ClientAuth) -> ClusterAdminClient {
+    crate::iluvatar_cluster_admin_client::IluvatarClusterAdminClient::with_interceptor(channel, auth)
 }
 
 #[cfg(test)]

@@ -19,20 +19,35 @@ pub enum ConfigError {
     Invalid(String),
     #[error("environment override {var} is invalid: {why}")]
     Override { var: String, why: String },
+    /// A value of the file refused at `key` (dotted).
+    #[error("config file {path}: {key}: {message}")]
+    FileField { path: PathBuf, key: String, message: String },
+    /// A value an environment override set, refused at `key` (a misspelled key is one).
+    #[error("environment override {var}: {key}: {message}")]
+    EnvField { var: String, key: String, message: String },
 }
 
-impl From<iluvatar_core::layered::LayerError> for ConfigError {
-    fn from(e: iluvatar_core::layered::LayerError) -> Self {
-        use iluvatar_core::layered::LayerError;
+impl ConfigError {
+    fn of(e: iluvatar_core::layered::LayerError, file: Option<&Path>) -> Self {
+        use iluvatar_core::layered::{LayerError, Origin};
         match e {
             LayerError::Override { var, why } => ConfigError::Override { var, why },
             LayerError::Invalid(m) => ConfigError::Invalid(m),
+            LayerError::Field { key, origin: Origin::Env(var), message } => ConfigError::EnvField { var, key, message },
+            LayerError::Field { key, origin: Origin::File, message } => match file {
+                Some(path) => ConfigError::FileField { path: path.to_path_buf(), key, message },
+                None => ConfigError::Invalid(format!("{key}: {message}")),
+            },
+            LayerError::Field { key, origin: Origin::Merged, message } => {
+                ConfigError::Invalid(format!("{key}: {message}"))
+            }
         }
     }
 }
 
 /// `defaults`, overlaid by the file at `path` (if any), then by the variables of `env` that
-/// start with `prefix`. The caller checks the result's values.
+/// start with `prefix`. The caller checks the result's values. A refused value is named by
+/// its key and by what set it: the file (named) or the environment variable.
 pub fn load<T: Serialize + DeserializeOwned>(
     defaults: &T,
     path: Option<&Path>,
@@ -40,7 +55,7 @@ pub fn load<T: Serialize + DeserializeOwned>(
     prefix: &str,
 ) -> Result<T, ConfigError> {
     let file = path.map(read_file).transpose()?;
-    Ok(iluvatar_core::layered::layer(defaults, file, env, prefix)?)
+    iluvatar_core::layered::layer(defaults, file, env, prefix).map_err(|e| ConfigError::of(e, path))
 }
 
 /// A config file's values: TOML with a `.toml` extension, else JSON.
@@ -122,8 +137,28 @@ mod tests {
         assert!(e.contains("not valid TOML"), "{e}");
         let bad = write("bad.json", r#"{"grpc": {"adress": "x"}}"#);
         let e = load(&C::default(), Some(&bad), vec![], "P__").unwrap_err();
-        assert!(matches!(e, ConfigError::Invalid(_)) && e.to_string().contains("adress"), "{e}");
+        assert!(matches!(e, ConfigError::FileField { .. }) && e.to_string().contains("adress"), "{e}");
         let e = load(&C::default(), None, vec![("P__a____b".into(), "1".into())], "P__").unwrap_err();
         assert!(matches!(e, ConfigError::Override { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_refused_value_names_its_key_and_where_it_came_from() {
+        let port = |v: &str| vec![("P__grpc__port".to_string(), v.to_string())];
+        let e = load(&C::default(), None, port("abc"), "P__").unwrap_err().to_string();
+        assert_eq!(e, "environment override P__grpc__port: grpc.port: invalid type: string \"abc\", expected u16");
+        let file = write("typed.toml", "[http]\nport = \"abc\"\n");
+        let e = load(&C::default(), Some(&file), vec![], "P__").unwrap_err().to_string();
+        let want = format!("config file {}: http.port: invalid type: string \"abc\", expected u16", file.display());
+        assert_eq!(e, want);
+        // A misspelled override is the variable's fault, not the (valid) file's.
+        let typo = vec![("P__grpc__prot".to_string(), "9000".to_string())];
+        let e = load(&C::default(), Some(&file), typo, "P__").unwrap_err();
+        assert!(matches!(&e, ConfigError::EnvField { var, .. } if var == "P__grpc__prot"), "{e}");
+        assert!(e.to_string().contains("unknown field `prot`"), "{e}");
+        let good = write("good.json", r#"{"http": {"port": 7}}"#);
+        let e = load(&C::default(), Some(&good), vec![("P__http__enabled".into(), "maybe".into())], "P__");
+        let e = e.unwrap_err().to_string();
+        assert!(e.starts_with("environment override P__http__enabled: http.enabled: invalid type"), "{e}");
     }
 }

@@ -28,13 +28,17 @@ pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
 }
 
 /// Logs to stderr (in colour on a terminal) through `RUST_LOG` if it is set, else through
-/// `filter` (`tracing` syntax: `info`, `info,some_crate=error`, ...).
-pub fn init_logging(filter: &str) {
+/// `filter` (`tracing` syntax: `info`, `info,some_crate=error`, ...). With `spans`, every
+/// span the filter lets through also logs a line when it closes, with its fields and its
+/// busy and idle time (where an invocation's time goes; costs a line per span).
+pub fn init_logging(filter: &str, spans: bool) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::fmt::format::FmtSpan;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_span_events(if spans { FmtSpan::CLOSE } else { FmtSpan::NONE })
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();

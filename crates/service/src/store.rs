@@ -81,6 +81,21 @@ impl JsonStore {
         .await
         .map_err(self.err())?
     }
+
+    /// Removes `key` durably (off the async threads); false if it was not there.
+    pub async fn remove(&self, table: Table, key: String) -> Result<bool, StoreError> {
+        let (db, what) = (self.db.clone(), self.what);
+        tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+            let err = |e: &dyn std::fmt::Display| StoreError::Store { what, why: e.to_string() };
+            let txn = db.begin_write().map_err(|e| err(&e))?;
+            let removed =
+                txn.open_table(table).map_err(|e| err(&e))?.remove(key.as_str()).map_err(|e| err(&e))?.is_some();
+            txn.commit().map_err(|e| err(&e))?;
+            Ok(removed)
+        })
+        .await
+        .map_err(self.err())?
+    }
 }
 
 /// Creates `path` readable and writable by its owner only (0600), or narrows an existing
@@ -114,6 +129,12 @@ mod tests {
         let s = JsonStore::open(&dir, "s.redb", "the test store", &[T]).unwrap();
         assert_eq!(mode(), 0o600, "an older, wider file is narrowed");
         assert_eq!(s.read_all::<u32>(T).unwrap(), vec![("a".to_string(), 1), ("b".to_string(), 2)]);
+        assert!(s.remove(T, "b".into()).await.unwrap());
+        assert!(!s.remove(T, "b".into()).await.unwrap(), "already gone");
+        drop(s);
+        let s = JsonStore::open(&dir, "s.redb", "the test store", &[T]).unwrap();
+        assert_eq!(s.read_all::<u32>(T).unwrap(), vec![("a".to_string(), 1)], "a removal is durable");
+        s.put(T, "b".into(), &2u32).await.unwrap();
         let e = s.read_all::<String>(T).unwrap_err().to_string();
         assert!(e.starts_with("the test store holds an unreadable entry \"a\""), "{e}");
         drop(s);

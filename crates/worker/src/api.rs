@@ -77,6 +77,34 @@ pub enum RegisterError {
     Registry(#[from] RegistryError),
 }
 
+impl ApiError {
+    /// The failure's kind, as HTTP answers name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::NotFound(_) => "not_registered",
+            ApiError::InvalidArgument(_) => "bad_arguments",
+            ApiError::Unavailable(_) => "shutting_down",
+            ApiError::ResourceExhausted(_) => "too_many_async",
+        }
+    }
+}
+
+impl RegisterError {
+    /// The refusal's kind, as HTTP answers name it: the client's mistake (`bad_request`,
+    /// `conflict`), or the worker's state (`shutting_down`, `unavailable`, `internal`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RegisterError::ShuttingDown(_) => "shutting_down",
+            RegisterError::Spec(_) | RegisterError::Backend(_) => "bad_request",
+            RegisterError::Reference(IsolationError::BadReference { .. }) => "bad_request",
+            RegisterError::Reference(IsolationError::Exhausted(_)) => "unavailable",
+            RegisterError::Reference(_) => "internal",
+            RegisterError::Registry(RegistryError::Conflict { .. }) => "conflict",
+            RegisterError::Registry(RegistryError::Store(_)) => "internal",
+        }
+    }
+}
+
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
         let message = e.to_string();
@@ -207,13 +235,18 @@ impl WorkerApi {
     }
 
     pub async fn register(&self, req: rpc::RegisterRequest) -> rpc::RegisterResponse {
-        // Info level: registrations, prewarms and cleans are not the warm path, and their
-        // info events then carry the tid at the default level.
-        let span = tracing::info_span!("register", tid = %req.transaction_id);
-        match self.register_checked(req).instrument(span).await {
+        match self.register_outcome(req).await {
             Ok(fqdn) => rpc::RegisterResponse { success: true, fqdn, error: String::new() },
             Err(e) => rpc::RegisterResponse { success: false, fqdn: String::new(), error: e.to_string() },
         }
+    }
+
+    /// A registration's fqdn, or why it was refused (typed, for the HTTP status).
+    pub async fn register_outcome(&self, req: rpc::RegisterRequest) -> Result<String, RegisterError> {
+        // Info level: registrations, prewarms and cleans are not the warm path, and their
+        // info events then carry the tid at the default level.
+        let span = tracing::info_span!("register", tid = %req.transaction_id);
+        self.register_checked(req).instrument(span).await
     }
 
     async fn register_checked(&self, req: rpc::RegisterRequest) -> Result<String, RegisterError> {
@@ -223,6 +256,13 @@ impl WorkerApi {
         let spec = self.spec_from(req)?;
         let fqdn = spec.fqdn().0;
         let backend = self.backends.get(spec.isolation).cloned();
+        // Refused before anything is pulled for it.
+        self.registry.check(&spec)?;
+        // An image is pulled and unpacked now, not at the first invocation.
+        let prepared = match &backend {
+            Some(b) => b.prepare(&spec).await?,
+            None => None,
+        };
         let outcome = self.registry.register(spec.clone()).await?;
         // The backend keeps what it checked (an opened folder) for the function's life.
         if let Some(b) = backend {
@@ -231,7 +271,10 @@ impl WorkerApi {
         if outcome == Registered::New {
             self.metrics.registrations.fetch_add(1, Ordering::Relaxed);
         }
-        tracing::info!(fqdn, ?outcome, "registered");
+        match prepared {
+            Some(prepared) => tracing::info!(fqdn, ?outcome, prepared, "registered"),
+            None => tracing::info!(fqdn, ?outcome, "registered"),
+        }
         Ok(fqdn)
     }
 
@@ -363,14 +406,18 @@ impl WorkerApi {
     /// task: a client that gives up midway (a deadline, a dropped connection) cannot leak
     /// the memory reserved for the container, nor the container.
     pub async fn prewarm(self: &Arc<Self>, req: rpc::PrewarmRequest) -> rpc::PrewarmResponse {
-        let fail = |message: String| rpc::PrewarmResponse { success: false, message };
-        if self.shutting_down.load(Ordering::Relaxed) {
-            return fail("the worker is shutting down".into());
+        match self.prewarm_outcome(req).await {
+            Ok(message) => rpc::PrewarmResponse { success: true, message },
+            Err((_, message)) => rpc::PrewarmResponse { success: false, message },
         }
-        let spec = match self.lookup(&req.function_name, &req.function_version) {
-            Ok(s) => s,
-            Err(e) => return fail(e.to_string()),
-        };
+    }
+
+    /// A prewarm's message, or its failure's kind (as invocations name them) and message.
+    pub async fn prewarm_outcome(self: &Arc<Self>, req: rpc::PrewarmRequest) -> Result<String, (&'static str, String)> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(("shutting_down", ShuttingDown.to_string()));
+        }
+        let spec = self.lookup(&req.function_name, &req.function_version).map_err(|e| (e.kind(), e.to_string()))?;
         let pool = self.pool.clone();
         let span = tracing::info_span!("prewarm", tid = %req.transaction_id);
         let work = tokio::spawn(async move {
@@ -379,15 +426,18 @@ impl WorkerApi {
                     let took = lease.cold_start.unwrap_or_default();
                     let message = format!("prewarmed a container for {} in {} us", spec.fqdn(), took.as_micros());
                     pool.release_prewarmed(lease);
-                    rpc::PrewarmResponse { success: true, message }
+                    Ok(message)
                 }
-                Err(e) => rpc::PrewarmResponse { success: false, message: e.to_string() },
+                Err(e) => {
+                    let e = InvokeError::Pool(e);
+                    Err((e.kind(), e.to_string()))
+                }
             }
         });
-        work.await.unwrap_or_else(|e| fail(format!("the prewarm failed: {e}")))
+        work.await.unwrap_or_else(|e| Err(("internal", format!("the prewarm failed: {e}"))))
     }
 
-    pub fn status(&self, _req: rpc::StatusRequest) -> rpc::StatusResponse {
+    pub fn status(&self, req: rpc::StatusRequest) -> rpc::StatusResponse {
         let (queued, running) = self.invoker.load();
         let pool = self.pool.snapshot();
         rpc::StatusResponse {
@@ -400,6 +450,7 @@ impl WorkerApi {
             num_running_funcs: running as u32,
             worker_name: self.config.name.clone(),
             timestamp: self.env.clock.unix_time_us() / 1000,
+            functions_json: if req.functions { self.characteristics().to_string() } else { String::new() },
         }
     }
 
@@ -517,13 +568,21 @@ fn error_response(kind: &str, message: &str, state: ContainerState, outcome: Opt
 }
 
 /// The protocol's answer for an invocation. A result's JSON is the function's value under
-/// `body`, with the in-function start and end (Unix seconds), whether the container was
-/// cold, and the worker's timing breakdown.
+/// `body`, with the in-function start and end (Unix seconds), `was_cold`, and the worker's
+/// timing breakdown. `was_cold` is true exactly when the invocation waited for its container
+/// to start (state COLD; `cold_start_us` is that start): a prewarmed container's first call
+/// is PREWARM and not cold, though it is the container's first call.
 fn respond(result: Result<Outcome, InvokeError>) -> rpc::InvokeResponse {
     match result {
         Ok(o) => match &o.output {
             Ok(body) => rpc::InvokeResponse {
-                json_result: json_result::success(body, o.start_unix_us, o.end_unix_us, o.first_call, &o.timings),
+                json_result: json_result::success(
+                    body,
+                    o.start_unix_us,
+                    o.end_unix_us,
+                    o.state == ContainerState::Cold,
+                    &o.timings,
+                ),
                 success: true,
                 duration_us: o.timings.container_us,
                 compute: rpc::compute::CPU,

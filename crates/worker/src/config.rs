@@ -25,6 +25,10 @@ pub struct WorkerConfig {
     pub shutdown: ShutdownConfig,
     /// Log filter in `tracing` syntax (`info`, `iluvatar_worker=debug`, ...).
     pub log_level: String,
+    /// Also log each span (API call, queue wait, pool acquire, container create, call) when
+    /// it closes, with its transaction id and busy/idle time; spans are at debug level, so
+    /// `log_level` must let them through (e.g. `iluvatar_worker=debug`).
+    pub log_spans: bool,
     /// Threads serving the APIs and invocations; 0 means the number of cores. On small
     /// machines one thread avoids cross-core wake-ups and gives the lowest latency.
     pub threads: usize,
@@ -47,6 +51,7 @@ impl Default for WorkerConfig {
             isolation: IsolationConfig::default(),
             shutdown: ShutdownConfig::default(),
             log_level: "info".into(),
+            log_spans: false,
             threads: 0,
             controller: None,
             auth: AuthConfig::default(),

@@ -23,7 +23,6 @@ pub struct Outcome {
     pub timings: Timings,
     pub start_unix_us: u64,
     pub end_unix_us: u64,
-    pub first_call: bool,
 }
 
 /// Why an invocation produced no result.
@@ -241,7 +240,6 @@ impl Invoker {
             timings,
             start_unix_us: call.start_unix_us,
             end_unix_us: call.end_unix_us,
-            first_call: call.first_call,
         })
     }
 

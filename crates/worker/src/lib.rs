@@ -40,6 +40,7 @@ pub async fn run(config: WorkerConfig, env: Env, stop: impl Future<Output = ()>)
         config.http.enabled.then_some(config.http.address.as_str()),
     )
     .map_err(anyhow::Error::msg)?;
+    check_host(&config)?;
     let _lock = state_lock::StateLock::acquire(&config.state_dir)?;
     // Listen first: a port that is taken fails the start before anything is made.
     let listeners = Listeners::bind(&config.grpc, &config.http).await?;
@@ -161,7 +162,18 @@ async fn register_with_controller(
 
 /// Removes whatever earlier runs left behind (containers and their files); registrations
 /// are kept. Returns how many things each backend removed.
+/// Whether this process can run every configured backend (the runtime backend needs root),
+/// before the state directory or anything else is touched: a non-root start then says so
+/// rather than failing on a file it may not create.
+fn check_host(config: &WorkerConfig) -> anyhow::Result<()> {
+    for b in &config.isolation.backends {
+        b.check_host().context("the isolation backends cannot run here")?;
+    }
+    Ok(())
+}
+
 pub async fn clean(config: &WorkerConfig, env: Env) -> anyhow::Result<Vec<(String, usize)>> {
+    check_host(config)?;
     let _lock = state_lock::StateLock::acquire(&config.state_dir)?;
     // Cleaning serves no client: where the worker listens does not matter.
     let ctx = isolation::BackendContext { env, state_dir: config.state_dir.clone(), beyond_loopback: false };

@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = WorkerConfig::load(args.config.as_deref(), std::env::vars())?;
     // libcgroups warns at every container about controllers this host lacks: keep it quiet.
-    init_logging(&format!("{},libcgroups=error,libcontainer=error", config.log_level));
+    init_logging(&format!("{},libcgroups=error,libcontainer=error", config.log_level), config.log_spans);
     let runtime = iluvatar_service::process::runtime(config.threads)?;
     runtime.block_on(async {
         let env = iluvatar_worker::env::live_env();

@@ -67,15 +67,22 @@ impl Registry {
         all
     }
 
+    /// Refuses a spec whose fqdn is registered with another spec (as `register` would).
+    pub fn check(&self, spec: &FunctionSpec) -> Result<(), RegistryError> {
+        let fqdn = spec.fqdn().0;
+        match self.get(&fqdn) {
+            Some(old) if *old != *spec => Err(RegistryError::Conflict { fqdn, differences: differences(&old, spec) }),
+            _ => Ok(()),
+        }
+    }
+
     /// Stores a validated spec durably, then makes it visible.
     pub async fn register(&self, spec: FunctionSpec) -> Result<Registered, RegistryError> {
         let _guard = self.write.lock().await;
         let fqdn = spec.fqdn().0;
-        if let Some(old) = self.get(&fqdn) {
-            if *old == spec {
-                return Ok(Registered::Unchanged);
-            }
-            return Err(RegistryError::Conflict { fqdn, differences: differences(&old, &spec) });
+        self.check(&spec)?;
+        if self.get(&fqdn).is_some() {
+            return Ok(Registered::Unchanged);
         }
         self.db.put(FUNCTIONS, fqdn.clone(), &spec).await?;
         self.functions.write().unwrap().insert(fqdn, Arc::new(spec));

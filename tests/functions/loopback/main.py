@@ -1,10 +1,11 @@
 # Tries the network a function has: a TCP round trip over loopback, and a route off the
-# machine.
+# machine; reports NETWORK_WORD from its environment (set at registration, or absent).
+import os
 import socket
 
 
 def main(args):
-    out = {}
+    out = {"word": os.environ.get("NETWORK_WORD")}
     try:
         srv = socket.socket()
         srv.bind(("127.0.0.1", 0))

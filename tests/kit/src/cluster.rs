@@ -82,9 +82,10 @@ pub struct Controller {
 
 impl Controller {
     /// A controller on 0.0.0.0 (reachable from every namespace) with a fast health check.
+    /// Its state is in its own folder, removed with it.
     pub fn start(balancer: Value) -> Controller {
-        let state = unique_dir("controller-state");
-        Self::start_in(balancer, &state)
+        let dir = unique_dir("controller");
+        Self::launch(json!({"balancer": balancer}), &dir.join("state"), Some(dir))
     }
 
     pub fn start_in(balancer: Value, state: &Path) -> Controller {
@@ -95,6 +96,11 @@ impl Controller {
     /// `changes` replaced (e.g. `{"health": {...}, "grpc": {"address": "0.0.0.0", "port": P}}`).
     /// It serves on 0.0.0.0 without a token, so the default says `auth.insecure`.
     pub fn start_with(changes: Value, state: &Path) -> Controller {
+        Self::launch(changes, state, None)
+    }
+
+    /// Starts the controller with its files in `dir` (removed with it) or a folder of its own.
+    fn launch(changes: Value, state: &Path, dir: Option<std::path::PathBuf>) -> Controller {
         let mut config = json!({
             "auth": {"insecure": true},
             "state_dir": state, "grpc": {"address": "0.0.0.0", "port": 0},
@@ -103,7 +109,12 @@ impl Controller {
             "forward": {"connect_timeout_ms": 300, "invoke_timeout_ms": 10000, "control_timeout_ms": 2000},
         });
         replace_sections(&mut config, changes);
-        Controller { proc: Proc::start("iluvatar_controller", "controller", &config, None), token: None }
+        let owned = dir.is_some();
+        let mut proc = Proc::prepare("iluvatar_controller", "controller", &config, dir);
+        if owned {
+            proc = proc.owning_dir();
+        }
+        Controller { proc: proc.started(), token: None }
     }
 
     /// The worker named `name` as `GET /workers` lists it.
@@ -183,17 +194,30 @@ impl Worker {
     /// Like [`start`](Self::start), with the top-level sections of `changes` replaced. Its
     /// address may not be loopback (a namespace's), so the default says `auth.insecure`.
     pub fn start_with(name: &str, k: usize, controller: &Controller, changes: Value) -> Worker {
+        Self::start_configured(name, k, controller, |config| replace_sections(config, changes))
+    }
+
+    /// Like [`start`](Self::start), registering with the controller once, without a heartbeat.
+    pub fn start_without_heartbeat(name: &str, k: usize, controller: &Controller) -> Worker {
+        Self::start_configured(name, k, controller, |config| config["controller"]["heartbeat_ms"] = 0.into())
+    }
+
+    /// A sim worker whose default config `change` edits before it starts.
+    fn start_configured(name: &str, k: usize, controller: &Controller, change: impl FnOnce(&mut Value)) -> Worker {
         let place = Place::new(k);
+        // Its state in its own folder, removed with it.
+        let dir = unique_dir(name);
         let mut config = json!({
             "auth": {"insecure": true},
-            "name": name, "state_dir": unique_dir("worker-state"),
+            "name": name, "state_dir": dir.join("state"),
             "grpc": {"address": place.addr, "port": 0}, "http": {"enabled": false},
             "isolation": {"backends": [{"type": "sim"}]}, "invoker": {"concurrency": 4},
             "controller": {"address": place.controller_addr, "port": controller.proc.port(), "retry_ms": 100,
                 "heartbeat_ms": 200},
         });
-        replace_sections(&mut config, changes);
-        let proc = Proc::start("iluvatar_worker", name, &config, place.netns.clone());
+        change(&mut config);
+        let proc = Proc::prepare("iluvatar_worker", name, &config, Some(dir)).owning_dir().netns(place.netns.clone());
+        let proc = proc.started();
         Worker { proc, place }
     }
 

@@ -43,9 +43,18 @@ pub fn http_exchange(
     }
     req.push_str("\r\n");
     req.push_str(body.unwrap_or(""));
-    s.write_all(req.as_bytes()).unwrap_or_else(|e| panic!("{method} {path}: cannot send: {e}"));
+    // A server may answer a body it refuses (too large) and close before reading all of it:
+    // the write then fails, but the answer is there to read.
+    let sent = s.write_all(req.as_bytes());
+    if let Err(e) = &sent {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+        assert!(matches!(e.kind(), BrokenPipe | ConnectionReset), "{method} {path}: cannot send: {e}");
+    }
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap_or_else(|e| panic!("{method} {path}: cannot read the response: {e}"));
+    if let Err(e) = s.read_to_end(&mut raw) {
+        // After a refused write, a reset may also cut what was read short.
+        assert!(sent.is_err() && !raw.is_empty(), "{method} {path}: cannot read the response: {e} (sent: {sent:?})");
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, rest) =
         text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{method} {path}: no header end: {text:?}"));

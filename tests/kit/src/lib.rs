@@ -13,6 +13,8 @@
 //! - [`auth`]: token files and authenticated clients.
 //! - [`loadgen`]: running `iluvatar_load_gen` and reading its CSV.
 //! - [`fixtures`]: the fixture functions and the shipped ones.
+//! - [`readme`]: the README's HTTP examples, run as written.
+//! - [`registry`]: a real OCI registry on loopback, and pushes to it.
 
 pub mod auth;
 pub mod cluster;
@@ -21,6 +23,8 @@ pub mod fixtures;
 pub mod http;
 pub mod loadgen;
 pub mod process;
+pub mod readme;
+pub mod registry;
 pub mod requests;
 pub mod worker;
 
@@ -71,11 +75,50 @@ pub fn bin(name: &str) -> PathBuf {
 /// A fresh directory under the system temp dir, unique per test (pid + counter).
 pub fn unique_dir(tag: &str) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(sweep_dead_runs);
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("iluvatar-e2e-{}-{n}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
+}
+
+/// Removes the folders earlier test processes made with [`unique_dir`] once they are gone
+/// (a test that fails, or a process killed, leaves its folder behind; they added up to
+/// gigabytes). A folder whose process still runs (a concurrent test binary) is kept; one
+/// that cannot be removed (a mount still busy) is left for a later sweep.
+fn sweep_dead_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("iluvatar-e2e-")) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let dead = pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists();
+        if let (true, Ok(m)) = (dead, std::fs::symlink_metadata(e.path())) {
+            remove_on_one_device(&e.path(), std::os::unix::fs::MetadataExt::dev(&m));
+        }
+    }
+}
+
+/// `rm -r --one-file-system`: never crosses into a mount a dead worker left (a bind mount of
+/// a function's folder must not be emptied).
+fn remove_on_one_device(path: &Path, dev: u64) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::symlink_metadata(path) else { return };
+    if m.dev() != dev {
+        return;
+    }
+    if m.is_dir() {
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for e in entries.flatten() {
+                remove_on_one_device(&e.path(), dev);
+            }
+        }
+        let _ = std::fs::remove_dir(path);
+    } else {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// A path as `&str` (test paths are UTF-8).

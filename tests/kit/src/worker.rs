@@ -106,9 +106,14 @@ impl WorkerProcess {
 
     /// Runs `iluvatar_worker_cli --address 127.0.0.1 --port P ARGS...`.
     pub fn cli(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(crate::bin("iluvatar_worker_cli"));
-        cmd.args(["--address", "127.0.0.1", "--port", &self.grpc_port.to_string()]).args(args);
-        output_timeout(cmd, Duration::from_secs(30))
+        let port = self.grpc_port.to_string();
+        run_cli(None, &[&["--address", "127.0.0.1", "--port", &port], args].concat())
+    }
+
+    /// Like [`cli`](Self::cli), from the folder `dir` (for relative paths).
+    pub fn cli_in(&self, dir: &std::path::Path, args: &[&str]) -> Output {
+        let port = self.grpc_port.to_string();
+        run_cli(Some(dir), &[&["--address", "127.0.0.1", "--port", &port], args].concat())
     }
 
     /// Runs the CLI, expects success, and returns its stdout as JSON.
@@ -169,4 +174,15 @@ impl WorkerProcess {
         let text = self.metrics();
         self.fail(&format!("{series} did not become {want} within {timeout:?}; /metrics:\n{text}"))
     }
+}
+
+/// Runs `iluvatar_worker_cli ARGS...` (from `dir` if given) with a 30 s bound, without the
+/// environment's `ILUVATAR_TOKEN_FILE`.
+pub fn run_cli(dir: Option<&std::path::Path>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(crate::bin("iluvatar_worker_cli"));
+    cmd.args(args).env_remove("ILUVATAR_TOKEN_FILE");
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    output_timeout(cmd, Duration::from_secs(30))
 }

@@ -4,7 +4,7 @@
 #![allow(clippy::disallowed_methods)] // client latency is wall-clock time by definition
 
 use crate::sending::connect::connect;
-use crate::sending::target::{BenchmarkedFunction, FunctionData, Isolation, code_folder};
+use crate::sending::target::{BenchmarkedFunction, Endpoint, FunctionData, Isolation, code_folder};
 use anyhow::{Context, bail};
 use iluvatar_rpc as rpc;
 use serde_json::json;
@@ -13,14 +13,13 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct BenchmarkArgs {
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    #[arg(long, default_value_t = 8079)]
-    pub port: u16,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
     /// Every folder in it holding a main.py is benchmarked; its arguments come from an
     /// args.json beside main.py, or are {}.
     #[arg(long, default_value = "functions")]
     pub functions_dir: PathBuf,
+    /// The backend the functions are registered with.
     #[arg(long, value_enum, default_value = "runtime")]
     pub isolation: Isolation,
     /// Cold invocations per function (each the first of a freshly registered version).
@@ -29,8 +28,10 @@ pub struct BenchmarkArgs {
     /// Warm invocations per function.
     #[arg(long, default_value_t = 100)]
     pub warm_iters: usize,
+    /// The memory (MB) every function is registered with.
     #[arg(long, default_value_t = 128)]
     pub memory_mb: u64,
+    /// The JSON written (`trace --function-data`), replaced if it exists.
     #[arg(long, default_value = "results/function_data.json")]
     pub out: PathBuf,
 }
@@ -54,7 +55,7 @@ pub async fn run(a: BenchmarkArgs) -> anyhow::Result<()> {
     if folders.is_empty() {
         bail!("{}: no folder with a main.py", a.functions_dir.display());
     }
-    let endpoint = format!("http://{}:{}", a.host, a.port);
+    let endpoint = a.endpoint.url();
     let mut c = connect(&endpoint, 1).await?.remove(0);
     let mut out = Vec::new();
     println!("{:<16} {:>10} {:>10} {:>7}", "function", "cold p50ms", "warm p50ms", "errors");

@@ -23,35 +23,43 @@ pub const IDLE: &str = "iluvatar_pool_memory_idle_mb_seconds";
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The trace: func_name,invoke_time_ms.
-    #[arg(long)]
+    /// The trace: func_name,invoke_time_ms (sorted by time, 0-based).
+    #[arg(long, help_heading = "Workload")]
     pub input: PathBuf,
-    /// The functions: func_name,cold_dur_ms,warm_dur_ms,mem_mb.
-    #[arg(long)]
+    /// The functions, as for `trace`.
+    #[arg(long, help_heading = "Workload")]
     pub metadata: PathBuf,
     /// A named worker config, NAME=FILE (JSON or TOML, as the worker reads it); repeat it,
     /// one per column of the comparison.
-    #[arg(long = "config", required = true)]
+    #[arg(long = "config", required = true, help_heading = "Configs")]
     pub configs: Vec<String>,
     /// Simulation (the default: the worker's code on virtual time), or live: a worker
     /// started per config (from the binary beside this one, or --worker-bin) with the
     /// config file as it is, a private state directory and free ports.
-    #[arg(long, value_enum, default_value = "simulation")]
+    #[arg(long, value_enum, default_value = "simulation", help_heading = "Configs")]
     pub setup: Setup,
     /// Live: the backend functions are registered with (the config must offer it).
-    #[arg(long, value_enum, default_value = "sim")]
+    #[arg(long, value_enum, default_value = "sim", help_heading = "Configs")]
     pub isolation: Isolation,
     /// Live: the worker binary.
-    #[arg(long)]
+    #[arg(long, help_heading = "Configs")]
     pub worker_bin: Option<PathBuf>,
-    /// Containers to prewarm per function before the load starts.
-    #[arg(long, default_value_t = 0)]
+    /// Containers to prewarm per function before the load starts (the metadata's
+    /// `prewarms` first).
+    #[arg(long, default_value_t = 0, help_heading = "Workload")]
     pub prewarm: u32,
-    #[arg(long, default_value_t = 1)]
+    /// The simulations' seed: the same inputs and seed give the same results.
+    #[arg(long, default_value_t = 1, help_heading = "Workload")]
     pub seed: u64,
-    /// Holds NAME/ per config, compare.csv, compare.json and compare.svg.
-    #[arg(long, default_value = "results/compare")]
+    /// Seconds from the start left out of each run's summary (as `trace --warmup-s`).
+    #[arg(long, default_value_t = 0.0, help_heading = "Results")]
+    pub warmup_s: f64,
+    /// The results folder (new or empty; see --force): NAME/ per config, compare.csv,
+    /// compare.json and compare.svg.
+    #[arg(long, default_value = "results/compare", help_heading = "Results")]
     pub out: PathBuf,
+    #[arg(long, help = crate::results::out_dir::FORCE_HELP, help_heading = "Results")]
+    pub force: bool,
 }
 
 /// One config's line of the table.
@@ -261,12 +269,18 @@ fn label(v: f64) -> String {
 }
 
 /// `NAME=FILE` pairs; names are unique and usable as directory names.
+/// A config's name is a folder name in the results: letters, digits, '-', '_', '.', not
+/// starting with '.'.
+fn config_name_ok(name: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    !name.is_empty() && !name.starts_with('.') && name.chars().all(ok)
+}
+
 pub fn parse_configs(specs: &[String]) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
     for spec in specs {
         let (name, file) = spec.split_once('=').with_context(|| format!("--config {spec:?}: expected NAME=FILE"))?;
-        let ok = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
-        if name.is_empty() || name.starts_with('.') || !name.chars().all(ok) {
+        if !config_name_ok(name) {
             bail!("--config {spec:?}: the name must be letters, digits, '-', '_' or '.'");
         }
         if file.is_empty() {
@@ -288,7 +302,23 @@ pub fn run(a: Args) -> anyhow::Result<Vec<Row>> {
     let mut arrivals = read_trace(&a.input, &meta)?;
     let meta = used_only(meta, &mut arrivals);
     let arrivals = Arc::new(arrivals);
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    if !(a.warmup_s >= 0.0 && a.warmup_s.is_finite()) {
+        bail!("--warmup-s must be a number of seconds >= 0");
+    }
+    // With --force, this run's files go, and the folders of an earlier comparison's configs.
+    let earlier: Vec<String> = std::fs::read(a.out.join("compare.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["configs"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c["config"].as_str().map(String::from))
+        .filter(|n| config_name_ok(n))
+        .collect();
+    let mut ours: Vec<&str> = vec!["compare.csv", "compare.json", "compare.svg"];
+    ours.extend(configs.iter().map(|(n, _)| n.as_str()));
+    ours.extend(earlier.iter().map(String::as_str));
+    crate::results::out_dir::prepare(&a.out, a.force, &ours)?;
     let mut rows = Vec::new();
     match a.setup {
         Setup::Simulation => {
@@ -299,10 +329,12 @@ pub fn run(a: Args) -> anyhow::Result<Vec<Row>> {
                     crate::simulation::worker::worker_config(Some(f), &[]).with_context(|| format!("config {n}"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let plans = crate::simulation::sim_bench::simulation_target()?.plans(&meta)?;
+            let mut target = crate::simulation::sim_bench::simulation_target()?;
+            target.functions.prewarm = a.prewarm;
+            let plans = target.plans(&meta)?;
             for ((name, file), config) in configs.iter().zip(loaded) {
                 println!("compare: simulating {} invocations under {name} ({})", arrivals.len(), file.display());
-                let run = SimRun { config, seed: a.seed, prewarm: a.prewarm, version: "1".into(), cluster: None };
+                let run = SimRun { config, seed: a.seed, version: "1".into(), warmup_s: a.warmup_s, cluster: None };
                 let info = json!({"kind": "compare", "input": a.input, "metadata": a.metadata, "config": name,
                     "config_file": file});
                 let rt = crate::simulation::worker::runtime().context("building a simulation runtime")?;
@@ -341,10 +373,11 @@ async fn live(
     config["http"] = json!({"enabled": true, "address": "127.0.0.1", "port": 0});
     let worker = SpawnedWorker::start(a.worker_bin.clone(), config)?;
     println!("compare: replaying {} invocations live under {name} (worker {})", arrivals.len(), worker.endpoint());
-    let mut target =
-        crate::sending::target::TargetArgs { setup: Setup::Live, isolation: a.isolation, ..quiet_target()? };
-    target.port = worker.port;
-    target.prewarm = a.prewarm;
+    let mut target = crate::sending::target::TargetArgs { setup: Setup::Live, ..quiet_target()? };
+    target.functions.isolation = a.isolation;
+    target.endpoint.port = worker.port;
+    target.functions.prewarm = a.prewarm;
+    target.warmup_s = a.warmup_s;
     let info =
         json!({"kind": "compare", "input": a.input, "metadata": a.metadata, "config": name, "config_file": file});
     let summary =

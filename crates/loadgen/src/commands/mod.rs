@@ -15,6 +15,31 @@ pub mod worker_bench;
 use crate::sending::target::Setup;
 use clap::Subcommand;
 
+/// The command line.
+#[derive(clap::Parser)]
+#[command(name = "iluvatar_load_gen", version, about = "Load generation and benchmarks for Ilúvatar")]
+pub struct Cli {
+    /// Threads of the load generator's runtime for the commands that run in real time
+    /// (simulations run on one thread, `sweep` as --jobs says); 0 means the number of cores.
+    #[arg(long, global = true, default_value_t = 0, help_heading = "Global")]
+    pub threads: usize,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Command {
+    /// The token file given to a command that talks to a live target (`--token-file`).
+    pub fn token_file(&self) -> Option<&std::path::Path> {
+        match self {
+            Command::Trace(a) => a.target.endpoint.token_file.as_deref(),
+            Command::Rate(a) => a.target.endpoint.token_file.as_deref(),
+            Command::Scaling(a) => a.endpoint.token_file.as_deref(),
+            Command::Benchmark(a) => a.endpoint.token_file.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Replays a trace open-loop: registers every function, optionally prewarms, sends each
@@ -122,4 +147,62 @@ pub fn run(command: Command, threads: usize) -> anyhow::Result<()> {
             Command::Soak(args) => soak::run(args).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every subcommand, with its path (`generate synthetic`).
+    fn all(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        out.push((path.clone(), cmd.clone()));
+        for sub in cmd.get_subcommands() {
+            all(sub, format!("{path} {}", sub.get_name()).trim().to_string(), out);
+        }
+    }
+
+    #[test]
+    fn every_option_of_every_command_is_described() {
+        let mut cmds = Vec::new();
+        all(&Cli::command(), String::new(), &mut cmds);
+        let mut missing = Vec::new();
+        for (path, cmd) in &cmds {
+            if !path.is_empty() && cmd.get_about().is_none() && cmd.get_name() != "help" {
+                missing.push(format!("`{path}` has no description"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("`{path}` --{id} has no description"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+
+    #[test]
+    fn commands_offer_only_the_options_they_take() {
+        let cli = Cli::command();
+        let sub = |n: &str| cli.find_subcommand(n).unwrap_or_else(|| panic!("{n}")).clone();
+        let ids = |c: &clap::Command| c.get_arguments().map(|a| a.get_id().to_string()).collect::<Vec<_>>();
+        // scaling runs closed-loop clients in real time against one worker.
+        let scaling = ids(&sub("scaling"));
+        for refused in ["setup", "target", "worker_config", "workers", "controller_config", "seed"] {
+            assert!(!scaling.contains(&refused.to_string()), "scaling offers --{refused}: {scaling:?}");
+        }
+        assert!(scaling.contains(&"function_data".to_string()) && scaling.contains(&"force".to_string()));
+        // trace's options come in groups.
+        let trace = sub("trace");
+        let heading = |id: &str| trace.get_arguments().find(|a| a.get_id() == id).and_then(|a| a.get_help_heading());
+        assert_eq!(heading("worker_config"), Some("Simulation (--setup simulation)"));
+        assert_eq!(heading("prewarm_from_iat"), Some("Functions"));
+        assert_eq!(heading("min_workers"), Some("Live controller (--target controller)"));
+        assert_eq!(heading("warmup_s"), Some("Results"));
+        assert_eq!(heading("host"), Some("Target"));
+        // A token is for the commands that reach a live target, not for simulations.
+        assert!(ids(&sub("sweep")).iter().all(|id| id != "token_file"));
+        assert!(ids(&trace).contains(&"token_file".to_string()) && scaling.contains(&"token_file".to_string()));
+        assert!(trace.get_arguments().all(|a| a.get_help_heading().is_some() || a.get_id() == "help"));
+    }
 }

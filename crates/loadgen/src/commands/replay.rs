@@ -2,8 +2,8 @@
 //! per-invocation results, a summary, plots and a printed table.
 
 use crate::results;
-use crate::results::write_results;
 use crate::results::{Recorded, Recorder};
+use crate::results::{RunInfo, out_dir, write_results};
 use crate::sending::connect::{connect, connect_controller};
 use crate::sending::progress::Progress;
 use crate::sending::target::{Plan, Setup, TargetArgs, TargetKind, requests};
@@ -20,21 +20,25 @@ use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct TraceArgs {
+    /// The trace: func_name,invoke_time_ms (sorted by time, 0-based).
+    #[arg(long, help_heading = "Workload")]
+    pub input: PathBuf,
+    /// The functions: func_name,cold_dur_ms,warm_dur_ms,mem_mb, and optionally prewarms,
+    /// image_name, mean_iat, cold_samples_ms, warm_samples_ms, warm_idle_ms (other columns
+    /// are named in a warning and ignored).
+    #[arg(long, help_heading = "Workload")]
+    pub metadata: PathBuf,
     #[command(flatten)]
     pub target: TargetArgs,
-    /// The trace: func_name,invoke_time_ms (sorted by time, 0-based).
-    #[arg(long)]
-    pub input: PathBuf,
-    /// The functions: func_name,cold_dur_ms,warm_dur_ms,mem_mb (extra columns allowed).
-    #[arg(long)]
-    pub metadata: PathBuf,
-    /// The results directory.
-    #[arg(long, default_value = "results/trace")]
-    pub out: PathBuf,
-    /// The simulation's seed (--setup simulation): the same inputs and seed give the same
-    /// results.
-    #[arg(long, default_value_t = 1)]
+    /// The simulation's seed: the same inputs and seed give the same results.
+    #[arg(long, default_value_t = 1, help_heading = "Simulation (--setup simulation)")]
     pub seed: u64,
+    /// The results folder (new or empty; see --force): invocations.csv, summary.json and
+    /// three SVG plots.
+    #[arg(long, default_value = "results/trace", help_heading = "Results")]
+    pub out: PathBuf,
+    #[arg(long, help = out_dir::FORCE_HELP, help_heading = "Results")]
+    pub force: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,34 +51,43 @@ pub enum Arrivals {
 
 #[derive(clap::Args)]
 pub struct RateArgs {
-    #[command(flatten)]
-    pub target: TargetArgs,
     /// The function mix's metadata (as for `trace`); or use --function.
-    #[arg(long)]
+    #[arg(long, help_heading = "Workload")]
     pub metadata: Option<PathBuf>,
     /// A function as NAME:COLD_MS:WARM_MS:MEM_MB (repeatable), instead of --metadata.
-    #[arg(long = "function")]
+    #[arg(long = "function", help_heading = "Workload")]
     pub functions: Vec<String>,
     /// Weights of the mix as NAME=WEIGHT (repeatable); default: every function equally.
-    #[arg(long = "mix")]
+    #[arg(long = "mix", help_heading = "Workload")]
     pub mix: Vec<String>,
     /// Invocations per second, over all functions.
-    #[arg(long)]
+    #[arg(long, help_heading = "Workload")]
     pub rate: f64,
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10.0, help_heading = "Workload")]
     pub duration_s: f64,
-    #[arg(long, value_enum, default_value = "poisson")]
+    /// How the gaps between arrivals are drawn.
+    #[arg(long, value_enum, default_value = "poisson", help_heading = "Workload")]
     pub arrivals: Arrivals,
-    #[arg(long, default_value_t = 1)]
+    /// The seed of the arrivals and the mix (and of the simulation): the same seed gives the
+    /// same trace.
+    #[arg(long, default_value_t = 1, help_heading = "Workload")]
     pub seed: u64,
-    #[arg(long, default_value = "results/rate")]
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The results folder (new or empty; see --force): trace.csv and metadata.csv of the
+    /// arrivals drawn, invocations.csv, summary.json and three SVG plots.
+    #[arg(long, default_value = "results/rate", help_heading = "Results")]
     pub out: PathBuf,
+    #[arg(long, help = out_dir::FORCE_HELP, help_heading = "Results")]
+    pub force: bool,
 }
 
 pub async fn run_trace(args: TraceArgs) -> anyhow::Result<()> {
     args.target.check_supported()?;
     let meta = read_metadata(&args.metadata)?;
     let arrivals = read_trace(&args.input, &meta)?;
+    out_dir::prepare(&args.out, args.force, &out_dir::RUN_FILES)?;
     let info = json!({"kind": "trace", "input": args.input, "metadata": args.metadata});
     execute(&args.target, args.seed, meta, arrivals, &args.out, info).await.map(|_| ())
 }
@@ -106,7 +119,8 @@ pub async fn run_rate(args: RateArgs) -> anyhow::Result<()> {
             Arrivals::Uniform => 1e3 / args.rate,
         };
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let ours: Vec<&str> = out_dir::RUN_FILES.iter().copied().chain(["trace.csv", "metadata.csv"]).collect();
+    out_dir::prepare(&args.out, args.force, &ours)?;
     write_metadata(&args.out.join("metadata.csv"), &meta)?;
     write_trace(&args.out.join("trace.csv"), &meta, &arrivals)?;
     let info = json!({"kind": "rate", "rate_per_s": args.rate, "duration_s": args.duration_s, "seed": args.seed,
@@ -156,6 +170,13 @@ pub async fn execute(
             // Simulations read no environment: their inputs are explicit.
             let controller = SimController::load(target.controller_config.as_deref())
                 .context("loading the simulated controller's config")?;
+            if config.limits.max_cpus == 0 {
+                bail!(
+                    "limits.max_cpus is 0 in the worker config (on a live worker: the machine's cores); a simulated \
+                     cluster's balancer weighs each worker's load by its cpus, so the results would depend on this \
+                     machine. Set limits.max_cpus in --worker-config"
+                );
+            }
             Some(SimCluster { controller, workers: target.workers.unwrap_or(1) })
         } else {
             None
@@ -167,7 +188,8 @@ pub async fn execute(
             };
             println!("simulating {n} invocations of {f} functions over {span_s:.1} s (virtual){on}, seed {seed}");
         }
-        let run = SimRun { config, seed, prewarm: target.prewarm, version: target.version.clone(), cluster };
+        let run =
+            SimRun { config, seed, version: target.functions.version.clone(), warmup_s: target.warmup_s, cluster };
         let summary = run.execute(&plans, &meta, arrivals, out, info).await?;
         if !target.quiet {
             print_written(out, &summary);
@@ -175,8 +197,10 @@ pub async fn execute(
         return Ok(summary);
     }
     let endpoint = target.endpoint();
-    let mut target_info = json!({"endpoint": endpoint, "isolation": format!("{:?}", target.isolation).to_lowercase(),
-        "version": target.version, "prewarm": target.prewarm, "connections": target.connections});
+    let mut target_info = json!({"endpoint": endpoint,
+        "isolation": format!("{:?}", target.functions.isolation).to_lowercase(),
+        "version": target.functions.version, "prewarmed": crate::sending::target::prewarmed(&plans),
+        "connections": target.connections});
     let what = match target.target {
         TargetKind::Worker => "",
         TargetKind::Controller => "the controller at ",
@@ -197,7 +221,14 @@ pub async fn execute(
             live.run(controller).await?
         }
     };
-    let summary = write_results(out, &recorded, &meta, &run.wake_lateness_ns, run.realtime, info, target_info)?;
+    let info = RunInfo {
+        wake_lateness_ns: run.wake_lateness_ns,
+        realtime: run.realtime,
+        warmup_s: target.warmup_s,
+        run: info,
+        target: target_info,
+    };
+    let summary = write_results(out, &recorded, &meta, info)?;
     print_written(out, &summary);
     Ok(summary)
 }
@@ -225,16 +256,21 @@ impl Live<'_> {
     /// Registers, prewarms and replays the arrivals open-loop through `transport`.
     async fn run<T: Transport>(self, transport: T) -> anyhow::Result<(Recorded, crate::sending::live::Run)> {
         let (t, n, f) = (self.target, self.arrivals.len(), self.meta.len());
-        register_all(&transport, self.plans, t.prewarm).await?;
+        register_all(&transport, self.plans).await?;
         println!(
             "sending {n} invocations of {f} functions over {:.1} s to {}{} ({:?} backend), open loop",
             self.span_s,
             self.what,
             t.endpoint(),
-            t.isolation
+            t.functions.isolation
         );
-        let mut recorder =
-            Recorder::create(&self.out.join("invocations.csv"), self.meta, &t.version, crate::sending::TID, n)?;
+        let mut recorder = Recorder::create(
+            &self.out.join("invocations.csv"),
+            self.meta,
+            &t.functions.version,
+            crate::sending::TID,
+            n,
+        )?;
         let progress = Progress::new(n as u64, t.quiet);
         let requests = requests(self.plans);
         let run = crate::sending::live::run(

@@ -6,9 +6,9 @@ use crate::results::plots::{Chart, Series};
 use crate::results::report::{context, percentiles_us};
 use crate::sending::closed_loop::run_step;
 use crate::sending::connect::connect;
-use crate::sending::target::{TargetArgs, requests};
+use crate::sending::target::{Endpoint, FunctionArgs, Setup, requests};
 use crate::sending::transport::{Grpc, register_all};
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,43 +16,48 @@ use std::time::Duration;
 #[derive(clap::Args)]
 pub struct ScalingArgs {
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub endpoint: Endpoint,
+    #[command(flatten)]
+    pub functions: FunctionArgs,
     /// The function's metadata (the first function is used); or use --function.
-    #[arg(long)]
+    #[arg(long, help_heading = "Workload")]
     pub metadata: Option<PathBuf>,
     /// The function as NAME:COLD_MS:WARM_MS:MEM_MB.
-    #[arg(long = "function")]
-    pub functions: Vec<String>,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long = "function", help_heading = "Workload")]
+    pub function: Vec<String>,
+    /// Closed-loop clients of the first step.
+    #[arg(long, default_value_t = 1, help_heading = "Workload")]
     pub start: usize,
-    #[arg(long, default_value_t = 8)]
+    /// Closed-loop clients of the last step.
+    #[arg(long, default_value_t = 8, help_heading = "Workload")]
     pub end: usize,
-    #[arg(long, default_value_t = 1)]
+    /// Clients added from one step to the next.
+    #[arg(long, default_value_t = 1, help_heading = "Workload")]
     pub step: usize,
     /// Measured seconds per step.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, help_heading = "Workload")]
     pub duration_s: f64,
     /// Unrecorded seconds before each step.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, help_heading = "Workload")]
     pub warmup_s: f64,
-    #[arg(long, default_value = "results/scaling")]
+    /// The results folder (new or empty; see --force): scaling.json, throughput.svg and
+    /// latency.svg.
+    #[arg(long, default_value = "results/scaling", help_heading = "Results")]
     pub out: PathBuf,
+    #[arg(long, help = crate::results::out_dir::FORCE_HELP, help_heading = "Results")]
+    pub force: bool,
 }
 
 pub async fn run(args: ScalingArgs) -> anyhow::Result<()> {
-    args.target.check_supported()?;
-    if args.target.setup == crate::sending::target::Setup::Simulation {
-        bail!("scaling runs closed-loop clients in real time; --setup simulation is for trace and rate");
-    }
     if args.start == 0 || args.end < args.start || args.step == 0 {
         bail!("--start must be at least 1, --end at least --start, --step at least 1");
     }
-    let meta = functions_of(args.metadata.as_deref(), &args.functions)?;
-    let plans = args.target.plans(&meta[..1])?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let endpoint = args.target.endpoint();
+    let meta = functions_of(args.metadata.as_deref(), &args.function)?;
+    let plans = args.functions.plans(Setup::Live, &meta[..1])?;
+    crate::results::out_dir::prepare(&args.out, args.force, &["scaling.json", "throughput.svg", "latency.svg"])?;
+    let endpoint = args.endpoint.url();
     let grpc = Grpc::new(connect(&endpoint, 1).await?);
-    register_all(&grpc, &plans, args.target.prewarm).await?;
+    register_all(&grpc, &plans).await?;
     let request = requests(&plans).remove(0);
     println!(
         "scaling {}: closed-loop clients {}..{} step {}, {} s each",
@@ -90,27 +95,26 @@ pub async fn run(args: ScalingArgs) -> anyhow::Result<()> {
     let mut report = context();
     report["kind"] = "scaling".into();
     report["function"] = json!({"name": meta[0].name, "cold_dur_ms": meta[0].cold_dur_ms, "warm_dur_ms": meta[0].warm_dur_ms,
-        "mem_mb": meta[0].mem_mb, "isolation": format!("{:?}", args.target.isolation).to_lowercase()});
+        "mem_mb": meta[0].mem_mb, "isolation": format!("{:?}", args.functions.isolation).to_lowercase()});
     report["steps"] = steps.into();
     std::fs::write(args.out.join("scaling.json"), serde_json::to_vec_pretty(&report)?)?;
     let chart = |title: &str, y: &str, series| {
-        Chart { title, x_label: "closed-loop clients", y_label: y, log_x: false, series }.render()
+        Chart {
+            title: title.into(),
+            x_label: "closed-loop clients".into(),
+            y_label: y.into(),
+            series,
+            ..Default::default()
+        }
+        .render()
     };
     std::fs::write(
         args.out.join("throughput.svg"),
-        chart(
-            "Throughput per client count",
-            "invocations/s",
-            vec![Series { name: "invocations/s".into(), points: tput }],
-        ),
+        chart("Throughput per client count", "invocations/s", vec![Series::line("invocations/s", tput)]),
     )?;
     std::fs::write(
         args.out.join("latency.svg"),
-        chart(
-            "Client latency per client count",
-            "ms",
-            vec![Series { name: "p50".into(), points: p50 }, Series { name: "p99".into(), points: p99 }],
-        ),
+        chart("Client latency per client count", "ms", vec![Series::line("p50", p50), Series::line("p99", p99)]),
     )?;
     println!("wrote {0}/scaling.json, {0}/throughput.svg, {0}/latency.svg", args.out.display());
     Ok(())

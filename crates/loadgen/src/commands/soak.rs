@@ -43,6 +43,7 @@ pub struct Args {
     /// The worker binary to start (default: beside this one).
     #[arg(long)]
     worker_bin: Option<PathBuf>,
+    /// The report (JSON), replaced if it exists.
     #[arg(long, default_value = "results/soak.json")]
     out: PathBuf,
 }

@@ -6,16 +6,18 @@
 //! earlier invocation has answered, and keeps only a compact [`Sample`] per invocation for
 //! the summary and the plots, so a run of millions of invocations holds no text in memory.
 
+mod chart;
 mod recorder;
 mod rows;
 mod summary;
 
+pub mod out_dir;
 pub mod plots;
 pub mod report;
 
 pub use recorder::{Recorded, Recorder, SharedRecorder, huge_pages};
-pub use rows::{CSV_HEADER, NO_WORKER, Row, Sample, format_row, push_u64, row};
-pub use summary::{percentiles, print_table, summary, write_results};
+pub use rows::{CSV_HEADER, NO_ERROR, NO_WORKER, Row, Sample, format_row, push_u64, row};
+pub use summary::{RunInfo, percentiles, print_table, summary, write_results};
 
 use iluvatar_rpc as rpc;
 
@@ -36,6 +38,10 @@ pub trait Timed {
     fn times_ms(&self) -> [f64; 3];
     /// The in-function time the result reported, if any.
     fn func_duration_ms(&self) -> Option<f64>;
+    /// The wait in the worker's queue for a concurrency slot, if reported.
+    fn queue_ms(&self) -> Option<f64>;
+    /// The start of the container this invocation waited for (0 when warm), if reported.
+    fn cold_start_ms(&self) -> Option<f64>;
 
     /// How late it was sent (never negative).
     fn lateness_ms(&self) -> f64 {
@@ -50,9 +56,13 @@ pub trait Timed {
         let [scheduled, _, done] = self.times_ms();
         done - scheduled
     }
-    /// Client latency beyond the in-function time.
+    /// What the platform added besides the function, the queue wait and the cold start:
+    /// client latency - in-function time - queue wait - cold start (the RPCs, dispatch, a
+    /// wait for memory, the round trip to the container). For a warm call that did not
+    /// queue, the warm overhead.
     fn overhead_ms(&self) -> Option<f64> {
-        self.func_duration_ms().map(|f| self.client_latency_ms() - f)
+        let (queue, cold) = (self.queue_ms().unwrap_or(0.0), self.cold_start_ms().unwrap_or(0.0));
+        self.func_duration_ms().map(|f| self.client_latency_ms() - f - queue - cold)
     }
 }
 

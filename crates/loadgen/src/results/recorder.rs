@@ -1,10 +1,10 @@
 //! The recorder: streams rows to invocations.csv in the arrivals' order and keeps what the
 //! summary and the plots need.
 
-use super::rows::{CSV_HEADER, NO_WORKER, Row, Sample, format_row, row};
+use super::rows::{CSV_HEADER, NO_ERROR, NO_WORKER, Row, Sample, format_row, row};
 use super::{Outcome, State};
 use crate::workload::trace::FunctionMeta;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::Write as _;
 use std::path::Path;
 
@@ -31,9 +31,10 @@ pub fn huge_pages<T>(v: Vec<T>) -> Vec<T> {
 pub struct Recorded {
     /// One per invocation, in the arrivals' order.
     pub samples: Vec<Sample>,
-    pub errors_by_kind: BTreeMap<String, u64>,
-    /// The error of the earliest failed invocation.
-    pub first_error: Option<String>,
+    /// The kinds of error seen, in order of first appearance ([`Sample::error`]).
+    pub error_kinds: Vec<String>,
+    /// Each kind's first error: the invocation's index and the message.
+    pub first_errors: Vec<(usize, String)>,
     /// The workers results named, in order of first appearance ([`Sample::worker`]).
     pub workers: Vec<String>,
     /// The controller's own time per invocation (µs), where results carry it.
@@ -134,14 +135,23 @@ impl Recorder {
         if let Some(c) = row.controller_ms {
             self.recorded.controller_us.push((c * 1e3).round().clamp(0.0, u32::MAX as f64) as u32);
         }
-        self.recorded.samples.push(row.sample(state, worker));
+        let mut sample = row.sample(state, worker);
         if !row.success {
-            let kind = row.error.split(':').next().unwrap_or("error").to_string();
-            *self.recorded.errors_by_kind.entry(kind).or_default() += 1;
-            if self.recorded.first_error.is_none() {
-                self.recorded.first_error = Some(row.error);
-            }
+            let kind = row.error.split(':').next().unwrap_or("error");
+            let r = &mut self.recorded;
+            let id = match r.error_kinds.iter().position(|k| k == kind) {
+                Some(id) => id,
+                None if r.error_kinds.len() < (NO_ERROR - 1) as usize => {
+                    r.error_kinds.push(kind.to_string());
+                    r.first_errors.push((r.samples.len(), row.error.clone()));
+                    r.error_kinds.len() - 1
+                }
+                // Past 65,534 kinds (never, in practice), the rest share the last.
+                None => r.error_kinds.len() - 1,
+            };
+            sample.error = id as u16;
         }
+        self.recorded.samples.push(sample);
     }
 
     /// Flushes the file; every invocation must have been recorded.

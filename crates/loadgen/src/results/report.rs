@@ -4,7 +4,7 @@
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-/// Cores, kernel, CPU model, commit and command line.
+/// Cores, kernel, CPU model, the commit the binary was built from, and the command line.
 pub fn context() -> Value {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let cpu_model = read("/proc/cpuinfo")
@@ -13,20 +13,14 @@ pub fn context() -> Value {
         .and_then(|l| l.split(':').nth(1))
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
     json!({
         "machine": {
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "kernel": read("/proc/sys/kernel/osrelease").trim(),
             "cpu_model": cpu_model,
         },
-        "git_commit": commit,
+        // Embedded at build time (build.rs): the commit of the code that ran.
+        "git_commit": env!("ILUVATAR_GIT_COMMIT"),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
     })
 }

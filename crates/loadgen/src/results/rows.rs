@@ -40,15 +40,34 @@ pub struct Sample {
     pub func: u32,
     /// Index into [`Recorded::workers`], or [`NO_WORKER`].
     pub worker: u16,
+    /// Index into [`Recorded::error_kinds`] for a failed invocation, or [`NO_ERROR`].
+    pub error: u16,
     pub state: State,
     pub success: bool,
     pub scheduled_ms: f64,
     pub sent_ms: f64,
     pub done_ms: f64,
-    /// NaN when unknown.
-    func_duration_ms: f64,
-    /// NaN when unknown.
-    cold_start_ms: f64,
+    /// Microseconds as the worker reports them ([`UNKNOWN_US`] when it did not).
+    func_us: u32,
+    cold_start_us: u32,
+    queue_us: u32,
+}
+
+/// No error (a [`Sample`]'s `error`).
+pub const NO_ERROR: u16 = u16::MAX;
+
+/// A duration the result did not report.
+const UNKNOWN_US: u32 = u32::MAX;
+
+fn to_us(ms: Option<f64>) -> u32 {
+    match ms {
+        Some(ms) if ms.is_finite() && ms >= 0.0 => (ms * 1e3).round().min((UNKNOWN_US - 1) as f64) as u32,
+        _ => UNKNOWN_US,
+    }
+}
+
+fn to_ms(us: u32) -> Option<f64> {
+    (us != UNKNOWN_US).then(|| us as f64 / 1e3)
 }
 
 impl Row {
@@ -56,13 +75,15 @@ impl Row {
         Sample {
             func: self.func as u32,
             worker,
+            error: NO_ERROR,
             state,
             success: self.success,
             scheduled_ms: self.scheduled_ms,
             sent_ms: self.sent_ms,
             done_ms: self.done_ms,
-            func_duration_ms: self.func_duration_ms.unwrap_or(f64::NAN),
-            cold_start_ms: self.cold_start_ms.unwrap_or(f64::NAN),
+            func_us: to_us(self.func_duration_ms),
+            cold_start_us: to_us(self.cold_start_ms),
+            queue_us: to_us(self.queue_ms),
         }
     }
 }
@@ -74,11 +95,11 @@ impl Timed for Row {
     fn func_duration_ms(&self) -> Option<f64> {
         self.func_duration_ms
     }
-}
-
-impl Sample {
-    pub fn cold_start_ms(&self) -> Option<f64> {
-        (!self.cold_start_ms.is_nan()).then_some(self.cold_start_ms)
+    fn queue_ms(&self) -> Option<f64> {
+        self.queue_ms
+    }
+    fn cold_start_ms(&self) -> Option<f64> {
+        self.cold_start_ms
     }
 }
 
@@ -87,7 +108,13 @@ impl Timed for Sample {
         [self.scheduled_ms, self.sent_ms, self.done_ms]
     }
     fn func_duration_ms(&self) -> Option<f64> {
-        (!self.func_duration_ms.is_nan()).then_some(self.func_duration_ms)
+        to_ms(self.func_us)
+    }
+    fn queue_ms(&self) -> Option<f64> {
+        to_ms(self.queue_us)
+    }
+    fn cold_start_ms(&self) -> Option<f64> {
+        to_ms(self.cold_start_us)
     }
 }
 

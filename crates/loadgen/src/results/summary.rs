@@ -3,7 +3,7 @@
 
 use super::plots::write_plots;
 use super::recorder::Recorded;
-use super::rows::{NO_WORKER, Sample};
+use super::rows::{NO_ERROR, NO_WORKER, Sample};
 use super::{State, Timed, report};
 use crate::workload::trace::FunctionMeta;
 use serde_json::{Value, json};
@@ -57,6 +57,7 @@ fn group_stats(rows: &[&Sample]) -> Value {
         "client_latency_ms": percentiles(ok.iter().map(|r| r.client_latency_ms()).collect()),
         "latency_from_schedule_ms": percentiles(ok.iter().map(|r| r.latency_from_schedule_ms()).collect()),
         "overhead_ms": percentiles(ok.iter().filter_map(|r| r.overhead_ms()).collect()),
+        "queue_ms": percentiles(ok.iter().filter_map(|r| r.queue_ms()).collect()),
         "cold_start_ms": percentiles(ok.iter().filter(|r| r.state == State::Cold).filter_map(|r| r.cold_start_ms()).collect()),
     })
 }
@@ -71,13 +72,38 @@ pub(crate) fn by_function(samples: &[Sample], functions: usize) -> Vec<Vec<&Samp
 }
 
 /// The JSON summary: counts, errors, cold starts, percentiles overall and per function,
-/// requested vs achieved rate, schedule lateness.
-pub fn summary(rec: &Recorded, meta: &[FunctionMeta], wake_lateness_ns: &[u64], realtime: bool) -> Value {
-    let rows = &rec.samples;
+/// requested vs achieved rate, schedule lateness; of the invocations scheduled at or after
+/// `warmup_s` (the ones before are counted as `warmup_invocations` only).
+pub fn summary(
+    rec: &Recorded,
+    meta: &[FunctionMeta],
+    wake_lateness_ns: &[u64],
+    realtime: bool,
+    warmup_s: f64,
+) -> Value {
+    let warmup_ms = warmup_s * 1e3;
+    let kept: Vec<Sample>;
+    let rows: &[Sample] = if warmup_ms > 0.0 {
+        kept = rec.samples.iter().filter(|r| r.scheduled_ms >= warmup_ms).copied().collect();
+        &kept
+    } else {
+        &rec.samples
+    };
     let all: Vec<&Sample> = rows.iter().collect();
     let mut s = group_stats(&all);
-    s["errors_by_kind"] = json!(rec.errors_by_kind);
-    s["first_error"] = json!(rec.first_error);
+    s["warmup_s"] = json!(warmup_s);
+    s["warmup_invocations"] = json!(rec.samples.len() - rows.len());
+    let mut errors = std::collections::BTreeMap::<&str, u64>::new();
+    let mut first_kind = None;
+    for r in rows.iter().filter(|r| r.error != NO_ERROR) {
+        let kind = rec.error_kinds[r.error as usize].as_str();
+        *errors.entry(kind).or_default() += 1;
+        first_kind.get_or_insert(r.error as usize);
+    }
+    s["errors_by_kind"] = json!(errors);
+    // The message of the first error's kind as it first appeared (the messages themselves
+    // are in invocations.csv).
+    s["first_error"] = json!(first_kind.map(|k| &rec.first_errors[k].1));
     let span = |a: f64, b: f64| (b - a).max(1e-9) / 1e3;
     let first = |f: fn(&Sample) -> f64| rows.iter().map(f).fold(f64::INFINITY, f64::min);
     let last = |f: fn(&Sample) -> f64| rows.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
@@ -119,7 +145,7 @@ pub fn print_table(summary: &Value) {
     let f = |v: &Value| v.as_f64().map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
     let line = |name: &str, s: &Value| {
         println!(
-            "{:<24} {:>8} {:>7} {:>6} {:>10} {:>10} {:>10} {:>10}",
+            "{:<24} {:>8} {:>7} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             name,
             s["invocations"].as_u64().unwrap_or(0),
             s["failed"].as_u64().unwrap_or(0),
@@ -128,11 +154,29 @@ pub fn print_table(summary: &Value) {
             f(&s["client_latency_ms"]["p99"]),
             f(&s["overhead_ms"]["p50"]),
             f(&s["overhead_ms"]["p99"]),
+            f(&s["queue_ms"]["p99"]),
+            f(&s["cold_start_ms"]["p50"]),
         );
     };
+    let warmup = summary["warmup_invocations"].as_u64().unwrap_or(0);
+    if warmup > 0 {
+        println!(
+            "(the first {} s, {warmup} invocations, are left out: --warmup-s)",
+            summary["warmup_s"].as_f64().unwrap_or(0.0)
+        );
+    }
     println!(
-        "{:<24} {:>8} {:>7} {:>6} {:>10} {:>10} {:>10} {:>10}",
-        "function", "invokes", "errors", "cold", "lat p50ms", "lat p99ms", "ovh p50ms", "ovh p99ms"
+        "{:<24} {:>8} {:>7} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "function",
+        "invokes",
+        "errors",
+        "cold",
+        "lat p50ms",
+        "lat p99ms",
+        "ovh p50ms",
+        "ovh p99ms",
+        "queue p99",
+        "cstart p50"
     );
     let mut funcs: Vec<(&String, &Value)> =
         summary["functions"].as_object().map(|m| m.iter().collect()).unwrap_or_default();
@@ -146,6 +190,10 @@ pub fn print_table(summary: &Value) {
         println!("... and {} more functions (see summary.json)", funcs.len() - SHOWN);
     }
     line("ALL", summary);
+    println!(
+        "lat: client latency; ovh: latency - in-function - queue - cold start; queue: wait for a slot; \
+         cstart: container start of cold calls (ms)"
+    );
     println!(
         "rate: requested {:.1}/s, sent {:.1}/s; cold-start rate {:.1}%; send lateness p50 {} ms, p99 {} ms, max {} ms",
         summary["requested_rate_per_s"].as_f64().unwrap_or(0.0),
@@ -177,17 +225,23 @@ pub fn print_table(summary: &Value) {
     }
 }
 
+/// What a run adds to its results besides its rows.
+pub struct RunInfo {
+    /// Scheduler wake-up lateness (ns) of a live run; empty in a simulation.
+    pub wake_lateness_ns: Vec<u64>,
+    pub realtime: bool,
+    /// The summary leaves out invocations scheduled before this (s).
+    pub warmup_s: f64,
+    /// What ran (the command's inputs).
+    pub run: Value,
+    /// What it ran against.
+    pub target: Value,
+}
+
 /// summary.json and the plots; returns the summary.
-pub fn write_results(
-    out: &Path,
-    recorded: &Recorded,
-    meta: &[FunctionMeta],
-    wake: &[u64],
-    realtime: bool,
-    info: Value,
-    target_info: Value,
-) -> anyhow::Result<Value> {
-    let s = summary(recorded, meta, wake, realtime);
+pub fn write_results(out: &Path, recorded: &Recorded, meta: &[FunctionMeta], info: RunInfo) -> anyhow::Result<Value> {
+    let RunInfo { wake_lateness_ns, realtime, warmup_s, run: info, target: target_info } = info;
+    let s = summary(recorded, meta, &wake_lateness_ns, realtime, warmup_s);
     let mut summary = report::context();
     summary["run"] = info;
     summary["target"] = target_info;
@@ -195,7 +249,7 @@ pub fn write_results(
         summary[k] = v.clone();
     }
     std::fs::write(out.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
-    write_plots(out, &recorded.samples, meta)?;
+    write_plots(out, &recorded.samples, meta, warmup_s)?;
     Ok(summary)
 }
 

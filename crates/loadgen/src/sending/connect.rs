@@ -116,7 +116,7 @@ impl TargetArgs {
     pub async fn wait_for_workers(&self) -> anyhow::Result<Option<Vec<String>>> {
         let (address, explicit) = match &self.controller_http {
             Some(a) => (a.clone(), true),
-            None => (format!("{}:{}", self.host, self.port.wrapping_add(1)), false),
+            None => (format!("{}:{}", self.endpoint.host, self.endpoint.port.wrapping_add(1)), false),
         };
         // Polls every 100 ms, so many times (each poll's own time aside).
         let polls = (self.wait_workers_s.max(0.0) * 10.0).ceil() as u64;

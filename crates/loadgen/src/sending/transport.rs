@@ -77,8 +77,8 @@ grpc_transport!(
     rpc::auth::ControllerClient
 );
 
-/// Registers every function, then prewarms `prewarm` containers of each.
-pub async fn register_all(t: &impl Transport, plans: &[Plan], prewarm: u32) -> anyhow::Result<()> {
+/// Registers every function, then prewarms each plan's containers.
+pub async fn register_all(t: &impl Transport, plans: &[Plan]) -> anyhow::Result<()> {
     for p in plans {
         let r = t.register(p.register.clone()).await.context("registering")?;
         if !r.success {
@@ -86,7 +86,7 @@ pub async fn register_all(t: &impl Transport, plans: &[Plan], prewarm: u32) -> a
         }
     }
     for p in plans {
-        for i in 0..prewarm {
+        for i in 0..p.prewarm {
             let r = t
                 .prewarm(rpc::PrewarmRequest {
                     function_name: p.register.function_name.clone(),

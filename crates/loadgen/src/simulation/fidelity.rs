@@ -33,18 +33,23 @@ pub enum Command {
 /// `--input` (its invocations over the trace's span), drawn with `--seed`.
 #[derive(clap::Args)]
 pub struct CalibrationTraceArgs {
+    /// The trace to resample.
     #[arg(long)]
     pub input: PathBuf,
+    /// Its metadata.
     #[arg(long)]
     pub metadata: PathBuf,
+    /// Seconds of the new trace.
     #[arg(long, default_value_t = 120.0)]
     pub duration_s: f64,
     /// Use another seed than the trace's generator did.
     #[arg(long, default_value_t = 2)]
     pub seed: u64,
-    /// Writes trace.csv and metadata.csv here.
+    /// Writes trace.csv and metadata.csv here (a new or empty folder; see --force).
     #[arg(long)]
     pub out: PathBuf,
+    #[arg(long, help = crate::results::out_dir::FORCE_HELP)]
+    pub force: bool,
 }
 
 /// Metadata with measured durations from a live run (`--run`) of the functions in
@@ -67,6 +72,8 @@ pub struct CalibrateArgs {
     pub out: PathBuf,
 }
 
+/// Per function, cold starts and mean/p50/p99 client latency of a live run and of simulated
+/// runs of the same trace side by side, with their relative errors; writes JSON.
 #[derive(clap::Args)]
 pub struct CompareArgs {
     /// The live run's results directory.
@@ -115,7 +122,7 @@ fn calibration_trace(a: CalibrationTraceArgs) -> anyhow::Result<()> {
         }
     }
     arrivals.sort_by(|x, y| x.time_ms.total_cmp(&y.time_ms).then(x.func.cmp(&y.func)));
-    std::fs::create_dir_all(&a.out)?;
+    crate::results::out_dir::prepare(&a.out, a.force, &["trace.csv", "metadata.csv"])?;
     write_metadata(&a.out.join("metadata.csv"), &meta)?;
     write_trace(&a.out.join("trace.csv"), &meta, &arrivals)?;
     println!(

@@ -2,7 +2,7 @@
 //! balancer) built from a worker config and a seed, its functions registered, its arrivals
 //! paced on the virtual clock, and its results written as a live run's are.
 
-use crate::results::{Outcome, Recorder, SharedRecorder, write_results};
+use crate::results::{Outcome, Recorder, RunInfo, SharedRecorder, write_results};
 use crate::sending::TID;
 use crate::sending::arrivals::{Arrivals, Pacer, Sink, send};
 use crate::sending::target::{Plan, requests};
@@ -41,23 +41,7 @@ pub struct SimController {
 
 impl SimController {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        let file = match path {
-            None => None,
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                let toml = path.extension().is_some_and(|e| e == "toml");
-                let value = iluvatar_core::layered::parse(&text, toml).map_err(|m| {
-                    anyhow::anyhow!(
-                        "config file {} is not valid {}: {m}",
-                        path.display(),
-                        if toml { "TOML" } else { "JSON" }
-                    )
-                })?;
-                Some(value)
-            }
-        };
-        let config = iluvatar_core::layered::layer(&SimController::default(), file, Vec::new(), "")?;
+        let config = iluvatar_service::config::load(&SimController::default(), path, Vec::new(), "")?;
         config.balancer.check().map_err(|e| anyhow::anyhow!("config is invalid: {e}"))?;
         Ok(config)
     }
@@ -76,8 +60,9 @@ pub fn cluster_seeds(seed: u64, workers: usize) -> (u64, Vec<u64>) {
 pub struct SimRun {
     pub config: iluvatar_worker::config::WorkerConfig,
     pub seed: u64,
-    pub prewarm: u32,
     pub version: String,
+    /// The summary leaves out the invocations scheduled before this (s).
+    pub warmup_s: f64,
     /// A cluster behind the controller's balancer instead of one worker.
     pub cluster: Option<SimCluster>,
 }
@@ -130,7 +115,7 @@ impl SimRun {
                 (workers, InProcess::cluster(apis, names, chooser))
             }
         };
-        register_all(&transport, plans, self.prewarm).await?;
+        register_all(&transport, plans).await?;
         let recorder = recorder.shared();
         let clock = workers[0].clock.clone();
         run_virtual(&transport, clock, requests(plans), arrivals, TID.into(), recorder.clone()).await?;
@@ -140,14 +125,16 @@ impl SimRun {
         }
         let recorded = Recorder::unshare(recorder)?;
         let mut target = json!({"setup": "simulation", "isolation": "sim", "seed": self.seed,
-            "version": self.version, "prewarm": self.prewarm,
+            "version": self.version, "prewarmed": crate::sending::target::prewarmed(plans),
             "worker_config": crate::simulation::worker::config_json(&self.config)});
         if let Some(c) = &self.cluster {
             target["target"] = "controller".into();
             target["workers"] = c.workers.into();
             target["balancer"] = serde_json::to_value(&c.controller.balancer)?;
         }
-        Ok((write_results(out, &recorded, meta, &[], false, info, target)?, metrics))
+        let info =
+            RunInfo { wake_lateness_ns: Vec::new(), realtime: false, warmup_s: self.warmup_s, run: info, target };
+        Ok((write_results(out, &recorded, meta, info)?, metrics))
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// How many functions.
     #[arg(long, default_value_t = 50)]
     pub functions: usize,
     /// Virtual seconds of load.
@@ -24,18 +25,24 @@ pub struct Args {
     /// Mean invocations per second of one function (log-normal over functions, sigma 1).
     #[arg(long, default_value_t = 20.0)]
     pub mean_rate: f64,
+    /// Mean warm duration (ms) over the functions.
     #[arg(long, default_value_t = 2.0)]
     pub mean_warm_ms: f64,
+    /// Mean start-up cost (ms) a cold start adds.
     #[arg(long, default_value_t = 50.0)]
     pub mean_cold_extra_ms: f64,
     /// The simulated worker's config; default: 64 GB pool, 128 concurrent invocations.
     #[arg(long)]
     pub worker_config: Option<PathBuf>,
+    /// The seed of the workload and the simulation.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Holds workload/ (trace and metadata), invocations.csv, summary.json, sim_bench.json.
+    /// Holds workload/ (trace and metadata), invocations.csv, summary.json, the plots and
+    /// sim_bench.json (a new or empty folder; see --force).
     #[arg(long, default_value = "results/sim_bench")]
     pub out: PathBuf,
+    #[arg(long, help = crate::results::out_dir::FORCE_HELP)]
+    pub force: bool,
 }
 
 /// Target options of a quiet simulation, every other option at its default.
@@ -64,6 +71,9 @@ pub fn peak_rss_mb() -> f64 {
 
 /// Runs in the simulation runtime (see main.rs): it is the same path as `trace`.
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    let mut ours = vec!["workload", "worker.json", "sim_bench.json"];
+    ours.extend(crate::results::out_dir::RUN_FILES);
+    crate::results::out_dir::prepare(&a.out, a.force, &ours)?;
     let dir = a.out.join("workload");
     let synth = SyntheticArgs {
         functions: a.functions,
@@ -75,8 +85,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         mean_cold_extra_ms: a.mean_cold_extra_ms,
         cold_sigma: 0.5,
         mem_mb: vec![128, 256, 512],
+        timer_fraction: 0.0,
         seed: a.seed,
         out: dir.clone(),
+        force: false,
     };
     let (meta, mut arrivals) = synthetic_workload(&synth)?;
     write(&dir, &meta, &mut arrivals)?;
@@ -98,6 +110,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         input: dir.join("trace.csv"),
         metadata: dir.join("metadata.csv"),
         out: a.out.clone(),
+        // The folder was prepared above and holds the workload.
+        force: true,
         seed: a.seed,
     };
     let before_mb = peak_rss_mb();

@@ -12,31 +12,40 @@ use std::sync::{Arc, Mutex};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The trace: func_name,invoke_time_ms.
-    #[arg(long)]
+    /// The trace: func_name,invoke_time_ms (sorted by time, 0-based).
+    #[arg(long, help_heading = "Workload")]
     pub input: PathBuf,
-    /// The functions: func_name,cold_dur_ms,warm_dur_ms,mem_mb.
-    #[arg(long)]
+    /// The functions, as for `trace`.
+    #[arg(long, help_heading = "Workload")]
     pub metadata: PathBuf,
-    /// The base worker config (JSON or TOML); each point overrides some of its fields.
-    #[arg(long)]
+    /// The base worker config (JSON or TOML); each point overrides some of its fields. It
+    /// (or the grid) must set invoker.concurrency.
+    #[arg(long, help_heading = "Grid")]
     pub worker_config: Option<PathBuf>,
     /// The grid: `key=v1,v2;key2=v3,...` with keys as config paths
     /// (`container_pool.memory_mb=1024,2048;container_pool.keep_alive.ttl_ms=60000,600000;invoker.queue.type=fcfs`).
     /// Every combination is one point.
-    #[arg(long)]
+    #[arg(long, help_heading = "Grid")]
     pub grid: String,
-    #[arg(long, default_value_t = 1)]
+    /// The simulations' seed: the same inputs and seed give the same results.
+    #[arg(long, default_value_t = 1, help_heading = "Workload")]
     pub seed: u64,
-    /// Containers to prewarm per function before the load starts.
-    #[arg(long, default_value_t = 0)]
+    /// Containers to prewarm per function before the load starts (the metadata's
+    /// `prewarms` first).
+    #[arg(long, default_value_t = 0, help_heading = "Workload")]
     pub prewarm: u32,
     /// Simulations run at once; 0 means the number of cores.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, help_heading = "Grid")]
     pub jobs: usize,
-    /// Writes sweep.csv and, per point, points/NNN/ (the results of a trace run).
-    #[arg(long, default_value = "results/sweep")]
+    /// Seconds from the start left out of each point's summary (as `trace --warmup-s`).
+    #[arg(long, default_value_t = 0.0, help_heading = "Results")]
+    pub warmup_s: f64,
+    /// The results folder (new or empty; see --force): sweep.csv and, per point,
+    /// points/NNN/ (the results of a trace run).
+    #[arg(long, default_value = "results/sweep", help_heading = "Results")]
     pub out: PathBuf,
+    #[arg(long, help = crate::results::out_dir::FORCE_HELP, help_heading = "Results")]
+    pub force: bool,
 }
 
 /// The grid's points: for each, the (key, value) pairs it sets.
@@ -65,7 +74,7 @@ pub fn points(grid: &str) -> anyhow::Result<Vec<Vec<(String, String)>>> {
     Ok(out)
 }
 
-const COLUMNS: [&str; 12] = [
+const COLUMNS: [&str; 14] = [
     "invocations",
     "failed",
     "cold",
@@ -75,6 +84,8 @@ const COLUMNS: [&str; 12] = [
     "latency_p99_ms",
     "overhead_p50_ms",
     "overhead_p99_ms",
+    "queue_p99_ms",
+    "cold_start_p50_ms",
     "from_schedule_p99_ms",
     "completion_rate_per_s",
     "errors_by_kind",
@@ -97,6 +108,8 @@ fn row_values(s: &Value) -> Vec<String> {
         num(&s["client_latency_ms"]["p99"]),
         num(&s["overhead_ms"]["p50"]),
         num(&s["overhead_ms"]["p99"]),
+        num(&s["queue_ms"]["p99"]),
+        num(&s["cold_start_ms"]["p50"]),
         num(&s["latency_from_schedule_ms"]["p99"]),
         num(&s["completion_rate_per_s"]),
         errors,
@@ -118,8 +131,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("grid point {p:?}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let target = crate::simulation::sim_bench::simulation_target()?;
+    if !(a.warmup_s >= 0.0 && a.warmup_s.is_finite()) {
+        bail!("--warmup-s must be a number of seconds >= 0");
+    }
+    let mut target = crate::simulation::sim_bench::simulation_target()?;
+    target.functions.prewarm = a.prewarm;
     let plans = target.plans(&meta)?;
+    // No point of an earlier sweep stays beside this one's.
+    crate::results::out_dir::prepare(&a.out, a.force, &["sweep.csv", "points"])?;
     let jobs = match a.jobs {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
@@ -140,8 +159,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     let run = SimRun {
                         config: configs[i].clone(),
                         seed: a.seed,
-                        prewarm: a.prewarm,
                         version: "1".into(),
+                        warmup_s: a.warmup_s,
                         cluster: None,
                     };
                     let info = json!({"kind": "sweep", "input": a.input, "metadata": a.metadata, "point": i,

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use iluvatar_core::{Clock, Env};
+use iluvatar_service::config::ConfigError;
 use iluvatar_worker::api::WorkerApi;
 use iluvatar_worker::config::WorkerConfig;
 use iluvatar_worker::env::{QuietHost, TokioClock};
@@ -20,12 +21,33 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// `section.key=value` pairs (the same as the worker's ILUVATAR_WORKER__section__key
 /// environment overrides, which a simulation does not read: its inputs are explicit).
 /// The isolation backends become the file's `sim` backend alone (a default one if it has
-/// none), so that a live worker's config file works unchanged.
+/// none), so that a live worker's config file works unchanged. `invoker.concurrency` must
+/// be set: 0 (the live default) means the machine's cores, which would make the results
+/// depend on the machine the simulation runs on.
 pub fn worker_config(file: Option<&Path>, overrides: &[(String, String)]) -> anyhow::Result<WorkerConfig> {
-    let env = overrides
-        .iter()
-        .map(|(k, v)| (format!("{}{}", iluvatar_worker::config::ENV_PREFIX, k.replace('.', "__")), v.clone()));
-    let mut config = WorkerConfig::load(file, env).context("loading the simulated worker's config")?;
+    let var = |k: &str| format!("{}{}", iluvatar_worker::config::ENV_PREFIX, k.replace('.', "__"));
+    let env = overrides.iter().map(|(k, v)| (var(k), v.clone()));
+    let mut config = WorkerConfig::load(file, env)
+        .map_err(|e| match e {
+            // An override is a grid value here, not an environment variable.
+            ConfigError::EnvField { var: v, key, message } => match overrides.iter().find(|(k, _)| var(k) == v) {
+                Some((k, value)) => anyhow::anyhow!("{k}={value}: {key}: {message}"),
+                None => anyhow::anyhow!("{key}: {message}"),
+            },
+            e => e.into(),
+        })
+        .context("loading the simulated worker's config")?;
+    if config.invoker.concurrency == 0 {
+        let from = match file {
+            Some(f) => format!("in {}", f.display()),
+            None => "by default (no --worker-config)".into(),
+        };
+        anyhow::bail!(
+            "invoker.concurrency is 0 {from}: on a live worker that means as many invocations at once as the \
+             machine has cores, which a simulation must not depend on. Set invoker.concurrency in the worker \
+             config (e.g. the live worker's core count: {{\"invoker\": {{\"concurrency\": 4}}}})"
+        );
+    }
     let sim: Vec<BackendConfig> =
         config.isolation.backends.iter().filter(|b| matches!(b, BackendConfig::Sim(_))).cloned().collect();
     config.isolation.backends = if sim.is_empty() { vec![BackendConfig::Sim(Default::default())] } else { sim };

@@ -16,39 +16,55 @@ pub enum GenerateCommand {
     Azure(AzureArgs),
 }
 
-/// A synthetic workload: N functions with Poisson arrivals.
+/// A synthetic workload: N functions with Poisson arrivals (or timers).
 ///
 /// Each function's rate is drawn log-normal with mean
 /// --mean-rate and sigma --rate-sigma; its warm duration log-normal (mean --mean-warm-ms,
 /// sigma --warm-sigma); its cold duration is the warm one plus a log-normal start-up cost
 /// (mean --mean-cold-extra-ms, sigma --cold-sigma); its memory is picked uniformly from
-/// --mem-mb. Sigmas are of the underlying normal distribution.
+/// --mem-mb. Sigmas are of the underlying normal distribution. A --timer-fraction of the
+/// functions (drawn with the seed) fire on a timer instead, as timer-triggered functions do
+/// in the Azure dataset: every 1/rate seconds from a random phase.
 #[derive(clap::Args)]
 pub struct SyntheticArgs {
+    /// How many functions.
     #[arg(long, default_value_t = 10)]
     pub functions: usize,
+    /// Seconds of arrivals.
     #[arg(long, default_value_t = 60.0)]
     pub duration_s: f64,
     /// Mean invocations per second of one function.
     #[arg(long, default_value_t = 1.0)]
     pub mean_rate: f64,
+    /// Sigma of the functions' rates (log-normal): larger, a few hot functions and many rare.
     #[arg(long, default_value_t = 1.0)]
     pub rate_sigma: f64,
+    /// Mean warm duration (ms) over the functions.
     #[arg(long, default_value_t = 100.0)]
     pub mean_warm_ms: f64,
+    /// Sigma of the warm durations (log-normal).
     #[arg(long, default_value_t = 1.0)]
     pub warm_sigma: f64,
+    /// Mean start-up cost (ms) a cold start adds to the warm duration; 0 for none.
     #[arg(long, default_value_t = 500.0)]
     pub mean_cold_extra_ms: f64,
+    /// Sigma of the start-up costs (log-normal).
     #[arg(long, default_value_t = 0.5)]
     pub cold_sigma: f64,
+    /// The memory sizes (MB) functions are given, picked uniformly.
     #[arg(long, value_delimiter = ',', default_value = "128,256,512")]
     pub mem_mb: Vec<u64>,
+    /// The fraction of functions (0..=1) on a timer rather than Poisson arrivals.
+    #[arg(long, default_value_t = 0.0)]
+    pub timer_fraction: f64,
+    /// The seed of every draw: the same arguments give the same files.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Writes DIR/trace.csv and DIR/metadata.csv.
+    /// Writes DIR/trace.csv and DIR/metadata.csv (a new or empty folder; see --force).
     #[arg(long)]
     pub out: PathBuf,
+    #[arg(long, help = crate::results::out_dir::FORCE_HELP)]
+    pub force: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -94,22 +110,30 @@ pub struct AzureArgs {
     /// How many functions to keep.
     #[arg(long, default_value_t = 50)]
     pub functions: usize,
+    /// Which functions to keep.
     #[arg(long, value_enum, default_value = "top")]
     pub select: Select,
     /// The first minute (1..1440).
     #[arg(long, default_value_t = 1)]
     pub start_minute: usize,
+    /// How many minutes, from --start-minute.
     #[arg(long, default_value_t = 10)]
     pub minutes: usize,
+    /// How a minute's invocations are placed in it.
     #[arg(long, value_enum, default_value = "uniform")]
     pub arrivals: Spread,
+    /// The least memory (MB) a function is given.
     #[arg(long, default_value_t = 16)]
     pub min_mem_mb: u64,
+    /// The seed of --select random and --arrivals poisson.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Writes DIR/trace.csv, DIR/metadata.csv and DIR/generation.json.
+    /// Writes DIR/trace.csv, DIR/metadata.csv and DIR/generation.json (a new or empty
+    /// folder; see --force).
     #[arg(long)]
     pub out: PathBuf,
+    #[arg(long, help = crate::results::out_dir::FORCE_HELP)]
+    pub force: bool,
 }
 
 pub fn run(cmd: GenerateCommand) -> anyhow::Result<()> {
@@ -140,6 +164,7 @@ fn r3(x: f64) -> f64 {
 
 pub fn synthetic(a: SyntheticArgs) -> anyhow::Result<()> {
     let (meta, mut arrivals) = synthetic_workload(&a)?;
+    crate::results::out_dir::prepare(&a.out, a.force, &["trace.csv", "metadata.csv"])?;
     write(&a.out, &meta, &mut arrivals)
 }
 
@@ -147,6 +172,9 @@ pub fn synthetic(a: SyntheticArgs) -> anyhow::Result<()> {
 pub fn synthetic_workload(a: &SyntheticArgs) -> anyhow::Result<(Vec<FunctionMeta>, Vec<Arrival>)> {
     if a.functions == 0 || a.duration_s <= 0.0 || a.mean_rate <= 0.0 || a.mean_warm_ms <= 0.0 || a.mem_mb.is_empty() {
         bail!("--functions, --duration-s, --mean-rate, --mean-warm-ms and --mem-mb must be positive");
+    }
+    if !(0.0..=1.0).contains(&a.timer_fraction) {
+        bail!("--timer-fraction must lie in 0..=1, not {}", a.timer_fraction);
     }
     let mut d = Draw::new(a.seed);
     let mut meta = Vec::new();
@@ -166,6 +194,18 @@ pub fn synthetic_workload(a: &SyntheticArgs) -> anyhow::Result<(Vec<FunctionMeta
             mem_mb: mem,
             ..Default::default()
         });
+        // No draw is spent on the choice when no function is on a timer, so traces
+        // generated before the option existed come out the same.
+        let timer = a.timer_fraction > 0.0 && d.uniform() < a.timer_fraction;
+        if timer {
+            let period = 1e3 / rate;
+            let mut t = d.uniform() * period;
+            while t < a.duration_s * 1e3 {
+                arrivals.push(Arrival { func: i, time_ms: r3(t) });
+                t += period;
+            }
+            continue;
+        }
         let mut t = d.exponential(rate) * 1e3;
         while t < a.duration_s * 1e3 {
             arrivals.push(Arrival { func: i, time_ms: r3(t) });
@@ -230,6 +270,7 @@ pub fn azure(a: AzureArgs) -> anyhow::Result<()> {
     if a.start_minute == 0 || a.minutes == 0 || a.start_minute + a.minutes - 1 > 1440 {
         bail!("--start-minute and --minutes must pick minutes within 1..1440");
     }
+    crate::results::out_dir::prepare(&a.out, a.force, &["trace.csv", "metadata.csv", "generation.json"])?;
     // Durations: key -> (warm, cold).
     let mut durations: HashMap<Key, (f64, f64)> = HashMap::new();
     for_each_row(&a.durations, |line, h, row| {
@@ -354,4 +395,54 @@ pub fn azure(a: AzureArgs) -> anyhow::Result<()> {
         meta.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(timer_fraction: f64) -> SyntheticArgs {
+        SyntheticArgs {
+            functions: 20,
+            duration_s: 600.0,
+            mean_rate: 0.5,
+            rate_sigma: 1.0,
+            mean_warm_ms: 100.0,
+            warm_sigma: 1.0,
+            mean_cold_extra_ms: 500.0,
+            cold_sigma: 0.5,
+            mem_mb: vec![128, 256],
+            timer_fraction,
+            seed: 7,
+            out: PathBuf::new(),
+            force: false,
+        }
+    }
+
+    /// The gaps between one function's arrivals, in order.
+    fn gaps(arrivals: &[Arrival], func: usize) -> Vec<f64> {
+        let t: Vec<f64> = arrivals.iter().filter(|a| a.func == func).map(|a| a.time_ms).collect();
+        t.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
+    fn evenly_spaced(g: &[f64]) -> bool {
+        g.len() >= 2 && g.iter().all(|x| (x - g[0]).abs() <= 0.002)
+    }
+
+    #[test]
+    fn timer_functions_fire_at_a_fixed_period_and_the_others_do_not() {
+        let (_, none) = synthetic_workload(&args(0.0)).unwrap();
+        assert!((0..20).all(|f| !evenly_spaced(&gaps(&none, f))), "no timer wanted, but one function is periodic");
+        let (_, all) = synthetic_workload(&args(1.0)).unwrap();
+        assert!((0..20).all(|f| gaps(&all, f).len() < 2 || evenly_spaced(&gaps(&all, f))));
+        let (_, half) = synthetic_workload(&args(0.5)).unwrap();
+        let timers = (0..20).filter(|&f| evenly_spaced(&gaps(&half, f))).count();
+        assert!((4..=16).contains(&timers), "{timers} of 20 functions on a timer at fraction 0.5");
+    }
+
+    #[test]
+    fn a_timer_fraction_outside_zero_to_one_is_refused() {
+        let err = synthetic_workload(&args(1.5)).unwrap_err().to_string();
+        assert!(err.contains("--timer-fraction"), "{err}");
+    }
 }

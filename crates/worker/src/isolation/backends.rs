@@ -30,6 +30,13 @@ macro_rules! backends {
                 }
             }
 
+            /// Whether this process can run the backend ([`BackendFactory::check_host`]).
+            pub fn check_host(&self) -> Result<(), IsolationError> {
+                match self {
+                    $(BackendConfig::$variant(c) => c.check_host(),)*
+                }
+            }
+
             /// The bit of the backend this config builds.
             pub fn flag(&self) -> u32 {
                 match self {

@@ -81,6 +81,12 @@ pub trait IsolationBackend: Send + Sync {
     }
     /// Checks at registration that the function's image or code reference can be used.
     fn check_reference(&self, spec: &FunctionSpec) -> Result<(), IsolationError>;
+    /// Makes what the reference names ready before the registration is stored (an image
+    /// pulled from its registry, an image unpacked), so that no invocation waits for it, and
+    /// refuses it if it cannot be used. Answers what it did, for the log.
+    fn prepare<'a>(&'a self, _spec: &'a FunctionSpec) -> BoxFuture<'a, Result<Option<String>, IsolationError>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Called once a registration is stored, and for every stored one at start: the backend
     /// may open (and check again) what the reference names and keep it for the function's
     /// life. An error leaves the function registered but unable to start containers.
@@ -103,6 +109,13 @@ pub trait IsolationBackend: Send + Sync {
 pub enum IsolationError {
     #[error("the {backend} backend cannot use reference {reference:?}: {why}")]
     BadReference { backend: &'static str, reference: String, why: String },
+    /// An image could not be pulled from its registry.
+    #[error("cannot pull image {reference}: {source}")]
+    Pull {
+        reference: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("container {id} failed to start: {why}")]
     Start { id: String, why: String },
     #[error("container {id} broke during the call: {why}")]
@@ -164,4 +177,10 @@ pub struct BackendContext {
 /// from the registration point ([`backends`]).
 pub trait BackendFactory {
     fn build(&self, ctx: &BackendContext) -> Result<Arc<dyn IsolationBackend>, IsolationError>;
+
+    /// Whether this process can run the backend at all (e.g. it needs root), checked when
+    /// the worker starts, before it makes anything: `Err` says what is missing.
+    fn check_host(&self) -> Result<(), IsolationError> {
+        Ok(())
+    }
 }

@@ -6,6 +6,7 @@
 //! - its name is its config type, its flag one bit, the one its functions carry;
 //! - `clean_leftovers` on a clean state finds nothing, again and again;
 //! - `check_reference` refuses a bad reference with `BadReference` naming the backend;
+//!   `check_reference`, `prepare` and `registered` accept a good one, as a registration calls them;
 //! - create -> call -> call -> remove: the container has the id it was given, a call
 //!   returns the function's JSON with start <= end (Unix µs of now), only the first call is
 //!   the first, a call starts after the previous one ended;
@@ -125,6 +126,7 @@ pub fn promises<C: BackendCase>(backend: &dyn IsolationBackend, state_dir: &Path
 
         let spec = C::function();
         backend.check_reference(&spec).unwrap_or_else(|e| panic!("{name}: check_reference: {e}"));
+        backend.prepare(&spec).await.unwrap_or_else(|e| panic!("{name}: prepare: {e}"));
         backend.registered(&spec).unwrap_or_else(|e| panic!("{name}: registered: {e}"));
         backend.start();
         let req = CreateRequest { spec: &spec, container_id: "compliance-1", tid: "compliance-create" };

@@ -1,10 +1,10 @@
 //! The image store, for any backend that runs OCI images: `ImageRef::parse`,
-//! `ImageStore::{new, prepare, release, command}` and `Image` (root, command, environment,
-//! cwd).
+//! `ImageStore::{new, prepare, release}` and `Image` (root, command, environment, cwd).
 //!
-//! OCI images from a local image layout directory (`oci:/path[:tag]`) or a layout archive
-//! (`oci-archive:/path.tar[:tag]`), unpacked once per verified manifest digest into a shared
-//! root that containers mount read-only.
+//! OCI images from a local image layout directory (`oci:/path[:tag]`), a layout archive
+//! (`oci-archive:/path.tar[:tag]`) or a registry (`pull`: pulled into the worker's store of
+//! pulled images, itself a layout, `blobs`), unpacked once per verified manifest digest into
+//! a shared root that containers mount read-only.
 //!
 //! The image is not trusted:
 //! - `index.json`, blobs and archives are opened without following links, regular files only
@@ -22,11 +22,15 @@
 //!   container runs from it, and an archive's extraction once no reference names it.
 
 mod archive;
+mod blobs;
 mod layer;
 mod limits;
+mod pull;
 mod safe;
 
 pub use limits::ImageLimits;
+pub use pull::RegistryConfig;
+pub(crate) use pull::{Puller, RegistryRef};
 
 use iluvatar_core::Clock;
 use limits::{Blob, Budget, Capped, MAX_JSON_BYTES, maybe_gunzip};
@@ -144,8 +148,9 @@ impl ImageStore {
     }
 
     /// Resolves and (if needed) unpacks an image for the container `container`, which uses
-    /// it until `release`. Blocking: call from a blocking thread.
-    pub fn prepare(&self, r: &ImageRef, container: &str) -> Result<Image, String> {
+    /// it until `release`; without a container (at registration), only unpacks it, and
+    /// records no use. Blocking: call from a blocking thread.
+    pub fn prepare(&self, r: &ImageRef, container: Option<&str>) -> Result<Image, String> {
         let budget = Budget::new(&self.limits, self.clock.as_ref());
         let (layout, archive_key) = if r.archive {
             let (fd, key) = self.archive_layout(&r.path, &budget)?;
@@ -164,6 +169,10 @@ impl ImageStore {
             self.unpack(&layout, &manifest_digest, &manifest, &done, &budget)?;
         }
         let meta = read_json(&done.join("image.json"))?;
+        let Some(container) = container else {
+            drop(guard);
+            return Ok(image_of(&done, &meta));
+        };
         let (old_root, old_archive) = {
             let mut uses = lock(&self.uses);
             uses.containers.insert(container.to_string(), key.clone());
@@ -181,34 +190,7 @@ impl ImageStore {
         if let Some(old) = old_archive {
             self.collect_archive(&old);
         }
-        let strings = |k: &str| -> Vec<String> {
-            meta[k]
-                .as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
-                .unwrap_or_default()
-        };
-        Ok(Image {
-            rootfs: done.join("rootfs"),
-            args: strings("args"),
-            env: strings("env"),
-            cwd: meta["cwd"].as_str().unwrap_or("/").to_string(),
-        })
-    }
-
-    /// What an image runs (its entrypoint and command), read from its verified config
-    /// without unpacking its layers (an archive is extracted, as its first cold start would,
-    /// which then finds it done). Blocking: call from a blocking thread.
-    pub fn command(&self, r: &ImageRef) -> Result<Vec<String>, String> {
-        let budget = Budget::new(&self.limits, self.clock.as_ref());
-        let layout = if r.archive {
-            self.archive_layout(&r.path, &budget)?.0
-        } else {
-            safe::open_dir_path(&r.path).map_err(|e| format!("image layout {}: {}", r.path.display(), e.desc()))?
-        };
-        let (_, manifest) = resolve_manifest(&layout, r.tag.as_deref(), &budget)?;
-        let config_digest = manifest["config"]["digest"].as_str().ok_or("the manifest has no config")?;
-        let config = read_json_blob(&layout, config_digest, "config", manifest["config"]["size"].as_u64(), &budget)?;
-        Ok(run_args(&config))
+        Ok(image_of(&done, &meta))
     }
 
     /// The container no longer runs: its root is removed if nothing else uses it.
@@ -257,7 +239,9 @@ impl ImageStore {
 
     /// Extracts an archive into a layout directory keyed by what `fstat` says of the file
     /// opened (device, inode, size, modification and change times), so that a changed
-    /// archive is extracted anew, whatever path reached it. Returns the layout and its key.
+    /// archive is extracted anew, whatever path reached it (the registration's handle and
+    /// the one kept for cold starts are different `/proc/self/fd` paths). Returns the layout
+    /// and its key.
     fn archive_layout(&self, path: &Path, budget: &Budget<'_>) -> Result<(OwnedFd, String), String> {
         let shown = path.display().to_string();
         let (file, st) = safe::open_regular(None, path, &format!("image archive {shown}"))?;
@@ -337,9 +321,13 @@ impl ImageStore {
         }
         let c = &config["config"];
         let list = |k: &str| c[k].as_array().cloned().unwrap_or_default();
-        let args = run_args(&config);
+        let mut args = list("Entrypoint");
+        args.extend(list("Cmd"));
         if args.is_empty() {
-            return Err("the image has neither Entrypoint nor Cmd".into());
+            return Err(
+                "the image has neither Entrypoint nor Cmd: it runs neither Ilúvatar's agent nor a function server"
+                    .into(),
+            );
         }
         let meta = serde_json::json!({
             "manifest": manifest_digest,
@@ -351,11 +339,17 @@ impl ImageStore {
     }
 }
 
-/// What an image's config runs: its entrypoint, then its command (the strings in them).
-fn run_args(config: &Value) -> Vec<String> {
-    let c = &config["config"];
-    let strings = |k: &str| c[k].as_array().into_iter().flatten().filter_map(|x| x.as_str().map(String::from));
-    strings("Entrypoint").chain(strings("Cmd")).collect()
+/// An unpacked image, from the `image.json` written beside its root.
+fn image_of(done: &Path, meta: &Value) -> Image {
+    let strings = |k: &str| -> Vec<String> {
+        meta[k].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+    };
+    Image {
+        rootfs: done.join("rootfs"),
+        args: strings("args"),
+        env: strings("env"),
+        cwd: meta["cwd"].as_str().unwrap_or("/").to_string(),
+    }
 }
 
 /// Removes a tree of the store's own (std does not follow links inside it); absent is fine.
@@ -424,12 +418,8 @@ fn resolve_manifest(layout: &OwnedFd, tag: Option<&str>, budget: &Budget<'_>) ->
     if desc["mediaType"].as_str().is_some_and(|m| m.contains("index")) {
         let digest = desc["digest"].as_str().ok_or("an index entry has no digest")?;
         let nested = read_json_blob(layout, digest, "image index", desc["size"].as_u64(), budget)?;
-        let arch = std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64");
-        desc = nested["manifests"]
-            .as_array()
-            .and_then(|ms| ms.iter().find(|m| m["platform"]["architecture"] == arch.as_str()).or(ms.first()))
-            .ok_or("the nested image index is empty")?
-            .clone();
+        let entries = nested["manifests"].as_array().map(Vec::as_slice).unwrap_or_default();
+        desc = pull::for_this_platform(entries).map_err(|e| e.to_string())?.clone();
     }
     let digest = desc["digest"].as_str().ok_or("an index entry has no digest")?.to_string();
     let manifest = read_json_blob(layout, &digest, "manifest", desc["size"].as_u64(), budget)?;

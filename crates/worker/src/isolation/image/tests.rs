@@ -140,7 +140,7 @@ impl Fixture {
 
     fn prepare(&self, name: &str, layers: &[Vec<u8>]) -> Result<Image, String> {
         let (r, _) = self.layout(name, layers);
-        self.store.prepare(&r, name)
+        self.store.prepare(&r, Some(name))
     }
 
     fn canary(&self) -> PathBuf {
@@ -276,7 +276,7 @@ fn setuid_and_setgid_bits_are_dropped_and_devices_not_created() {
 fn blobs_must_match_their_digests_and_the_cache_is_keyed_by_verified_ones() {
     let f = Fixture::new(ImageLimits::default());
     let (good, good_digest) = f.layout("good", &[layer(&[E::File("who", b"good", 0o644)])]);
-    let img = f.store.prepare(&good, "c1").unwrap();
+    let img = f.store.prepare(&good, Some("c1")).unwrap();
     assert!(img.rootfs.ends_with(format!("sha256-{}/rootfs", &good_digest[7..])));
 
     // A tampered layer (same size, one byte changed).
@@ -290,7 +290,7 @@ fn blobs_must_match_their_digests_and_the_cache_is_keyed_by_verified_ones() {
     let at = bytes.windows(4).position(|w| w == b"evil").unwrap();
     bytes[at] = b'E';
     std::fs::write(blobs.join(&l[7..]), &bytes).unwrap();
-    let e = f.store.prepare(&evil, "c2").unwrap_err();
+    let e = f.store.prepare(&evil, Some("c2")).unwrap_err();
     assert!(e.contains(&format!("layer {l} does not match its digest")), "{e}");
 
     // An image claiming the good image's manifest digest for a manifest of its own.
@@ -299,17 +299,17 @@ fn blobs_must_match_their_digests_and_the_cache_is_keyed_by_verified_ones() {
     std::fs::rename(blobs.join(&claimed[7..]), blobs.join(&good_digest[7..])).unwrap();
     let index = serde_json::json!({"manifests": [{"digest": good_digest}]});
     std::fs::write(claim.path.join("index.json"), index.to_string()).unwrap();
-    let e = f.store.prepare(&claim, "c3").unwrap_err();
+    let e = f.store.prepare(&claim, Some("c3")).unwrap_err();
     assert!(e.contains(&format!("manifest {good_digest} does not match its digest")), "{e}");
     assert_eq!(std::fs::read_to_string(img.rootfs.join("who")).unwrap(), "good");
 
     // Malformed and foreign digests.
     let index = serde_json::json!({"manifests": [{"digest": "sha256:../../etc"}]});
     std::fs::write(claim.path.join("index.json"), index.to_string()).unwrap();
-    assert!(f.store.prepare(&claim, "c4").unwrap_err().contains("malformed digest"));
+    assert!(f.store.prepare(&claim, Some("c4")).unwrap_err().contains("malformed digest"));
     let index = serde_json::json!({"manifests": [{"digest": "md5:abc"}]});
     std::fs::write(claim.path.join("index.json"), index.to_string()).unwrap();
-    assert!(f.store.prepare(&claim, "c4").unwrap_err().contains("unsupported digest"));
+    assert!(f.store.prepare(&claim, Some("c4")).unwrap_err().contains("unsupported digest"));
 }
 
 #[test]
@@ -319,24 +319,24 @@ fn blobs_and_index_that_are_links_devices_or_fifos_are_refused_at_once() {
     let blob = r.path.join("blobs/sha256").join(&m[7..]);
     std::fs::remove_file(&blob).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &blob).unwrap();
-    let e = f.store.prepare(&r, "c").unwrap_err();
+    let e = f.store.prepare(&r, Some("c")).unwrap_err();
     assert!(e.contains("is a symbolic link, not a regular file (refused)"), "{e}");
     // A FIFO itself (not through a link): refused without blocking.
     std::fs::remove_file(&blob).unwrap();
     nix::unistd::mkfifo(&blob, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let e = f.store.prepare(&r, "c").unwrap_err();
+    let e = f.store.prepare(&r, Some("c")).unwrap_err();
     assert!(e.contains("is a FIFO, not a regular file (refused)"), "{e}");
     // index.json linked to /dev/zero: refused at registration too.
     std::fs::remove_file(r.path.join("index.json")).unwrap();
     std::os::unix::fs::symlink("/dev/zero", r.path.join("index.json")).unwrap();
     let e = r.check().unwrap_err();
     assert!(e.contains("index.json is a symbolic link"), "{e}");
-    assert!(f.store.prepare(&r, "c").unwrap_err().contains("index.json is a symbolic link"));
+    assert!(f.store.prepare(&r, Some("c")).unwrap_err().contains("index.json is a symbolic link"));
     let missing = ImageRef { archive: true, path: PathBuf::from("/nonexistent.tar"), tag: None };
     assert_eq!(missing.check().unwrap_err(), "image archive /nonexistent.tar does not exist");
     let archive = ImageRef { archive: true, path: PathBuf::from("/dev/zero"), tag: None };
     assert!(archive.check().unwrap_err().contains("is a device, not a regular file"));
-    assert!(f.store.prepare(&archive, "c").unwrap_err().contains("is a device, not a regular file"));
+    assert!(f.store.prepare(&archive, Some("c")).unwrap_err().contains("is a device, not a regular file"));
 }
 
 #[test]
@@ -359,7 +359,7 @@ fn layers_images_and_entries_are_capped() {
     let manifest: Value = serde_json::from_slice(&std::fs::read(blobs.join(&m[7..])).unwrap()).unwrap();
     let l = manifest["layers"][0]["digest"].as_str().unwrap();
     std::fs::File::options().write(true).open(blobs.join(&l[7..])).unwrap().set_len(3 << 20).unwrap();
-    let e = f.store.prepare(&r, "c").unwrap_err();
+    let e = f.store.prepare(&r, Some("c")).unwrap_err();
     assert!(e.contains(&format!("layer {l} is {} bytes, more than the limit of 1 MiB", 3 << 20)), "{e}");
     // The image: three layers under the layer cap, over the image's.
     let part = layer(&[E::File("a", &vec![1; 900 << 10], 0o644)]);
@@ -395,7 +395,7 @@ fn an_unpack_that_takes_too_long_is_stopped() {
     let many: Vec<E<'_>> = names.iter().map(|n| E::File(n, b"x", 0o644)).collect();
     let path = dir.0.join("layout");
     write_layout(&path, &[layer(&many)]);
-    let e = store.prepare(&ImageRef { archive: false, path, tag: None }, "c").unwrap_err();
+    let e = store.prepare(&ImageRef { archive: false, path, tag: None }, Some("c")).unwrap_err();
     assert!(e.contains("took longer than 20000 ms (images.unpack_timeout_ms)"), "{e}");
     assert!(!dir.0.join("images/.tmp-").exists());
 }
@@ -422,24 +422,28 @@ fn archives_are_extracted_safely() {
         ImageRef { archive: true, path: p, tag: None }
     };
     let good = archive("good.tar", tar_of(&[E::File("manifest.json", b"[]", 0o644)]));
-    let img = f.store.prepare(&good, "c1").unwrap();
+    let img = f.store.prepare(&good, Some("c1")).unwrap();
     assert_eq!(std::fs::read_to_string(img.rootfs.join("hello")).unwrap(), "hi");
 
     let target = format!("{}{}", f.up(), f.canary().join("secret").display().to_string().trim_start_matches('/'));
-    let e = f.store.prepare(&archive("dotdot.tar", tar_of(&[E::File(&target, b"x", 0o644)])), "c").unwrap_err();
+    let e = f.store.prepare(&archive("dotdot.tar", tar_of(&[E::File(&target, b"x", 0o644)])), Some("c")).unwrap_err();
     assert!(e.contains("archive entry") && e.contains("'..' component (refused)"), "{e}");
     let abs = f.canary().join("secret").display().to_string();
-    let e = f.store.prepare(&archive("abs.tar", tar_of(&[E::File(&abs, b"x", 0o644)])), "c").unwrap_err();
+    let e = f.store.prepare(&archive("abs.tar", tar_of(&[E::File(&abs, b"x", 0o644)])), Some("c")).unwrap_err();
     assert!(e.contains("is an absolute path (refused)"), "{e}");
-    let e = f.store.prepare(&archive("link.tar", tar_of(&[E::Link("blobs/sha256/x", "/dev/zero")])), "c").unwrap_err();
+    let e = f
+        .store
+        .prepare(&archive("link.tar", tar_of(&[E::Link("blobs/sha256/x", "/dev/zero")])), Some("c"))
+        .unwrap_err();
     assert!(e.contains("blobs/sha256/x") && e.contains("Symlink entry"), "{e}");
-    let e = f.store.prepare(&archive("twice.tar", tar_of(&[E::File("index.json", b"{}", 0o644)])), "c").unwrap_err();
+    let e =
+        f.store.prepare(&archive("twice.tar", tar_of(&[E::File("index.json", b"{}", 0o644)])), Some("c")).unwrap_err();
     assert!(e.contains("index.json\" appears twice (refused)"), "{e}");
     f.assert_canary();
     // The archive itself through a link.
     let link = f.dir.0.join("link-to-good.tar");
     std::os::unix::fs::symlink(&good.path, &link).unwrap();
-    let e = f.store.prepare(&ImageRef { archive: true, path: link, tag: None }, "c").unwrap_err();
+    let e = f.store.prepare(&ImageRef { archive: true, path: link, tag: None }, Some("c")).unwrap_err();
     assert!(e.contains("is a symbolic link, not a regular file"), "{e}");
 }
 
@@ -449,13 +453,13 @@ fn roots_are_removed_once_unused() {
     let path = f.dir.0.join("layouts/changing");
     let first = write_layout(&path, &[layer(&[E::File("v", b"1", 0o644)])]);
     let r = ImageRef { archive: false, path: path.clone(), tag: None };
-    let one = f.store.prepare(&r, "c1").unwrap();
-    assert_eq!(f.store.prepare(&r, "c2").unwrap().rootfs, one.rootfs, "one root per digest");
+    let one = f.store.prepare(&r, Some("c1")).unwrap();
+    assert_eq!(f.store.prepare(&r, Some("c2")).unwrap().rootfs, one.rootfs, "one root per digest");
     // The image changes: the old root stays while its containers run.
     std::fs::remove_dir_all(&path).unwrap();
     let second = write_layout(&path, &[layer(&[E::File("v", b"2", 0o644)])]);
     assert_ne!(first, second);
-    let two = f.store.prepare(&r, "c3").unwrap();
+    let two = f.store.prepare(&r, Some("c3")).unwrap();
     assert_eq!(std::fs::read_to_string(two.rootfs.join("v")).unwrap(), "2");
     f.store.release("c1");
     assert!(one.rootfs.exists(), "c2 still runs from it");
@@ -482,11 +486,11 @@ fn a_nested_index_is_followed_and_verified() {
         {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": nested_digest}
     ]});
     std::fs::write(r.path.join("index.json"), index.to_string()).unwrap();
-    let img = f.store.prepare(&r, "c1").unwrap();
+    let img = f.store.prepare(&r, Some("c1")).unwrap();
     assert_eq!(std::fs::read_to_string(img.rootfs.join("n")).unwrap(), "nested");
     // The nested index changed under its digest: refused.
     let evil = nested.replace("linux", "LINUX");
     std::fs::write(r.path.join("blobs/sha256").join(&nested_digest[7..]), evil).unwrap();
-    let e = f.store.prepare(&r, "c2").unwrap_err();
+    let e = f.store.prepare(&r, Some("c2")).unwrap_err();
     assert!(e.contains(&format!("image index {nested_digest} does not match its digest")), "{e}");
 }

@@ -100,7 +100,7 @@ impl RuntimeBackend {
             Source::Image { image: r, .. } => {
                 let (store, r) = (self.images.clone(), r.clone());
                 let id = req.container_id.to_string();
-                let image = tokio::task::spawn_blocking(move || store.prepare(&r, &id))
+                let image = tokio::task::spawn_blocking(move || store.prepare(&r, Some(&id)))
                     .await
                     .map_err(|e| start_err(e.to_string()))?
                     .map_err(|e| start_err(format!("the image cannot be used: {e}")))?;

@@ -5,11 +5,12 @@
 //! Files live under `state_dir/runtime/`: `root/` (libcontainer's state), `bundles/<key>/`
 //! (config.json), `sockets/<key>/` (the agent's socket, a tiny tmpfs), `logs/<key>.log` (the
 //! function's stdout and stderr), `slots/<key>/` (where a standby container's function is
-//! mounted), `rootfs/` (the shared read-only root skeleton), `agent/` and `images/`.
+//! mounted), `rootfs/` (the shared read-only root skeleton), `agent/` and `images/`; images
+//! pulled from registries are kept in `state_dir/pulled/` (see `image::pull`).
 
 mod cgroup;
 mod container;
-pub use crate::isolation::image::ImageLimits;
+pub use crate::isolation::image::{ImageLimits, RegistryConfig};
 pub mod launcher;
 mod netns;
 pub mod roots;
@@ -64,6 +65,8 @@ pub struct RuntimeConfig {
     pub user_namespace_base: u32,
     /// Caps on OCI images: layer and image sizes, entries, unpack time.
     pub images: image::ImageLimits,
+    /// How registries are reached: plain-HTTP registries beyond loopback, the pull timeout.
+    pub registry: image::RegistryConfig,
     /// Folders under which `code:` folders and local image paths (`oci:`, `oci-archive:`)
     /// must lie, compared on canonical paths. Empty: any folder but the refused ones (the
     /// state dir, /proc, /sys, /dev and their parents), allowed only while the worker listens
@@ -73,7 +76,20 @@ pub struct RuntimeConfig {
 
 impl BackendFactory for RuntimeConfig {
     fn build(&self, ctx: &BackendContext) -> Result<Arc<dyn IsolationBackend>, IsolationError> {
+        self.check_host()?;
         Ok(RuntimeBackend::new(self.clone(), &ctx.state_dir, ctx.env.clock.clone(), ctx.beyond_loopback)?)
+    }
+
+    /// Real containers need root: mounts, cgroups, namespaces and the launchers' clones.
+    fn check_host(&self) -> Result<(), IsolationError> {
+        let uid = nix::unistd::geteuid();
+        if uid.is_root() {
+            return Ok(());
+        }
+        Err(IsolationError::Config(Box::from(format!(
+            "the runtime backend creates real containers and needs root, but this worker runs as uid {uid}: \
+             start it as root, or offer only simulated containers (isolation.backends = [{{type = \"sim\"}}])"
+        ))))
     }
 }
 
@@ -92,6 +108,7 @@ impl Default for RuntimeConfig {
             user_namespace: true,
             user_namespace_base: 1_000_000,
             images: Default::default(),
+            registry: Default::default(),
             code_roots: Vec::new(),
         }
     }
@@ -115,6 +132,8 @@ pub struct RuntimeBackend {
     /// workers sharing a machine never touch each other's containers.
     cgroup_parent: String,
     images: std::sync::Arc<image::ImageStore>,
+    /// Pulls registry images into `state_dir/pulled/`, shared by every function.
+    puller: std::sync::Arc<image::Puller>,
     clock: std::sync::Arc<dyn iluvatar_core::Clock>,
     standby: standby::StandbyPool,
     /// The processes that create and remove containers: libcontainer is never called in
@@ -205,6 +224,9 @@ impl RuntimeBackend {
         let images = image::ImageStore::new(base.join("images"), config.images.clone(), clock.clone())
             .map_err(|e| IsolationError::Config(e.into()))?;
         let images = std::sync::Arc::new(images);
+        let puller =
+            image::Puller::new(state_dir.join("pulled"), config.registry.clone(), config.images.clone(), clock.clone())
+                .map_err(|e| IsolationError::Config(e.into()))?;
         if config.standby > 0 {
             standby::share_slots(&dirs.slots)?;
         }
@@ -216,6 +238,7 @@ impl RuntimeBackend {
             dirs,
             cgroup_parent,
             images,
+            puller: std::sync::Arc::new(puller),
             clock,
             standby: Default::default(),
             launchers,
@@ -249,6 +272,10 @@ impl IsolationBackend for RuntimeBackend {
 
     fn check_reference(&self, spec: &FunctionSpec) -> Result<(), IsolationError> {
         self.check_source(spec)
+    }
+
+    fn prepare<'a>(&'a self, spec: &'a FunctionSpec) -> BoxFuture<'a, Result<Option<String>, IsolationError>> {
+        Box::pin(self.prepare_source(spec))
     }
 
     fn registered(&self, spec: &FunctionSpec) -> Result<(), IsolationError> {

@@ -3,14 +3,12 @@
 //! container's own network namespace or over the socket variant. Which one a container
 //! runs, how the worker waits for it to answer, and one call.
 
-use super::RuntimeBackend;
 use super::container::process_alive;
 use super::netns::{Netns, SocketMaker};
-use super::source::bad_reference;
+use crate::isolation::CallResult;
 use crate::isolation::agent::{AgentConnection, AgentFailure};
 use crate::isolation::server::{self, HttpConnection, ServerKind, SocketConnection, Status, Window};
-use crate::isolation::{CallResult, IsolationError, image};
-use iluvatar_core::{Clock, FunctionSpec};
+use iluvatar_core::Clock;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
@@ -40,6 +38,15 @@ impl Speaks {
         }
     }
 
+    /// What an image runs, for the log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Speaks::Agent => "Ilúvatar's agent",
+            Speaks::Server(ServerKind::Http) => "a function server (HTTP on port 8080)",
+            Speaks::Server(ServerKind::UnixSocket) => "a function server (its Unix-socket variant)",
+        }
+    }
+
     /// What the process is called in messages.
     pub fn process(self) -> &'static str {
         match self {
@@ -59,41 +66,6 @@ impl Speaks {
             format!("__IL_SOCKET={socket_in_container}"),
             format!("GUNICORN_CMD_ARGS=--workers=1 --timeout=0 --bind=0.0.0.0:{}", server::HTTP_PORT),
         ]
-    }
-}
-
-impl RuntimeBackend {
-    /// At registration, what an image's config says it runs: an image with neither
-    /// entrypoint nor command runs neither the agent nor a server, and is refused. Other
-    /// problems of the image are left to its first cold start, which reports them.
-    pub(super) fn check_image(&self, spec: &FunctionSpec, image: &image::ImageRef) -> Result<(), IsolationError> {
-        let fqdn = spec.fqdn();
-        match blocking(|| self.images.command(image)) {
-            Ok(args) if args.is_empty() => Err(bad_reference(
-                spec,
-                "the image has neither Entrypoint nor Cmd: it runs neither Ilúvatar's agent nor a function server"
-                    .into(),
-            )),
-            Ok(args) => {
-                let speaks = Speaks::image(&args, spec.container_server);
-                tracing::info!(%fqdn, ?args, ?speaks, "the image's entrypoint and command");
-                Ok(())
-            }
-            Err(why) => {
-                tracing::info!(%fqdn, %why, "the image's config cannot be read now; its cold start will say why");
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Runs blocking work from the async registration path without holding up the other tasks
-/// of its runtime thread (on a multi-threaded runtime; in place on another).
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }
 

@@ -1,6 +1,8 @@
-//! A function's source for the runtime backend: its reference (`code:` folder or OCI image)
-//! parsed and its path opened and checked once, when it is registered (or reloaded at
-//! start), then kept for the registration's life. A cold start only looks it up.
+//! A function's source for the runtime backend: its reference (`code:` folder, local OCI
+//! image, or registry image) parsed and its path opened and checked once, when it is
+//! registered (or reloaded at start), then kept for the registration's life. An image is
+//! pulled (registry) and unpacked when it is registered (`prepare_source`), so that a bad
+//! image is refused then; a cold start only looks the source up.
 
 use super::{RuntimeBackend, roots};
 use crate::isolation::{IsolationError, image};
@@ -15,6 +17,8 @@ enum Parsed {
     /// asked for (loopback) network.
     Code(PathBuf, Vec<String>, bool),
     Image(image::ImageRef),
+    /// An image in a registry (a reference with no scheme).
+    Registry(image::RegistryRef),
 }
 
 /// Where a function's code comes from: its reference parsed once, at registration (or at
@@ -23,8 +27,10 @@ pub(super) enum Source {
     /// The function's folder, the container's extra environment variables, and whether it
     /// asked for (loopback) network.
     Code { dir: Arc<roots::Handle>, env: Vec<String>, network: bool },
-    /// An image; `image.path` is the handle's `/proc/self/fd` path.
-    Image { _handle: Arc<roots::Handle>, image: image::ImageRef },
+    /// A local image, reached through the handle opened at registration (`image.path` is the
+    /// handle's `/proc/self/fd` path), or a pulled one, in the store of pulled images (no
+    /// handle: the store is the worker's own).
+    Image { _handle: Option<Arc<roots::Handle>>, image: image::ImageRef },
 }
 
 #[derive(Default)]
@@ -35,16 +41,17 @@ pub(super) struct Handles {
     files: HashMap<(u64, u64), std::sync::Weak<roots::Handle>>,
 }
 
-/// What a reference names: `code:/absolute/folder` (holding main.py), or an OCI image
-/// (`oci:/layout[:tag]`, `oci-archive:/file.tar[:tag]`). Only the text: the path is checked
-/// by `RuntimeBackend::open_source`.
+/// What a reference names: `code:/absolute/folder` (holding main.py), a local OCI image
+/// (`oci:/layout[:tag]`, `oci-archive:/file.tar[:tag]`), or, with no scheme, an image in a
+/// registry (`[host[:port]/]name[:tag][@sha256:digest]`). Only the text: the path is checked
+/// by `RuntimeBackend::open_local`.
 fn parse(spec: &FunctionSpec) -> Result<Parsed, IsolationError> {
     let bad = |why: String| bad_reference(spec, why);
     if let Some(r) = image::ImageRef::parse(&spec.image) {
         return Ok(Parsed::Image(r.map_err(&bad)?));
     }
     let Some(rest) = spec.image.strip_prefix("code:") else {
-        return Err(bad("expected code:/absolute/folder, oci:/layout[:tag] or oci-archive:/file.tar[:tag]".into()));
+        return image::RegistryRef::parse(&spec.image).map(Parsed::Registry).map_err(bad);
     };
     // `code:/folder?NAME=value&OTHER=value` sets environment variables of the container;
     // the lower-case `network=loopback` asks for a network (loopback only, until a bridge
@@ -79,7 +86,7 @@ fn parse(spec: &FunctionSpec) -> Result<Parsed, IsolationError> {
 }
 
 /// A refused reference, named without its environment values.
-pub(super) fn bad_reference(spec: &FunctionSpec, why: String) -> IsolationError {
+fn bad_reference(spec: &FunctionSpec, why: String) -> IsolationError {
     IsolationError::BadReference { backend: "runtime", reference: iluvatar_core::shown_reference(&spec.image), why }
 }
 
@@ -101,46 +108,94 @@ fn refused_path(spec: &FunctionSpec, parsed: &Parsed) -> IsolationError {
             "oci:{} is not an OCI image layout (with index.json) under the configured code_roots (or does not exist)",
             r.path.display()
         ),
+        Parsed::Registry(r) => {
+            format!("{} is not in this worker's store of pulled images: register it again to pull it", r.name())
+        }
     };
     bad_reference(spec, why)
 }
 
 impl RuntimeBackend {
-    /// Parses a reference and opens its path, checked against the roots: the handle every
+    /// Opens the path of a parsed reference, checked against the roots: the handle every
     /// later use goes through.
-    fn open_source(&self, spec: &FunctionSpec) -> Result<(Arc<roots::Handle>, Parsed), IsolationError> {
-        let parsed = parse(spec)?;
-        let (path, kind) = match &parsed {
+    fn open_local(&self, spec: &FunctionSpec, parsed: &Parsed) -> Result<Arc<roots::Handle>, IsolationError> {
+        let (path, kind) = match parsed {
             Parsed::Code(dir, ..) => (dir.as_path(), roots::Kind::Folder),
             Parsed::Image(r) if r.archive => (r.path.as_path(), roots::Kind::File),
             Parsed::Image(r) => (r.path.as_path(), roots::Kind::Folder),
+            Parsed::Registry(_) => return Err(bad_reference(spec, "a registry image has no local path".into())),
         };
         let handle = self.roots.open(path, kind).map_err(|refused| match refused {
-            roots::Refused::Path => refused_path(spec, &parsed),
+            roots::Refused::Path => refused_path(spec, parsed),
             roots::Refused::Worker(e) => IsolationError::Exhausted(e),
         })?;
         // A regular file, not a link: the folder's contents are checked through the handle.
         let inside = |name: &str| std::fs::symlink_metadata(handle.proc_path().join(name)).is_ok_and(|m| m.is_file());
-        let complete = match &parsed {
+        let complete = match parsed {
             Parsed::Code(..) => inside("main.py"),
             Parsed::Image(r) => r.archive || inside("index.json"),
+            Parsed::Registry(_) => false,
         };
         if !complete {
-            return Err(refused_path(spec, &parsed));
+            return Err(refused_path(spec, parsed));
         }
-        Ok((Arc::new(handle), parsed))
+        Ok(Arc::new(handle))
     }
 
-    /// Checks at registration that a reference can be used: parsed, opened and checked,
-    /// then let go (the registration, once stored, opens it again to keep); an image must
-    /// run something.
+    /// Checks at registration that a reference can be used: parsed, and its path opened and
+    /// checked, then let go (the registration, once stored, opens it again to keep). A
+    /// registry reference is only parsed here; `prepare_source` pulls it.
     pub(super) fn check_source(&self, spec: &FunctionSpec) -> Result<(), IsolationError> {
-        let (handle, parsed) = self.open_source(spec)?;
-        if let Parsed::Image(mut image) = parsed {
-            image.path = handle.proc_path();
-            self.check_image(spec, &image)?;
+        match parse(spec)? {
+            Parsed::Registry(_) => Ok(()),
+            parsed => self.open_local(spec, &parsed).map(|_| ()),
         }
-        Ok(())
+    }
+
+    /// Where a pulled image is: the store, under its full reference.
+    fn pulled_image(&self, r: &image::RegistryRef) -> image::ImageRef {
+        image::ImageRef { archive: false, path: self.puller.layout().to_path_buf(), tag: Some(r.name()) }
+    }
+
+    /// At registration, before it is stored: pulls a registry image into the store (only
+    /// the blobs it lacks) and unpacks an image (once per manifest digest), refusing the
+    /// registration if either fails. Answers what it did, for the log.
+    pub(super) async fn prepare_source(&self, spec: &FunctionSpec) -> Result<Option<String>, IsolationError> {
+        let (image, handle, pulled) = match parse(spec)? {
+            Parsed::Code(..) => return Ok(None),
+            Parsed::Image(mut r) => {
+                let handle = self.open_local(spec, &Parsed::Image(r.clone()))?;
+                r.path = handle.proc_path();
+                (r, Some(handle), None)
+            }
+            Parsed::Registry(r) => {
+                let pulled = self.puller.pull(&r).await.map_err(|e| IsolationError::Pull {
+                    reference: iluvatar_core::shown_reference(&spec.image),
+                    source: Box::new(e),
+                })?;
+                tracing::info!(reference = %pulled.name, manifest = %pulled.manifest, fetched = pulled.fetched,
+                    cached = pulled.cached, bytes = pulled.bytes, pull_ms = pulled.took.as_millis() as u64, "image pulled");
+                (self.pulled_image(&r), None, Some(pulled))
+            }
+        };
+        let (store, start) = (self.images.clone(), self.clock.now());
+        let unpacked = tokio::task::spawn_blocking(move || {
+            let _open_until_unpacked = handle;
+            store.prepare(&image, None)
+        })
+        .await
+        .map_err(|e| bad_reference(spec, format!("unpacking the image stopped: {e}")))?;
+        let unpacked = unpacked.map_err(|e| bad_reference(spec, format!("the image cannot be used: {e}")))?;
+        let speaks = super::served::Speaks::image(&unpacked.args, spec.container_server);
+        let unpack = format!(
+            "unpacked in {} ms; runs {}",
+            self.clock.now().saturating_sub(start).as_millis(),
+            speaks.describe()
+        );
+        Ok(Some(match pulled {
+            Some(p) => format!("{p}; {unpack}"),
+            None => unpack,
+        }))
     }
 
     /// The registered source of a function: its reference's settings and the handle opened
@@ -162,7 +217,17 @@ impl RuntimeBackend {
         if self.handles.lock().unwrap().registrations.contains_key(&key) {
             return Ok(());
         }
-        let (opened, parsed) = self.open_source(spec)?;
+        let parsed = parse(spec)?;
+        if let Parsed::Registry(r) = &parsed {
+            // Nothing to open: the image is in the store (or must be pulled again).
+            if !self.puller.has(r) {
+                return Err(refused_path(spec, &parsed));
+            }
+            let source = Source::Image { _handle: None, image: self.pulled_image(r) };
+            self.handles.lock().unwrap().registrations.insert(key, Arc::new(source));
+            return Ok(());
+        }
+        let opened = self.open_local(spec, &parsed)?;
         tracing::debug!(fqdn = key.0, path = %opened.real.display(), "registered path opened");
         let mut handles = self.handles.lock().unwrap();
         let handle = match handles.files.get(&opened.id).and_then(std::sync::Weak::upgrade) {
@@ -176,8 +241,9 @@ impl RuntimeBackend {
             Parsed::Code(_, env, network) => Source::Code { dir: handle, env, network },
             Parsed::Image(mut image) => {
                 image.path = handle.proc_path();
-                Source::Image { _handle: handle, image }
+                Source::Image { _handle: Some(handle), image }
             }
+            Parsed::Registry(_) => unreachable!("registry images are registered above"),
         };
         handles.registrations.entry(key).or_insert(Arc::new(source));
         Ok(())
