@@ -1,7 +1,14 @@
 #!/usr/bin/env python3
 # Builds a small self-contained OCI image archive for a Python function, with no registry and
 # no container engine: the host's python3.11 and the shared libraries it needs, its standard
-# library (without tests and GUI modules), the Ilúvatar agent as entrypoint, and the function.
+# library (without tests and GUI modules), the entrypoint, and the function.
+#
+# --server agent (the default): the Ilúvatar agent is the entrypoint, the function is in /function.
+# --server http: a function server of the reference platform's protocol (runtimes/python/
+#   function_server.py: GET / and POST /invoke on port 8080) is the entrypoint, the function is
+#   in /app, the working directory, as in the reference platform's images; --server unix: the
+#   same server in its Unix-socket variant. --entrypoint '["/usr/bin/python3.11", ...]' replaces
+#   the entrypoint and command ('[]': an image with neither, which the worker refuses).
 #
 #   python3 scripts/build-python-image.py --function functions/hello --out hello.tar [--tag hello]
 #   iluvatar_worker_cli register --name hello --version 1 --image oci-archive:$PWD/hello.tar:hello
@@ -18,7 +25,15 @@ import tarfile
 PYTHON = "/usr/bin/python3.11"
 STDLIB = "/usr/lib/python3.11"
 SKIP_DIRS = {"test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data"}
-AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "runtimes", "python", "agent.py")
+RUNTIMES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "runtimes", "python")
+AGENT = os.path.join(RUNTIMES, "agent.py")
+SERVER = os.path.join(RUNTIMES, "function_server.py")
+# Where the entrypoint and the function are in the image, per --server.
+PLACES = {
+    "agent": ("/iluvatar/agent/agent.py", AGENT, "/function"),
+    "http": ("/iluvatar/server/function_server.py", SERVER, "/app"),
+    "unix": ("/iluvatar/server/function_server.py", SERVER, "/app"),
+}
 
 
 def shared_libraries(paths):
@@ -59,7 +74,8 @@ def add_parents(tar, arcpath, seen):
             tar.addfile(info)
 
 
-def layer_bytes(function_dir):
+def layer_bytes(function_dir, server):
+    program, program_source, function_place = PLACES[server]
     buf = io.BytesIO()
     seen = set()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -95,13 +111,13 @@ def layer_bytes(function_dir):
                     added.add(g)
                     add_parents(tar, g, seen)
                     add_path(tar, g)
-        add_parents(tar, "/iluvatar/agent/agent.py", seen)
-        add_path(tar, os.path.abspath(AGENT), "/iluvatar/agent/agent.py")
+        add_parents(tar, program, seen)
+        add_path(tar, os.path.abspath(program_source), program)
         for name in sorted(os.listdir(function_dir)):
             p = os.path.join(function_dir, name)
             if os.path.isfile(p):
-                add_parents(tar, "/function/" + name, seen)
-                add_path(tar, p, "/function/" + name)
+                add_parents(tar, function_place + "/" + name, seen)
+                add_path(tar, p, function_place + "/" + name)
     return buf.getvalue()
 
 
@@ -118,18 +134,28 @@ def main():
     ap.add_argument("--function", required=True, help="folder holding main.py")
     ap.add_argument("--out", required=True, help="the OCI archive to write")
     ap.add_argument("--tag", default="latest")
+    ap.add_argument("--server", choices=sorted(PLACES), default="agent", help="what the entrypoint runs")
+    ap.add_argument("--entrypoint", help="a JSON list replacing the entrypoint and command")
     a = ap.parse_args()
     if not os.path.isfile(os.path.join(a.function, "main.py")):
         sys.exit(f"{a.function} has no main.py")
-    layer = layer_bytes(a.function)
+    layer = layer_bytes(a.function, a.server)
+    program, _, function_place = PLACES[a.server]
+    if a.server == "agent":
+        run = {"Entrypoint": [PYTHON, "-u", program], "WorkingDir": "/tmp"}
+        env = ["ILUVATAR_FUNCTION_DIR=" + function_place]
+    else:
+        run = {"Entrypoint": [PYTHON, "-u", program], "Cmd": [a.server], "WorkingDir": function_place}
+        env = []
+    if a.entrypoint is not None:
+        run = {k: v for k, v in run.items() if k == "WorkingDir"}
+        entrypoint = json.loads(a.entrypoint)
+        if entrypoint:
+            run["Entrypoint"] = entrypoint
     config = {
         "architecture": "amd64",
         "os": "linux",
-        "config": {
-            "Entrypoint": [PYTHON, "-u", "/iluvatar/agent/agent.py"],
-            "Env": ["PATH=/usr/bin:/bin", "HOME=/tmp", "PYTHONDONTWRITEBYTECODE=1", "ILUVATAR_FUNCTION_DIR=/function"],
-            "WorkingDir": "/tmp",
-        },
+        "config": dict(run, Env=["PATH=/usr/bin:/bin", "HOME=/tmp", "PYTHONDONTWRITEBYTECODE=1"] + env),
         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
     }
     with tarfile.open(a.out, "w") as out:
@@ -158,7 +184,8 @@ def main():
         info = tarfile.TarInfo("index.json")
         info.size = len(data)
         out.addfile(info, io.BytesIO(data))
-    print(json.dumps({"archive": a.out, "tag": a.tag, "layer_bytes": len(layer), "manifest": manifest_desc["digest"]}))
+    print(json.dumps({"archive": a.out, "tag": a.tag, "server": a.server, "layer_bytes": len(layer),
+                      "manifest": manifest_desc["digest"]}))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ mod network;
 mod registry;
 mod restart;
 mod roots;
+mod servers;
 mod standby;
 mod suite;
 mod trace_images;

@@ -35,20 +35,24 @@ async fn bad_inputs_get_specific_errors_and_the_worker_keeps_serving() {
         &["resource_timings_json is invalid", "not negative"],
     );
     // Refused by the CLI itself.
-    expect_err(reg("f", &["--isolation", "podman"]), &["unknown isolation \"podman\"", "sim"]);
+    expect_err(reg("f", &["--isolation", "podman"]), &["unknown isolation \"podman\"", "sim", "containerd"]);
+    expect_err(reg("f", &["--server", "tcp"]), &["'tcp'", "[possible values: http, unix]"]);
     expect_err(reg("f", &["--language", "cobol"]), &["'cobol'", "[possible values: python3, none]"]);
     expect_err(reg("f", &["--network", "bridge"]), &["'bridge'", "[possible values: none, loopback]"]);
 
-    // Through gRPC: backends not offered, and unknown bits.
+    // Through gRPC: the reference platform's backend names are served (by this sim-only
+    // worker's default); a backend of ours that is not offered, and unknown bits, are refused.
+    for (name, bit) in [("viacontainerd", rpc::isolation::CONTAINERD), ("viadocker", rpc::isolation::DOCKER)] {
+        let mut req = register_req(name, "1", 128, "");
+        req.isolate = bit;
+        let r = c.register(req).await.unwrap().into_inner();
+        assert!(r.success, "{name}: {r:?}");
+    }
     let mut req = register_req("f", "1", 128, "");
-    req.isolate = rpc::isolation::CONTAINERD;
+    req.isolate = rpc::isolation::RUNTIME;
     let r = c.register(req).await.unwrap().into_inner();
-    assert!(!r.success && r.error.contains("containerd") && r.error.contains("not offered"), "{r:?}");
+    assert!(!r.success && r.error.contains("runtime") && r.error.contains("not offered"), "{r:?}");
     assert!(r.error.contains("sim"), "names what is offered: {r:?}");
-    let mut req = register_req("f", "1", 128, "");
-    req.isolate = rpc::isolation::DOCKER;
-    let r = c.register(req).await.unwrap().into_inner();
-    assert!(!r.success && r.error.contains("docker"), "{r:?}");
     let mut req = register_req("f", "1", 128, "");
     req.isolate = 64;
     let r = c.register(req).await.unwrap().into_inner();
@@ -136,9 +140,9 @@ async fn bad_inputs_get_specific_errors_and_the_worker_keeps_serving() {
     let list = c.list_registered_funcs(rpc::ListFunctionRequest::default()).await.unwrap().into_inner();
     let mut names: Vec<String> = list.functions.iter().map(|f| f.function_name.clone()).collect();
     names.sort();
-    assert_eq!(names, ["big", "dup"], "{list:?}");
-    assert_eq!(w.metric("iluvatar_registrations_total"), 2.0);
-    assert_eq!(w.metric("iluvatar_registered_functions"), 2.0);
+    assert_eq!(names, ["big", "dup", "viacontainerd", "viadocker"], "{list:?}");
+    assert_eq!(w.metric("iluvatar_registrations_total"), 4.0);
+    assert_eq!(w.metric("iluvatar_registered_functions"), 4.0);
     let h = c.health(rpc::HealthRequest::default()).await.unwrap().into_inner();
     assert_eq!(h.status, rpc::RpcHealthStatus::Healthy as i32);
     // A registration with valid timings still works after all the refusals.

@@ -92,9 +92,16 @@ enum Command {
         /// CPUs of each container (its CPU quota).
         #[arg(long, default_value_t = 1)]
         cpu: u32,
-        /// Isolation backend: runtime or sim; the worker's default if unset.
+        /// Isolation backend: runtime or sim; the worker's default if unset. containerd and
+        /// docker (the reference platform's names) are sent as such: the worker serves them
+        /// with its backend that runs OCI images (runtime).
         #[arg(long)]
         isolation: Option<String>,
+        /// The server an image's container runs, when the image's entrypoint is not
+        /// Ilúvatar's agent: http (port 8080, the reference platform's default) or unix (its
+        /// Unix-socket variant). Code folders and agent images ignore it.
+        #[arg(long, default_value = "http", value_parser = ["http", "unix"])]
+        server: String,
         /// Language of a code function: python3, or none for an image.
         #[arg(long, default_value = "python3", value_parser = ["python3", "none"])]
         language: String,
@@ -157,9 +164,12 @@ fn tid() -> String {
 }
 
 fn isolation_flag(name: &str) -> anyhow::Result<u32> {
-    match rpc::isolation::flag(name) {
+    match rpc::isolation::requested_flag(name) {
         Some(flag) => Ok(flag),
-        None => bail!("unknown isolation {name:?}; valid: {}", rpc::isolation::names()),
+        None => {
+            let theirs: Vec<&str> = rpc::isolation::PROTOCOL_ONLY.iter().map(|(n, _)| *n).collect();
+            bail!("unknown isolation {name:?}; valid: {}, {}", rpc::isolation::names(), theirs.join(", "))
+        }
     }
 }
 
@@ -284,6 +294,7 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
             memory,
             cpu,
             isolation,
+            server,
             language,
             resource_timings_json,
         } => {
@@ -309,7 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
                 language: language as i32,
                 compute: rpc::compute::CPU,
                 isolate: isolation.as_deref().map(isolation_flag).transpose()?.unwrap_or(0),
-                container_server: 1,
+                container_server: rpc::container_server::parse(&server).unwrap_or_default(),
                 resource_timings_json,
                 system_function: false,
             };

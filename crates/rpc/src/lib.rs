@@ -16,9 +16,11 @@ pub mod json_text;
 
 /// Bit flags of `RegisterRequest.isolate`, and the one table of backend names.
 ///
-/// `CONTAINERD` and `DOCKER` are the public protocol's bits; no backend of this
-/// implementation answers to them (a registration naming them is told so). `RUNTIME` and
-/// `SIM` are this implementation's own backends, the only ones in [`BACKENDS`].
+/// `CONTAINERD` and `DOCKER` are the public protocol's bits; this implementation has no
+/// backend of those names: a registration asking for one is served by a backend of the
+/// worker that runs OCI images (the worker says so once in its log), so the reference
+/// platform's tools, whose default is `CONTAINERD`, work unchanged. `RUNTIME` and `SIM` are
+/// this implementation's own backends, the only ones in [`BACKENDS`].
 pub mod isolation {
     pub const CONTAINERD: u32 = 1;
     pub const DOCKER: u32 = 2;
@@ -35,6 +37,12 @@ pub mod isolation {
     /// The bit of a backend this implementation has, by name.
     pub fn flag(name: &str) -> Option<u32> {
         BACKENDS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    /// The bit of a backend name a registration may ask for: [`BACKENDS`] and
+    /// [`PROTOCOL_ONLY`].
+    pub fn requested_flag(name: &str) -> Option<u32> {
+        flag(name).or_else(|| PROTOCOL_ONLY.iter().find(|(n, _)| *n == name).map(|(_, f)| *f))
     }
 
     /// The name of a backend this implementation has, by its bit.
@@ -75,11 +83,35 @@ pub mod isolation {
                 assert_eq!(backend_name(f), Some(n));
             }
             assert_eq!(flag("containerd"), None, "only backends this implementation has");
+            assert_eq!(requested_flag("containerd"), Some(CONTAINERD));
+            assert_eq!(requested_flag("docker"), Some(DOCKER));
+            assert_eq!(requested_flag("sim"), Some(SIM));
+            assert_eq!(requested_flag("podman"), None);
             assert_eq!(backend_name(CONTAINERD), None);
             assert_eq!(name(CONTAINERD), "containerd");
             assert_eq!(name(64), "0x40");
             assert_eq!(defined_bits(), CONTAINERD | DOCKER | RUNTIME | SIM);
             assert_eq!(names(), "runtime, sim");
+        }
+    }
+}
+
+/// Values of `RegisterRequest.container_server`: the server a function's image runs, in the
+/// reference platform's protocol. An image whose entrypoint is this implementation's agent
+/// speaks the agent's protocol whatever the value; code functions always do.
+pub mod container_server {
+    /// HTTP on port 8080 of the container (the protocol's default, 0).
+    pub const HTTP: u32 = 0;
+    /// The same over a Unix socket.
+    pub const UNIX_SOCKET: u32 = 1;
+
+    /// The value of a name as the reference platform's tools spell it: `http`, or `unix`
+    /// (also `unix-socket`, `socket`).
+    pub fn parse(name: &str) -> Option<u32> {
+        match name.to_ascii_lowercase().as_str() {
+            "http" => Some(HTTP),
+            "unix" | "unix-socket" | "unixsocket" | "socket" => Some(UNIX_SOCKET),
+            _ => None,
         }
     }
 }

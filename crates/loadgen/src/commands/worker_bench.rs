@@ -20,9 +20,15 @@ pub struct Args {
     #[arg(long, default_value = "functions/hello")]
     code: PathBuf,
     /// An image to register instead of --code: a registry reference (pulled at the first
-    /// registration; later ones find its blobs in the store), `oci:` or `oci-archive:`.
+    /// registration; later ones find its blobs in the store), `oci:` or `oci-archive:`, e.g.
+    /// built by `scripts/build-python-image.py --server http` (a function server of the
+    /// reference platform's protocol).
     #[arg(long)]
     image: Option<String>,
+    /// The registration's container_server with --image: which server the image runs when
+    /// its entrypoint is not the agent.
+    #[arg(long, default_value = "http", value_parser = ["http", "unix"])]
+    container_server: String,
     /// Arguments of each invocation, as a JSON object.
     #[arg(long, default_value = r#"{"name": "bench"}"#)]
     json_args: String,
@@ -68,6 +74,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let server = rpc::container_server::parse(&args.container_server).unwrap_or_default();
     let image = match &args.image {
         Some(image) => image.clone(),
         None => {
@@ -89,19 +96,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut c = IluvatarWorkerClient::new(Channel::from_shared(endpoint.clone())?.connect().await?);
     let mut report = context();
     report["benchmark"] = "worker_runtime".into();
-    report["function"] = json!({"image": image, "args": args.json_args});
+    report["function"] = json!({"image": image, "container_server": server, "args": args.json_args});
     report["seccomp"] = json!(args.seccomp);
     report["user_namespace"] = json!(args.user_namespace);
-    println!("worker benchmark, runtime backend, function {image}");
+    println!("worker benchmark, runtime backend, function {image} (container_server {})", args.container_server);
 
-    report["cold_start"] = cold_starts(&mut c, &image, &args).await?;
+    report["cold_start"] = cold_starts(&mut c, &image, server, &args).await?;
     let request = rpc::InvokeRequest {
         function_name: "bench".into(),
         function_version: "warm".into(),
         json_args: args.json_args.clone(),
         transaction_id: "bench".into(),
     };
-    register_runtime(&mut c, "bench", "warm", &image, 128).await?;
+    register_served(&mut c, "bench", "warm", &image, 128, server).await?;
     let first = c.invoke(request.clone()).await?.into_inner();
     if !first.success {
         bail!("the warm-up invocation failed: {}", first.json_result);
@@ -168,6 +175,18 @@ pub(crate) async fn register_runtime(
     image: &str,
     memory_mb: i64,
 ) -> anyhow::Result<()> {
+    register_served(c, name, version, image, memory_mb, rpc::container_server::HTTP).await
+}
+
+/// [`register_runtime`] with the registration's `container_server`.
+async fn register_served(
+    c: &mut IluvatarWorkerClient<Channel>,
+    name: &str,
+    version: &str,
+    image: &str,
+    memory_mb: i64,
+    container_server: u32,
+) -> anyhow::Result<()> {
     let r = c
         .register(rpc::RegisterRequest {
             function_name: name.into(),
@@ -177,6 +196,7 @@ pub(crate) async fn register_runtime(
             cpus: 1,
             isolate: rpc::isolation::RUNTIME,
             language: rpc::LanguageRuntime::Python3 as i32,
+            container_server,
             ..Default::default()
         })
         .await?
@@ -189,14 +209,19 @@ pub(crate) async fn register_runtime(
 
 /// Registers a fresh version and times its first invocation, `n` times; the containers
 /// are removed between runs so memory stays free.
-async fn cold_starts(c: &mut IluvatarWorkerClient<Channel>, image: &str, args: &Args) -> anyhow::Result<Value> {
+async fn cold_starts(
+    c: &mut IluvatarWorkerClient<Channel>,
+    image: &str,
+    server: u32,
+    args: &Args,
+) -> anyhow::Result<Value> {
     let (mut lat, mut worker_cold, mut registration) = (histogram(), histogram(), histogram());
     let (mut failed, mut not_cold, mut first_error, mut first_registration_us) = (0, 0, None, 0.0);
     for i in 0..args.cold_starts {
         let version = format!("cold{i}");
         // The first registration of an image pulls and unpacks it; later ones find it ready.
         let t0 = Instant::now();
-        register_runtime(c, "bench", &version, image, 128).await?;
+        register_served(c, "bench", &version, image, 128, server).await?;
         let ns = t0.elapsed().as_nanos() as u64;
         if i == 0 {
             first_registration_us = ns as f64 / 1000.0;

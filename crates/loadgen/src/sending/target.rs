@@ -64,7 +64,9 @@ pub struct FunctionArgs {
     /// (compute_ms = warm_dur_ms, resident_mb = mem_mb: a working set the container's first
     /// call allocates and keeps, and an import cost of cold_dur_ms - warm_dur_ms), or the
     /// metadata's image_name; `sim` registers simulated functions taking
-    /// cold_dur_ms/warm_dur_ms (or drawn from the metadata's samples).
+    /// cold_dur_ms/warm_dur_ms (or drawn from the metadata's samples). (A worker also
+    /// accepts the reference platform's containerd and docker, served by its runtime
+    /// backend: `iluvatar_worker_cli register --isolation containerd`.)
     #[arg(long, value_enum, default_value = "runtime", help_heading = "Functions")]
     pub isolation: Isolation,
     /// The folder holding the example functions (synthetic/ for the runtime backend).

@@ -59,6 +59,9 @@ pub(crate) enum Closed {
     /// The connection ended (`mid-call`, `while importing`).
     #[error("the agent closed the connection {0}")]
     Hangup(&'static str),
+    /// The same, of a function server.
+    #[error("the function server closed the connection {0}")]
+    ServerHangup(&'static str),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,9 @@ pub(crate) enum Protocol {
     /// A failure without the error it should carry.
     #[error("{0}")]
     Incomplete(&'static str),
+    /// A function server's answer that is not the protocol: what it did.
+    #[error("the function server {0}")]
+    Server(String),
 }
 
 fn closed(e: std::io::Error) -> AgentFailure {

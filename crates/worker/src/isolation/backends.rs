@@ -10,6 +10,7 @@ use super::{BackendContext, BackendFactory, IsolationBackend, IsolationError, ru
 use iluvatar_rpc::isolation as bits;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Writes the config enum (one variant per backend, its `type` the variant's snake-case
 /// name) and the dispatch of `build` to each config's factory.
@@ -61,7 +62,7 @@ backends! {
 
 /// The backends a worker offers, the first being the default.
 #[derive(Clone)]
-pub struct Backends(Vec<Arc<dyn IsolationBackend>>);
+pub struct Backends(Vec<Arc<dyn IsolationBackend>>, Arc<AtomicU32>);
 
 /// Why a registration's `isolate` bits name no backend of this worker.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -79,7 +80,8 @@ fn known() -> String {
 
 impl Backends {
     pub fn build(configs: &[BackendConfig], ctx: &BackendContext) -> Result<Self, IsolationError> {
-        configs.iter().map(|c| c.build(ctx)).collect::<Result<Vec<_>, _>>().map(Backends)
+        let built = configs.iter().map(|c| c.build(ctx)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Backends(built, Default::default()))
     }
 
     pub fn get(&self, flag: u32) -> Option<&Arc<dyn IsolationBackend>> {
@@ -95,7 +97,10 @@ impl Backends {
     }
 
     /// Picks the backend for a registration's `isolate` bits: 0 means the default; with
-    /// several bits, the first offered backend among them.
+    /// several bits, the first offered backend among them. Bits that name only backends
+    /// this implementation does not have (the reference platform's containerd and docker)
+    /// are served by the first backend that runs OCI images, else the default, and the log
+    /// says so once per bit.
     pub fn choose(&self, isolate: u32) -> Result<&Arc<dyn IsolationBackend>, ChooseError> {
         if isolate == 0 {
             return Ok(&self.0[0]);
@@ -103,11 +108,28 @@ impl Backends {
         if isolate & !bits::defined_bits() != 0 {
             return Err(ChooseError::UnknownBits { isolate });
         }
-        self.0.iter().find(|b| isolate & b.flag() != 0).ok_or_else(|| {
-            let asked: Vec<String> =
-                (0..u32::BITS).map(|i| 1 << i).filter(|f| isolate & f != 0).map(bits::name).collect();
-            ChooseError::NotOffered { asked: asked.join("|"), offered: self.names().join(", ") }
-        })
+        let asked = |bits: u32| -> Vec<String> {
+            (0..u32::BITS).map(|i| 1 << i).filter(|f| bits & f != 0).map(bits::name).collect()
+        };
+        if let Some(b) = self.0.iter().find(|b| isolate & b.flag() != 0) {
+            return Ok(b);
+        }
+        let ours = bits::BACKENDS.iter().fold(0, |acc, (_, f)| acc | f);
+        if isolate & ours != 0 {
+            return Err(ChooseError::NotOffered { asked: asked(isolate).join("|"), offered: self.names().join(", ") });
+        }
+        let b = self.0.iter().find(|b| b.runs_images()).unwrap_or(&self.0[0]);
+        if self.1.fetch_or(isolate, Ordering::Relaxed) & isolate != isolate {
+            let names = asked(isolate).join("|");
+            tracing::info!(
+                asked = names,
+                served_by = b.name(),
+                "registrations asking for isolation {names} (a backend of the reference platform this worker does \
+                 not have) are served by the {} backend",
+                b.name()
+            );
+        }
+        Ok(b)
     }
 }
 
@@ -132,10 +154,55 @@ mod tests {
         assert_eq!(b.choose(bits::SIM | bits::RUNTIME).unwrap().name(), "sim");
         let e = b.choose(64).map(|_| ()).unwrap_err().to_string();
         assert_eq!(e, "isolate 0x40 has unknown bits; known: runtime=16, sim=32");
-        let e = b.choose(bits::CONTAINERD).map(|_| ()).unwrap_err().to_string();
-        assert_eq!(e, "isolation containerd is not offered by this worker (it offers: sim)");
+        // The reference platform's names are never refused: without a backend that runs
+        // images, the default serves them.
+        assert_eq!(b.choose(bits::CONTAINERD).unwrap().name(), "sim");
+        assert_eq!(b.choose(bits::DOCKER | bits::CONTAINERD).unwrap().name(), "sim");
+        let e = b.choose(bits::RUNTIME).map(|_| ()).unwrap_err().to_string();
+        assert_eq!(e, "isolation runtime is not offered by this worker (it offers: sim)");
         let e = b.choose(bits::RUNTIME | bits::DOCKER).map(|_| ()).unwrap_err().to_string();
         assert_eq!(e, "isolation docker|runtime is not offered by this worker (it offers: sim)");
+    }
+
+    /// A backend that runs images, in name only.
+    struct Oci;
+
+    impl IsolationBackend for Oci {
+        fn flag(&self) -> u32 {
+            bits::RUNTIME
+        }
+        fn runs_images(&self) -> bool {
+            true
+        }
+        fn check_reference(&self, _: &iluvatar_core::FunctionSpec) -> Result<(), IsolationError> {
+            Ok(())
+        }
+        fn create<'a>(
+            &'a self,
+            _: crate::isolation::CreateRequest<'a>,
+        ) -> crate::isolation::BoxFuture<'a, Result<Box<dyn crate::isolation::Container>, IsolationError>> {
+            Box::pin(async { Err(IsolationError::Config("no containers here".into())) })
+        }
+        fn remove<'a>(
+            &'a self,
+            _: Box<dyn crate::isolation::Container>,
+        ) -> crate::isolation::BoxFuture<'a, Result<(), IsolationError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn clean_leftovers(&self) -> crate::isolation::BoxFuture<'_, Result<usize, IsolationError>> {
+            Box::pin(async { Ok(0) })
+        }
+    }
+
+    #[test]
+    fn the_reference_platforms_names_go_to_a_backend_that_runs_images() {
+        let sim = sim_only().0.remove(0);
+        let b = Backends(vec![sim, Arc::new(Oci)], Default::default());
+        assert_eq!(b.choose(0).unwrap().name(), "sim", "the default stays the default");
+        assert_eq!(b.choose(bits::CONTAINERD).unwrap().name(), "runtime");
+        assert_eq!(b.choose(bits::DOCKER).unwrap().name(), "runtime");
+        assert_eq!(b.choose(bits::CONTAINERD | bits::SIM).unwrap().name(), "sim", "a backend of ours named wins");
+        assert_eq!(b.1.load(Ordering::Relaxed), bits::CONTAINERD | bits::DOCKER, "each said once");
     }
 
     #[test]

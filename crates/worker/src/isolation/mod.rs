@@ -2,14 +2,16 @@
 //! errors they answer. Nobody downcasts a backend; capabilities are methods.
 //!
 //! The backends are registered in one place, [`backends`] (the config enum, its factory and
-//! the set a worker offers); the agent client ([`agent`]) and the image store ([`image`]) are
-//! for any backend to use.
+//! the set a worker offers); the agent client ([`agent`]), the client of the reference
+//! platform's function servers ([`server`]) and the image store ([`image`]) are for any
+//! backend to use.
 
 pub(crate) mod agent;
 pub mod backends;
 pub(crate) mod image;
 pub(crate) mod naming;
 pub mod runtime;
+pub(crate) mod server;
 pub mod sim;
 
 pub use backends::{BackendConfig, Backends, ChooseError};
@@ -70,6 +72,12 @@ pub trait IsolationBackend: Send + Sync {
     /// (`iluvatar_rpc::isolation::BACKENDS`).
     fn name(&self) -> &'static str {
         iluvatar_rpc::isolation::backend_name(self.flag()).unwrap_or("unnamed")
+    }
+    /// Whether it runs OCI images: a registration asking for a backend of the reference
+    /// platform that this implementation does not have (containerd, docker) is served by
+    /// one that does.
+    fn runs_images(&self) -> bool {
+        false
     }
     /// Checks at registration that the function's image or code reference can be used.
     fn check_reference(&self, spec: &FunctionSpec) -> Result<(), IsolationError>;

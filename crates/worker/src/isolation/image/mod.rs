@@ -237,14 +237,16 @@ impl ImageStore {
         let _ = remove_tree(&self.dir.join("archives").join(key));
     }
 
-    /// Extracts an archive into a layout directory keyed by the archive's path and what
-    /// `fstat` says of the file opened (device, inode, size, modification and change times),
-    /// so that a changed archive is extracted anew. Returns the layout and its key.
+    /// Extracts an archive into a layout directory keyed by what `fstat` says of the file
+    /// opened (device, inode, size, modification and change times), so that a changed
+    /// archive is extracted anew, whatever path reached it (the registration's handle and
+    /// the one kept for cold starts are different `/proc/self/fd` paths). Returns the layout
+    /// and its key.
     fn archive_layout(&self, path: &Path, budget: &Budget<'_>) -> Result<(OwnedFd, String), String> {
         let shown = path.display().to_string();
         let (file, st) = safe::open_regular(None, path, &format!("image archive {shown}"))?;
         let id = format!(
-            "{shown}|{}|{}|{}|{}.{}|{}.{}",
+            "{}|{}|{}|{}.{}|{}.{}",
             st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec
         );
         let key = format!("{:016x}", crate::isolation::naming::fnv1a(id.as_bytes()));
@@ -322,7 +324,10 @@ impl ImageStore {
         let mut args = list("Entrypoint");
         args.extend(list("Cmd"));
         if args.is_empty() {
-            return Err("the image has neither Entrypoint nor Cmd".into());
+            return Err(
+                "the image has neither Entrypoint nor Cmd: it runs neither Ilúvatar's agent nor a function server"
+                    .into(),
+            );
         }
         let meta = serde_json::json!({
             "manifest": manifest_digest,

@@ -1,9 +1,12 @@
 //! One container's life: its files, its launch (by a launcher process), the wait for its
-//! agent, its calls, and its removal.
+//! agent or function server, its calls, and its removal.
 
 use super::launcher::{Request, reap};
+use super::netns::Netns;
+use super::served::{self, Conn, Speaks};
 use super::{RuntimeBackend, Source, cgroup, log_tail, roots, spec};
 use crate::isolation::agent::{AgentConnection, AgentFailure};
+use crate::isolation::server::ServerKind;
 use crate::isolation::{BoxFuture, CallRequest, CallResult, Container, CreateRequest, IsolationError};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -55,9 +58,9 @@ impl RuntimeBackend {
         let files = self.files(&key);
         let started = async {
             self.prepare_dirs(&files)?;
-            let config = self.config_for(&req, source, deps, &key, &files).await?;
+            let (config, speaks) = self.config_for(&req, source, deps, &key, &files).await?;
             let loopback = matches!(source, Source::Code { network: true, .. });
-            self.boot(&id, &files, config, req.spec.memory_mb, loopback).await
+            self.boot(&id, &files, config, req.spec.memory_mb, speaks, loopback).await
         };
         match started.await {
             Ok(c) => Ok(c),
@@ -88,7 +91,8 @@ impl RuntimeBackend {
         })
     }
 
-    /// The OCI config of a function's container: a code folder or an unpacked image.
+    /// The OCI config of a function's container (a code folder or an unpacked image), and
+    /// what its process speaks.
     async fn config_for(
         &self,
         req: &CreateRequest<'_>,
@@ -96,7 +100,7 @@ impl RuntimeBackend {
         deps: Option<&Path>,
         key: &str,
         files: &Files,
-    ) -> Result<serde_json::Value, IsolationError> {
+    ) -> Result<(serde_json::Value, Speaks), IsolationError> {
         let start_err = |why: String| IsolationError::Start { id: req.container_id.to_string(), why };
         let image = match source {
             Source::Image { image: r, .. } => {
@@ -110,6 +114,7 @@ impl RuntimeBackend {
             }
             Source::Code { .. } => None,
         };
+        let mut speaks = Speaks::Agent;
         let (rootfs, binds, args, env, cwd) = match (source, &image) {
             (Source::Code { dir: code, env: extra_env, .. }, _) => {
                 // libcontainer resolves a bind's source by its path (canonicalize, then
@@ -126,13 +131,21 @@ impl RuntimeBackend {
                 if !env.iter().any(|e| e.starts_with("ILUVATAR_FUNCTION_DIR=")) {
                     env.push(format!("ILUVATAR_FUNCTION_DIR={}", spec::FUNCTION_DIR));
                 }
+                speaks = Speaks::image(&img.args, req.spec.container_server);
+                if let Speaks::Server(_) = speaks {
+                    // The platform's settings win over the image's own of the same name.
+                    let ours = Speaks::server_env(&format!("{}/{}", spec::SOCKET_DIR, spec::SERVER_SOCKET_NAME));
+                    let name = |kv: &String| kv.split('=').next().unwrap_or_default().to_string();
+                    env.retain(|kv| !ours.iter().any(|o| name(o) == name(kv)));
+                    env.extend(ours);
+                }
                 let binds = vec![(files.sockets.as_path(), spec::SOCKET_DIR, true)];
                 (img.rootfs.as_path(), binds, img.args.clone(), env, img.cwd.as_str())
             }
             (Source::Image { .. }, None) => unreachable!("images are prepared above"),
         };
         let (memory_mb, cpus) = (req.spec.memory_mb, req.spec.cpus);
-        Ok(self.spec(key, spec::Workload { rootfs, binds, args, env, cwd, memory_mb, cpus }))
+        Ok((self.spec(key, spec::Workload { rootfs, binds, args, env, cwd, memory_mb, cpus }), speaks))
     }
 
     /// The OCI config of a workload in the container named by `key`, with this backend's
@@ -151,13 +164,15 @@ impl RuntimeBackend {
     }
 
     /// Writes the bundle, has a launcher create and start the container (and bring its
-    /// loopback up if asked), and waits for its agent: all within `start_timeout_ms`.
+    /// loopback up if asked, or if it runs an HTTP server), and waits for its agent or
+    /// server: all within `start_timeout_ms`.
     pub(super) async fn boot(
         &self,
         id: &str,
         files: &Files,
         config: serde_json::Value,
         memory_mb: u64,
+        speaks: Speaks,
         loopback: bool,
     ) -> Result<RuntimeContainer, IsolationError> {
         let start_err = |why: String| IsolationError::Start { id: id.to_string(), why };
@@ -168,7 +183,7 @@ impl RuntimeBackend {
             id: id.to_string(),
             bundle: files.bundle.clone(),
             log: files.log.clone(),
-            loopback,
+            loopback: loopback || speaks == Speaks::Server(ServerKind::Http),
         };
         let timeout = Duration::from_millis(self.config.start_timeout_ms);
         let t0 = self.clock.now();
@@ -176,15 +191,27 @@ impl RuntimeBackend {
         let pid = pid.ok_or_else(|| start_err("the launcher answered no process".into()))?;
         let t1 = self.clock.now();
         let deadline = timeout.saturating_sub(t1 - t0);
-        let socket = files.sockets.join(spec::SOCKET_NAME);
-        let conn = match tokio::time::timeout(deadline, wait_for_agent(&socket, pid)).await {
+        let conn = match tokio::time::timeout(deadline, self.wait_for(speaks, files, pid)).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(why)) => return Err(start_err(format!("{why}; its output: {}", log_tail(&files.log, 2000)))),
             Err(_) => {
                 let out = log_tail(&files.log, 2000);
-                return Err(start_err(format!(
-                    "the agent did not listen within the start timeout of {timeout:?}; its output: {out}"
-                )));
+                let what = match speaks {
+                    Speaks::Agent => "the agent did not listen".to_string(),
+                    Speaks::Server(ServerKind::Http) => format!(
+                        "no function server answered GET / on 127.0.0.1:{} (the image's entrypoint does not name \
+                         Ilúvatar's agent, {}, so it must run a server of the reference protocol)",
+                        crate::isolation::server::HTTP_PORT,
+                        served::AGENT_IN_IMAGE
+                    ),
+                    Speaks::Server(ServerKind::UnixSocket) => format!(
+                        "no function server answered its status check on the socket {}/{} (container_server \
+                         UnixSocket)",
+                        spec::SOCKET_DIR,
+                        spec::SERVER_SOCKET_NAME
+                    ),
+                };
+                return Err(start_err(format!("{what} within the start timeout of {timeout:?}; its output: {out}")));
             }
         };
         let t2 = self.clock.now();
@@ -197,8 +224,28 @@ impl RuntimeBackend {
             cgroup_path: self.cgroup_path(&key),
             memory_mb,
             log_path: files.log.clone(),
+            speaks,
             conn: tokio::sync::Mutex::new(Some(conn)),
         })
+    }
+
+    /// Waits for what the container runs to answer (the caller bounds the wait).
+    async fn wait_for(&self, speaks: Speaks, files: &Files, pid: i32) -> Result<Conn, String> {
+        match speaks {
+            Speaks::Agent => {
+                let socket = files.sockets.join(spec::SOCKET_NAME);
+                wait_for_agent(&socket, pid).await.map(Conn::Agent).map_err(|e| e.to_string())
+            }
+            Speaks::Server(ServerKind::Http) => {
+                let netns = Netns::of_process(pid).map_err(|e| format!("cannot open the container's network: {e}"))?;
+                let clock = self.clock.clone();
+                served::wait_for_http(self.sockets.clone(), netns, pid, clock).await.map_err(|e| e.to_string())
+            }
+            Speaks::Server(ServerKind::UnixSocket) => {
+                let socket = files.sockets.join(spec::SERVER_SOCKET_NAME);
+                served::wait_for_socket(&socket, pid, self.clock.clone()).await.map_err(|e| e.to_string())
+            }
+        }
     }
 
     /// Kills and deletes a container (through a launcher), reaps its process and removes
@@ -307,8 +354,9 @@ pub(super) struct RuntimeContainer {
     pub cgroup_path: String,
     pub memory_mb: u64,
     pub log_path: PathBuf,
+    pub speaks: Speaks,
     /// None once the connection broke: the container is not used again.
-    pub conn: tokio::sync::Mutex<Option<AgentConnection>>,
+    pub conn: tokio::sync::Mutex<Option<Conn>>,
 }
 
 impl Container for RuntimeContainer {
@@ -321,7 +369,7 @@ impl Container for RuntimeContainer {
             let mut guard = self.conn.lock().await;
             let conn = guard.as_mut().ok_or_else(|| IsolationError::Broken {
                 id: self.id.clone(),
-                why: "an earlier call broke the connection to its agent".into(),
+                why: format!("an earlier call broke the connection to its {}", self.speaks.process()),
             })?;
             match conn.call(req.args, req.tid).instrument(tracing::debug_span!("agent")).await {
                 Ok(r) => Ok(r),
@@ -350,8 +398,9 @@ impl RuntimeContainer {
                 if cgroup::oom_killed(&self.cgroup_path) {
                     return IsolationError::OutOfMemory { limit_mb: self.memory_mb };
                 }
-                let state = if process_alive(self.pid) { "its agent is still running" } else { "its agent exited" };
-                format!("{why} ({state}); its output: {}", log_tail(&self.log_path, 1000))
+                let (process, state) =
+                    (self.speaks.process(), if process_alive(self.pid) { "is still running" } else { "exited" });
+                format!("{why} (its {process} {state}); its output: {}", log_tail(&self.log_path, 1000))
             }
             AgentFailure::Protocol(why) => why.to_string(),
         };

@@ -144,11 +144,13 @@ fn create(root: &Path, id: &str, bundle: &Path, log: &Path, loopback: bool) -> R
         .with_detach(true)
         .build()
         .map_err(|e| format!("creating the container failed: {e}"))?;
-    c.start().map_err(|e| format!("starting the container failed: {e}"))?;
-    let pid = c.pid().map(|p| p.as_raw()).ok_or_else(|| "the started container has no process".to_string())?;
+    let pid = c.pid().map(|p| p.as_raw()).ok_or_else(|| "the created container has no process".to_string())?;
+    // Before the start: the workload finds loopback up from its first instruction (a
+    // server binding 127.0.0.1 would fail on a loopback still down).
     if loopback {
         loopback_up(pid)?;
     }
+    c.start().map_err(|e| format!("starting the container failed: {e}"))?;
     Ok(Some(pid))
 }
 
@@ -200,16 +202,44 @@ impl libcontainer::workload::Executor for Confined {
 }
 
 /// Brings the loopback interface of a container's network namespace up: the network a
-/// function that asks for one gets (there is no route off the machine).
+/// function that asks for one gets (there is no route off the machine), and the one a
+/// function server is reached on. This (single-threaded) launcher joins the namespace for
+/// the two ioctls and returns to its own; if it cannot return it exits, and the worker
+/// starts another launcher.
 fn loopback_up(pid: i32) -> Result<(), String> {
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/proc/{pid}/ns/net"))
-        .args(["ip", "link", "set", "lo", "up"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("running nsenter to bring loopback up: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("bringing loopback up failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    use nix::sched::{CloneFlags, setns};
+    let open = |p: String| std::fs::File::open(&p).map_err(|e| format!("cannot open {p}: {e}"));
+    let own = open("/proc/self/ns/net".into())?;
+    let theirs = open(format!("/proc/{pid}/ns/net"))?;
+    setns(&theirs, CloneFlags::CLONE_NEWNET).map_err(|e| format!("cannot join the container's network: {e}"))?;
+    let up = interface_up("lo");
+    if let Err(e) = setns(&own, CloneFlags::CLONE_NEWNET) {
+        eprintln!("iluvatar launcher: cannot return to its own network namespace ({e}); exiting");
+        std::process::exit(1);
+    }
+    up.map_err(|e| format!("bringing loopback up failed: {e}"))
+}
+
+/// Sets `IFF_UP` on an interface of this process's network namespace.
+fn interface_up(name: &str) -> std::io::Result<()> {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    let sock = std::net::UdpSocket::bind(("0.0.0.0", 0))?;
+    // SAFETY: ifreq is plain data (all zeros is a valid value).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write only the ifreq passed, which lives
+    // across both calls.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     Ok(())
 }
@@ -243,7 +273,7 @@ fn delete(root: &Path, id: &str) -> Result<Option<i32>, String> {
 
 /// Reaps every child of this launcher that has exited: the inits of containers deleted by
 /// the other launcher, or that died on their own. Safe between requests only: then no
-/// libcontainer or nsenter wait is pending in this (single-threaded) process.
+/// libcontainer wait is pending in this (single-threaded) process.
 fn reap_children() {
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {

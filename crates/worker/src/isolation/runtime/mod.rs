@@ -14,8 +14,10 @@ mod container;
 pub mod deps;
 pub use crate::isolation::image::{ImageLimits, RegistryConfig};
 pub mod launcher;
+mod netns;
 pub mod roots;
 mod seccomp;
+mod served;
 mod source;
 mod spec;
 mod standby;
@@ -142,6 +144,8 @@ pub struct RuntimeBackend {
     /// The processes that create and remove containers: libcontainer is never called in
     /// the (multi-threaded) worker.
     launchers: launcher::Launchers,
+    /// Makes the sockets that reach function servers inside containers' namespaces.
+    sockets: Arc<netns::SocketMaker>,
     /// The seccomp profile written into every container's config.json (none: unconfined).
     seccomp: Option<serde_json::Value>,
     /// This backend, for the tasks it spawns.
@@ -249,6 +253,7 @@ impl RuntimeBackend {
             clock,
             standby: Default::default(),
             launchers,
+            sockets: Default::default(),
             seccomp,
             me: me.clone(),
             roots,
@@ -271,6 +276,10 @@ impl RuntimeBackend {
 impl IsolationBackend for RuntimeBackend {
     fn flag(&self) -> u32 {
         iluvatar_rpc::isolation::RUNTIME
+    }
+
+    fn runs_images(&self) -> bool {
+        true
     }
 
     fn check_reference(&self, spec: &FunctionSpec) -> Result<(), IsolationError> {

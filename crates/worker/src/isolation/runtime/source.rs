@@ -185,8 +185,13 @@ impl RuntimeBackend {
         })
         .await
         .map_err(|e| bad_reference(spec, format!("unpacking the image stopped: {e}")))?;
-        unpacked.map_err(|e| bad_reference(spec, format!("the image cannot be used: {e}")))?;
-        let unpack = format!("unpacked in {} ms", self.clock.now().saturating_sub(start).as_millis());
+        let unpacked = unpacked.map_err(|e| bad_reference(spec, format!("the image cannot be used: {e}")))?;
+        let speaks = super::served::Speaks::image(&unpacked.args, spec.container_server);
+        let unpack = format!(
+            "unpacked in {} ms; runs {}",
+            self.clock.now().saturating_sub(start).as_millis(),
+            speaks.describe()
+        );
         Ok(Some(match pulled {
             Some(p) => format!("{p}; {unpack}"),
             None => unpack,

@@ -13,6 +13,8 @@ pub const FUNCTION_UID: u32 = 65534;
 pub const AGENT_DIR: &str = "/iluvatar/agent";
 pub const SOCKET_DIR: &str = "/iluvatar/sock";
 pub const SOCKET_NAME: &str = "agent.sock";
+/// The socket of a function server of the reference protocol's socket variant.
+pub const SERVER_SOCKET_NAME: &str = "sock";
 pub const FUNCTION_DIR: &str = "/function";
 /// A function's dependency layer (its requirements.txt installed), on the agent's sys.path.
 pub const DEPS_DIR: &str = "/iluvatar/deps";

@@ -4,6 +4,7 @@
 //! the agent to import the function: a cold start without a container start.
 
 use super::container::RuntimeContainer;
+use super::served::{Conn, Speaks};
 use super::{RuntimeBackend, cgroup, spec};
 use crate::isolation::agent::AgentFailure;
 use crate::isolation::{CreateRequest, FunctionError, IsolationError};
@@ -121,7 +122,7 @@ impl RuntimeBackend {
             let memory = self.config.standby_memory_mb;
             let (rootfs, cwd) = (self.dirs.rootfs.as_path(), "/tmp");
             let config = self.spec(&key, spec::Workload { rootfs, binds, args, env, cwd, memory_mb: memory, cpus: 1 });
-            self.boot(&id, &files, config, memory, false).await
+            self.boot(&id, &files, config, memory, Speaks::Agent, false).await
         };
         match started.await {
             Ok(c) => Ok(c),
@@ -178,7 +179,7 @@ impl RuntimeBackend {
         cgroup::set_limits(&c.cgroup_path, req.spec.memory_mb, req.spec.cpus)?;
         c.memory_mb = req.spec.memory_mb;
         let mut guard = c.conn.lock().await;
-        let conn = guard.as_mut().ok_or(Unusable::NoConnection)?;
+        let conn = guard.as_mut().and_then(Conn::agent).ok_or(Unusable::NoConnection)?;
         match conn.load(&env).await {
             Ok(import_ms) => {
                 tracing::debug!(standby = c.id, import_ms, "standby container given a function");
