@@ -156,7 +156,11 @@ pub async fn execute(
             // Simulations read no environment: their inputs are explicit.
             let controller = SimController::load(target.controller_config.as_deref())
                 .context("loading the simulated controller's config")?;
-            Some(SimCluster { controller, workers: target.workers.unwrap_or(1) })
+            Some(SimCluster {
+                controller,
+                workers: target.workers.unwrap_or(1),
+                controller_overhead: target.controller_overhead.clone(),
+            })
         } else {
             None
         };
