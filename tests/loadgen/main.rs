@@ -9,4 +9,5 @@ mod compare;
 mod controller;
 mod e2e;
 mod in_process;
+mod sim_cluster;
 mod simulation;

@@ -305,3 +305,7 @@ impl Drop for InFlight {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "cluster_tests.rs"]
+mod cluster_tests;

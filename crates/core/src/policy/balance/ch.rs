@@ -60,12 +60,12 @@ impl Ring {
     }
 }
 
-/// The workers a walk has met: a short list while short (a walk usually stops within a
-/// few), a bitmap beyond.
+/// The workers a walk has met: a short list in place while short (a walk usually stops
+/// within a few), a bitmap beyond.
 #[derive(Default)]
 struct Seen {
     count: usize,
-    few: Vec<usize>,
+    few: [usize; Seen::FEW],
     all: Vec<bool>,
 }
 
@@ -75,11 +75,11 @@ impl Seen {
     /// Adds worker `i` of `n`; whether it is new.
     fn insert(&mut self, i: usize, n: usize) -> bool {
         if self.all.is_empty() {
-            if self.few.contains(&i) {
+            if self.few[..self.count].contains(&i) {
                 return false;
             }
-            if self.few.len() < Self::FEW {
-                self.few.push(i);
+            if self.count < Self::FEW {
+                self.few[self.count] = i;
                 self.count += 1;
                 return true;
             }
