@@ -30,9 +30,7 @@ fn try_cluster(dir: &Path, balancer: &str, workers: usize, out: &Path, extra: &[
     argv.extend(["--controller-config", s(&controller), "--workers", &workers, "--seed", &seed]);
     argv.extend(["--input", s(&trace), "--metadata", s(&metadata), "--out", s(out)]);
     argv.extend(extra);
-    let args = in_process::trace_args(&argv);
-    let rt = iluvatar_load_gen::simulation::worker::runtime().unwrap();
-    rt.block_on(iluvatar_load_gen::commands::replay::run_trace(args)).map_err(|e| format!("{e:#}"))
+    in_process::try_trace(in_process::trace_args(&argv))
 }
 
 fn cluster(dir: &Path, balancer: &str, workers: usize, out: &Path, extra: &[&str]) {
@@ -161,8 +159,32 @@ fn a_bad_controller_overhead_is_refused_by_name() {
     let argv = ["trace", "--setup", "simulation", "--quiet", "--worker-config", s(&worker), "--input", s(&trace)];
     let mut argv = argv.to_vec();
     argv.extend(["--metadata", s(&metadata), "--out", s(&out), "--controller-overhead", s(&bad)]);
-    let rt = iluvatar_load_gen::simulation::worker::runtime().unwrap();
-    let e = rt.block_on(iluvatar_load_gen::commands::replay::run_trace(in_process::trace_args(&argv))).unwrap_err();
-    assert!(e.to_string().contains("needs a simulated cluster"), "{e}");
+    let e = in_process::try_trace(in_process::trace_args(&argv)).unwrap_err();
+    assert!(e.contains("needs a simulated cluster"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sim_bench_times_clusters_and_finds_their_reruns_byte_identical() {
+    println!("seed {SEED}");
+    let dir = temp_dir("sim-bench");
+    let argv = ["--functions", "12", "--duration-s", "30", "--mean-rate", "2", "--rate-sigma", "2"];
+    let mut argv = argv.to_vec();
+    argv.extend(["--timer-fraction", "0.3", "--workers", "3,40", "--runs", "2", "--seed", "13", "--out", s(&dir)]);
+    in_process::sim_bench(&argv);
+    let r: Value = serde_json::from_slice(&read(&dir.join("sim_bench.json"))).unwrap();
+    let steps = r["steps"].as_array().unwrap();
+    assert_eq!(steps.iter().map(|s| s["workers"].as_u64().unwrap()).collect::<Vec<_>>(), [3, 40]);
+    for s in steps {
+        assert_eq!(s["byte_identical_runs"], true, "seed {SEED}: {s}");
+        let runs = s["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2);
+        assert!(runs.iter().all(|x| x["wall_s"].as_f64().unwrap() > 0.0 && x["peak_rss_mb"].as_f64().unwrap() > 0.0));
+        assert_eq!(runs[0]["failed"], 0, "seed {SEED}: {s}");
+    }
+    // Different clusters place work differently: their rows differ.
+    let hash = |i: usize| steps[i]["runs"][0]["invocations_csv_fnv64"].clone();
+    assert_ne!(hash(0), hash(1), "seed {SEED}: 3 and 40 workers gave the same rows");
+    assert!(r["invocations"].as_u64().unwrap() > 100);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -190,8 +190,9 @@ impl WorkerApi {
                 if api.shutting_down.load(Ordering::SeqCst) {
                     return;
                 }
+                // What fell due while the reaper slept or worked is handled on the next tick.
                 let due = api.pool.next_due().into_iter().chain(api.next_async_expiry()).min();
-                let wake = due.map(|d| crate::alarm::next_tick(tick, every, d));
+                let wake = due.map(|d| crate::alarm::next_tick(tick, every, d.max(api.env.now())));
                 alarm.plan(wake, every);
                 let Some(wake) = wake else {
                     alarm.rung().await;

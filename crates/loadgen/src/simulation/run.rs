@@ -188,7 +188,7 @@ pub async fn run_virtual<T: Transport>(
 ) -> anyhow::Result<Recorder> {
     let zero = clock.now();
     recorder.set_start_unix_s(clock.unix_time_us() as f64 / 1e6);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(usize, Outcome)>>(64);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(usize, Outcome)>>(16);
     let writer = std::thread::Builder::new()
         .name("sim-recorder".into())
         .spawn(move || {
