@@ -32,6 +32,12 @@ pub fn trace_args(argv: &[&str]) -> TraceArgs {
     TraceCli::try_parse_from(argv).unwrap().args
 }
 
+/// Runs a trace; the error if it fails.
+pub fn try_trace(args: TraceArgs) -> Result<(), String> {
+    let rt = iluvatar_load_gen::simulation::worker::runtime().unwrap();
+    rt.block_on(iluvatar_load_gen::commands::replay::run_trace(args)).map_err(|e| format!("{e:#}"))
+}
+
 /// Runs a trace; a failure names the seed.
 pub fn run_trace(args: TraceArgs, seed: &str) {
     let rt = iluvatar_load_gen::simulation::worker::runtime().unwrap();
@@ -78,4 +84,18 @@ struct CompareCli {
 pub fn compare(argv: &[&str], seed: u64) -> Vec<iluvatar_load_gen::commands::compare::Row> {
     let args = CompareCli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}")).args;
     iluvatar_load_gen::commands::compare::run(args).unwrap_or_else(|e| panic!("seed {seed}: compare {argv:?}: {e:#}"))
+}
+
+#[derive(Parser)]
+struct SimBenchCli {
+    #[command(flatten)]
+    args: iluvatar_load_gen::simulation::sim_bench::Args,
+}
+
+/// Runs `sim-bench ARGV...` in the virtual-time runtime, as the binary runs it.
+pub fn sim_bench(argv: &[&str]) {
+    let argv = std::iter::once("sim-bench").chain(argv.iter().copied());
+    let args = SimBenchCli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}")).args;
+    let rt = iluvatar_load_gen::simulation::worker::runtime().unwrap();
+    rt.block_on(iluvatar_load_gen::simulation::sim_bench::run(args)).unwrap_or_else(|e| panic!("sim-bench: {e:#}"));
 }

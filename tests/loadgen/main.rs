@@ -11,4 +11,5 @@ mod e2e;
 mod in_process;
 mod metadata;
 mod results;
+mod sim_cluster;
 mod simulation;

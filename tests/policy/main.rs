@@ -143,6 +143,19 @@ impl KeepAlivePolicy for Forgetful {
     }
 }
 
+/// Expires a container after a second but says it keeps it a minute: a reaper trusting
+/// `expires_at` would keep it 59 s too long.
+struct Late;
+
+impl KeepAlivePolicy for Late {
+    fn expired(&self, c: &IdleContainer, now: Duration) -> bool {
+        now.saturating_sub(c.last_used) > Duration::from_secs(1)
+    }
+    fn expires_at(&self, c: &IdleContainer) -> Option<Duration> {
+        Some(c.last_used + Duration::from_secs(60))
+    }
+}
+
 /// Always the first worker, available or not.
 struct Blind;
 
@@ -158,5 +171,6 @@ fn the_suites_fail_policies_that_break_a_promise() {
     fails("a queue that breaks ties last-in first", || queue_promises(|| Box::new(Stack::default())));
     fails("an eviction policy that picks a non-candidate", || eviction_promises(&Overreaching));
     fails("a keep-alive policy that un-expires", || keep_alive_promises(&Forgetful));
+    fails("a keep-alive policy that expires before it said", || keep_alive_promises(&Late));
     fails("a balancer that picks unavailable workers", || balancer_promises(|| Box::new(Blind)));
 }

@@ -1,7 +1,8 @@
 //! End-to-end tests of the worker: each test starts the real `iluvatar_worker` binary (sim
 //! backend) in its own temp directory on free ports, and drives it with the real
 //! `iluvatar_worker_cli`, the generated gRPC client, or plain HTTP. Also in process:
-//! the pool and the invoker under virtual time (`pool_invoker`), and the backend
+//! the pool and the invoker under virtual time (`pool_invoker`), the reaper of a worker
+//! built in process under virtual time (`reaper`), and the backend
 //! compliance suite on the sim backend (`compliance`).
 //!
 //! Build the binaries first: `cargo build --workspace`.
@@ -20,5 +21,6 @@ mod memory;
 mod overload;
 mod policy_storm;
 mod pool_invoker;
+mod reaper;
 mod secrets;
 mod shutdown;

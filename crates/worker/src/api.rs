@@ -125,6 +125,8 @@ enum AsyncSlot {
 
 pub struct WorkerApi {
     config: WorkerConfig,
+    /// The config's limits, read once (the host's cores are a file read each time).
+    limits: iluvatar_core::SpecLimits,
     env: Env,
     registry: Registry,
     backends: Backends,
@@ -140,8 +142,19 @@ impl WorkerApi {
     /// Builds a worker from its config: opens the registry, builds the backends (which
     /// remove what an earlier run left behind is up to `clean`), the pool and the invoker.
     pub fn build(config: WorkerConfig, env: Env, host: Arc<dyn HostStats>) -> anyhow::Result<Arc<Self>> {
-        use anyhow::Context;
         let registry = Registry::open(&config.state_dir)?;
+        Self::build_with(config, env, host, registry)
+    }
+
+    /// [`build`](Self::build) with a registry of the caller's: a simulated worker's is
+    /// [`Registry::in_memory`].
+    pub fn build_with(
+        config: WorkerConfig,
+        env: Env,
+        host: Arc<dyn HostStats>,
+        registry: Registry,
+    ) -> anyhow::Result<Arc<Self>> {
+        use anyhow::Context;
         let loopback = |a: &str| crate::isolation::runtime::roots::is_loopback(a);
         let beyond_loopback =
             !loopback(&config.grpc.address) || (config.http.enabled && !loopback(&config.http.address));
@@ -169,6 +182,7 @@ impl WorkerApi {
         };
         let invoker = Invoker::new(settings, pool.clone(), env.clone(), metrics.clone());
         Ok(Arc::new(WorkerApi {
+            limits: config.spec_limits(),
             config,
             env,
             registry,
@@ -190,19 +204,49 @@ impl WorkerApi {
         &self.backends
     }
 
-    /// Removes idle containers past their keep-alive, every `reap_interval_ms`, until
-    /// shutdown.
+    /// Removes idle containers past their keep-alive, starts the keep-alive policy's
+    /// pre-warms and drops expired async results, on ticks `reap_interval_ms` apart, until
+    /// shutdown. It sleeps through the ticks at which nothing is due (see [`crate::alarm`]).
     pub fn spawn_reaper(self: &Arc<Self>) {
         let api = self.clone();
         let every = Duration::from_millis(self.config.container_pool.reap_interval_ms);
         tokio::spawn(async move {
-            while !api.shutting_down.load(Ordering::Relaxed) {
-                tokio::time::sleep(every).await;
+            let mut tick = api.env.now();
+            loop {
+                let alarm = api.pool.alarm();
+                alarm.planning();
+                if api.shutting_down.load(Ordering::SeqCst) {
+                    return;
+                }
+                // What fell due while the reaper slept or worked is handled on the next tick.
+                let due = api.pool.next_due().into_iter().chain(api.next_async_expiry()).min();
+                let wake = due.map(|d| crate::alarm::next_tick(tick, every, d.max(api.env.now())));
+                alarm.plan(wake, every);
+                let Some(wake) = wake else {
+                    alarm.rung().await;
+                    continue;
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(wake.saturating_sub(api.env.now())) => {}
+                    _ = alarm.rung() => continue,
+                }
+                tick = wake;
+                api.metrics.reaper_runs.fetch_add(1, Ordering::Relaxed);
                 api.pool.reap_expired().await;
                 api.pool.prewarm_due(|fqdn| api.registry.get(fqdn)).await;
                 api.expire_async_results();
             }
         });
+    }
+
+    /// When the earliest uncollected async result expires.
+    fn next_async_expiry(&self) -> Option<Duration> {
+        let ttl = Duration::from_millis(self.config.invoker.async_result_ttl_ms);
+        let results = self.async_results.lock().unwrap();
+        results
+            .values()
+            .filter_map(|slot| if let AsyncSlot::Done(_, ready) = slot { Some(*ready + ttl) } else { None })
+            .min()
     }
 
     /// Drops async results nobody collected within `async_result_ttl_ms`.
@@ -222,6 +266,7 @@ impl WorkerApi {
     /// rest, and removes every container.
     pub async fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.pool.alarm().ring();
         self.invoker.shutdown(Duration::from_millis(self.config.shutdown.grace_ms)).await;
         let removed = self.pool.close(Duration::from_secs(10)).await;
         for b in self.backends.all() {
@@ -264,9 +309,9 @@ impl WorkerApi {
             Some(b) => b.prepare(&spec).await?,
             None => None,
         };
-        let outcome = self.registry.register(spec.clone()).await?;
+        let outcome = self.registry.register(spec).await?;
         // The backend keeps what it checked (an opened folder) for the function's life.
-        if let Some(b) = backend {
+        if let (Some(b), Some(spec)) = (backend, self.registry.get(&fqdn)) {
             b.registered(&spec)?;
         }
         if outcome == Registered::New {
@@ -281,7 +326,7 @@ impl WorkerApi {
 
     /// Turns a registration into a checked spec, or says what is wrong with it.
     fn spec_from(&self, r: rpc::RegisterRequest) -> Result<FunctionSpec, RegisterError> {
-        let limits = self.config.spec_limits();
+        let limits = self.limits;
         let memory_mb = u64::try_from(r.memory).ok().filter(|m| *m > 0).ok_or(SpecError::Memory {
             got: r.memory,
             min: limits.min_memory_mb,
@@ -370,6 +415,7 @@ impl WorkerApi {
             let response = respond(api.invoker.invoke(spec, args, req.transaction_id).await);
             let ready = api.env.now();
             api.async_results.lock().unwrap().insert(key, AsyncSlot::Done(response, ready));
+            api.pool.alarm().due(ready + Duration::from_millis(api.config.invoker.async_result_ttl_ms));
         };
         tokio::spawn(work.instrument(span));
         Ok(rpc::InvokeAsyncResponse { lookup_cookie: cookie, success: true })

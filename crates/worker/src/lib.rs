@@ -1,6 +1,7 @@
 //! The Ilúvatar worker: registry, invoker, container pool, isolation backends and the API
 //! servers. The binary `iluvatar_worker` parses arguments and calls [`run`].
 
+pub mod alarm;
 pub mod api;
 pub mod characteristics;
 pub mod config;

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub evictions: AtomicU64,
     pub expirations: AtomicU64,
     pub registrations: AtomicU64,
+    /// Times the reaper woke with something due (it sleeps through the other ticks).
+    pub reaper_runs: AtomicU64,
     pub latency: Histogram,
     pub queue_wait: Histogram,
     pub cold_start: Histogram,
@@ -75,6 +77,13 @@ impl Metrics {
             "Idle containers removed after their keep-alive.",
             "",
             self.expirations.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "iluvatar_reaper_runs_total",
+            "Ticks at which the reaper woke with work due (expiry, pre-warm, async results).",
+            "",
+            self.reaper_runs.load(Relaxed),
         );
         counter(
             &mut out,

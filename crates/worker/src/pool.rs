@@ -2,6 +2,7 @@
 //! the function's backend, memory accounted against the pool's size, eviction of idle
 //! containers when memory is short, and removal of those idle past their keep-alive.
 
+use crate::alarm::Alarm;
 use crate::isolation::{Backends, Container, CreateRequest, IsolationBackend, IsolationError};
 use crate::metrics::Metrics;
 use iluvatar_core::policy::{EvictionPolicy, IdleContainer, KeepAlivePolicy};
@@ -159,6 +160,8 @@ pub struct ContainerPool {
     changed: Notify,
     /// Removals under way in tasks of their own; `close` waits for them.
     removals: Arc<Removals>,
+    /// Rung when a container's expiry or a pre-warm falls due before the reaper looks.
+    alarm: Alarm,
 }
 
 #[derive(Default)]
@@ -197,7 +200,21 @@ impl ContainerPool {
             state: Mutex::new(state),
             changed: Notify::new(),
             removals: Default::default(),
+            alarm: Alarm::default(),
         }
+    }
+
+    /// The reaper's alarm (see [`crate::alarm`]).
+    pub fn alarm(&self) -> &Alarm {
+        &self.alarm
+    }
+
+    /// When the reaper next has work here: the earliest expiry of an idle container or
+    /// pre-warm, by the keep-alive policy.
+    pub fn next_due(&self) -> Option<Duration> {
+        let ka = &self.policies.keep_alive;
+        let expiry = self.state.lock().unwrap().idle.values().flatten().filter_map(|e| ka.expires_at(&e.view())).min();
+        expiry.into_iter().chain(ka.next_prewarm()).min()
     }
 
     pub fn snapshot(&self) -> PoolSnapshot {
@@ -246,8 +263,10 @@ impl ContainerPool {
             backend: iluvatar_rpc::isolation::name(spec.isolation),
         })?;
         let started = self.env.now();
-        if matches!(kind, Acquire::Invoke) {
-            self.policies.keep_alive.arrived(fqdn, started);
+        if matches!(kind, Acquire::Invoke)
+            && let Some(at) = self.policies.keep_alive.arrived(fqdn, started)
+        {
+            self.alarm.due(at);
         }
         loop {
             let plan = match self.plan(fqdn, spec.memory_mb, kind)? {
@@ -387,8 +406,12 @@ impl ContainerPool {
             entry.uses += 1;
             entry.last_used = now;
             entry.mark = self.policies.eviction.mark(&entry.view());
+            let expires = self.policies.keep_alive.expires_at(&entry.view());
             s.push_idle(entry);
             drop(s);
+            if let Some(at) = expires {
+                self.alarm.due(at);
+            }
         } else {
             s.used_mb -= entry.memory_mb;
             drop(s);
@@ -410,8 +433,12 @@ impl ContainerPool {
             drop(s);
             let _ = self.spawn_removals(vec![entry]);
         } else {
+            let expires = self.policies.keep_alive.expires_at(&entry.view());
             s.push_idle(entry);
             drop(s);
+            if let Some(at) = expires {
+                self.alarm.due(at);
+            }
         }
         self.changed.notify_waiters();
     }

@@ -1,13 +1,17 @@
 //! The function registry: an in-memory map for lookups on the invocation path, backed by an
 //! embedded store (redb) that is written before a registration is acknowledged and read back
-//! at start, so that a restarted worker still knows every function.
+//! at start, so that a restarted worker still knows every function. A simulated worker's
+//! registry is the map alone ([`Registry::in_memory`]): it has no restart to survive, and a
+//! simulated cluster of a thousand workers would otherwise write every registration to a
+//! thousand files; the workers of one simulation share the specs themselves
+//! ([`SharedSpecs`]), so that each function is held once, not once per worker.
 
 use iluvatar_core::FunctionSpec;
 use iluvatar_service::store::{JsonStore, StoreError, Table};
 use redb::TableDefinition;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 const FUNCTIONS: Table = TableDefinition::new("functions");
 pub const DB_FILE: &str = "registry.redb";
@@ -30,9 +34,37 @@ pub enum Registered {
     Unchanged,
 }
 
+/// Where registrations are kept beside the map.
+enum Backing {
+    /// Written durably before a registration is acknowledged, read back at start.
+    Durable(JsonStore),
+    /// Nowhere: gone with the process (simulation); specs equal to one in the shared set
+    /// are that one.
+    Memory(Option<Arc<SharedSpecs>>),
+}
+
+/// Specs shared by the in-memory registries of one simulation's workers, by fqdn.
+#[derive(Default)]
+pub struct SharedSpecs(Mutex<HashMap<Arc<str>, Arc<FunctionSpec>>>);
+
+impl SharedSpecs {
+    /// The shared copy of `spec` (and of its fqdn), added if none is equal to it.
+    fn intern(&self, fqdn: String, spec: FunctionSpec) -> (Arc<str>, Arc<FunctionSpec>) {
+        let mut specs = self.0.lock().unwrap();
+        if let Some((k, v)) = specs.get_key_value(fqdn.as_str())
+            && **v == spec
+        {
+            return (k.clone(), v.clone());
+        }
+        let (k, v): (Arc<str>, _) = (fqdn.into(), Arc::new(spec));
+        specs.insert(k.clone(), v.clone());
+        (k, v)
+    }
+}
+
 pub struct Registry {
-    db: JsonStore,
-    functions: RwLock<HashMap<String, Arc<FunctionSpec>>>,
+    backing: Backing,
+    functions: RwLock<HashMap<Arc<str>, Arc<FunctionSpec>>>,
     /// Serialises check-then-write so two registrations of one fqdn cannot both pass.
     write: tokio::sync::Mutex<()>,
 }
@@ -44,8 +76,15 @@ impl Registry {
         // store's file is its owner's only.
         let db = JsonStore::open(state_dir, DB_FILE, "the registry", &[FUNCTIONS])?;
         let functions: HashMap<_, _> =
-            db.read_all::<FunctionSpec>(FUNCTIONS)?.into_iter().map(|(k, spec)| (k, Arc::new(spec))).collect();
-        Ok(Registry { db, functions: RwLock::new(functions), write: Default::default() })
+            db.read_all::<FunctionSpec>(FUNCTIONS)?.into_iter().map(|(k, spec)| (k.into(), Arc::new(spec))).collect();
+        Ok(Registry { backing: Backing::Durable(db), functions: RwLock::new(functions), write: Default::default() })
+    }
+
+    /// A registry in memory only, empty: a simulated worker's, which is never restarted.
+    /// A live worker must use [`Registry::open`], which keeps registrations across restarts.
+    /// With `shared`, specs equal to one another worker holds are that one.
+    pub fn in_memory(shared: Option<Arc<SharedSpecs>>) -> Self {
+        Registry { backing: Backing::Memory(shared), functions: Default::default(), write: Default::default() }
     }
 
     pub fn get(&self, fqdn: &str) -> Option<Arc<FunctionSpec>> {
@@ -70,23 +109,46 @@ impl Registry {
     /// Refuses a spec whose fqdn is registered with another spec (as `register` would).
     pub fn check(&self, spec: &FunctionSpec) -> Result<(), RegistryError> {
         let fqdn = spec.fqdn().0;
-        match self.get(&fqdn) {
-            Some(old) if *old != *spec => Err(RegistryError::Conflict { fqdn, differences: differences(&old, spec) }),
-            _ => Ok(()),
-        }
+        check(self.get(&fqdn).as_ref(), &fqdn, spec).map(|_| ())
     }
 
-    /// Stores a validated spec durably, then makes it visible.
+    /// Stores a validated spec (durably, unless in memory), then makes it visible.
     pub async fn register(&self, spec: FunctionSpec) -> Result<Registered, RegistryError> {
-        let _guard = self.write.lock().await;
         let fqdn = spec.fqdn().0;
-        self.check(&spec)?;
-        if self.get(&fqdn).is_some() {
-            return Ok(Registered::Unchanged);
+        let Backing::Durable(db) = &self.backing else {
+            // In memory the check and the write are one step under the map's lock: nothing
+            // awaits, so a simulated registration takes no turn of the scheduler either.
+            let mut functions = self.functions.write().unwrap();
+            if let Some(old) = check(functions.get(fqdn.as_str()), &fqdn, &spec)? {
+                return Ok(old);
+            }
+            let (key, spec) = match &self.backing {
+                Backing::Memory(Some(shared)) => shared.intern(fqdn, spec),
+                _ => (fqdn.into(), Arc::new(spec)),
+            };
+            functions.insert(key, spec);
+            return Ok(Registered::New);
+        };
+        let _guard = self.write.lock().await;
+        if let Some(old) = check(self.get(&fqdn).as_ref(), &fqdn, &spec)? {
+            return Ok(old);
         }
-        self.db.put(FUNCTIONS, fqdn.clone(), &spec).await?;
-        self.functions.write().unwrap().insert(fqdn, Arc::new(spec));
+        db.put(FUNCTIONS, fqdn.clone(), &spec).await?;
+        self.functions.write().unwrap().insert(fqdn.into(), Arc::new(spec));
         Ok(Registered::New)
+    }
+}
+
+/// `Unchanged` if `old` is `spec`, a conflict if it differs, `None` if there is none.
+fn check(
+    old: Option<&Arc<FunctionSpec>>,
+    fqdn: &str,
+    spec: &FunctionSpec,
+) -> Result<Option<Registered>, RegistryError> {
+    match old {
+        None => Ok(None),
+        Some(old) if **old == *spec => Ok(Some(Registered::Unchanged)),
+        Some(old) => Err(RegistryError::Conflict { fqdn: fqdn.to_string(), differences: differences(old, spec) }),
     }
 }
 
@@ -149,6 +211,25 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r.get("f-1").unwrap().memory_mb, 128);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn in_memory_registries_write_nothing_and_share_equal_specs() {
+        let shared = Arc::new(SharedSpecs::default());
+        let (a, b) = (Registry::in_memory(Some(shared.clone())), Registry::in_memory(Some(shared.clone())));
+        assert_eq!(a.register(spec(128)).await.unwrap(), Registered::New);
+        assert_eq!(b.register(spec(128)).await.unwrap(), Registered::New, "each worker has its own registrations");
+        assert_eq!(b.register(spec(128)).await.unwrap(), Registered::Unchanged);
+        assert!(Arc::ptr_eq(&a.get("f-1").unwrap(), &b.get("f-1").unwrap()), "one spec held for both");
+        let e = a.register(spec(256)).await.unwrap_err().to_string();
+        assert!(e.contains("memory_mb: registered 128, asked 256"), "{e}");
+        // Another spec under the same fqdn on a third worker is its own.
+        let c = Registry::in_memory(Some(shared));
+        assert_eq!(c.register(spec(256)).await.unwrap(), Registered::New);
+        assert_eq!((a.get("f-1").unwrap().memory_mb, c.get("f-1").unwrap().memory_mb), (128, 256));
+        let alone = Registry::in_memory(None);
+        assert_eq!(alone.register(spec(64)).await.unwrap(), Registered::New);
+        assert_eq!(alone.list().len(), 1);
     }
 
     #[tokio::test]

@@ -126,13 +126,36 @@ impl EvictionPolicy for Gdsf {
 /// function should get a container before its next call.
 pub trait KeepAlivePolicy: Send + Sync {
     fn expired(&self, c: &IdleContainer, now: Duration) -> bool;
+    /// The earliest time at which `expired(c, t)` may hold, as far as the policy knows now
+    /// (a later arrival of `c`'s function may bring it earlier: see `arrived`); `None`:
+    /// never. The pool's reaper sleeps until then rather than looking at every tick. The
+    /// default, `c`'s last use, is always right: it has the reaper look at every tick.
+    fn expires_at(&self, c: &IdleContainer) -> Option<Duration> {
+        Some(c.last_used)
+    }
     /// A call of `fqdn` arrived at `now` (the pool tells every invocation's acquire).
-    fn arrived(&self, _fqdn: &Arc<str>, _now: Duration) {}
+    /// Returns the earliest time at which, because of what the policy learnt from it, an
+    /// idle container of `fqdn` may expire or its pre-warm fall due, if that may be earlier
+    /// than what `expires_at` and `next_prewarm` said before (the pool's reaper then looks
+    /// again); `None` if nothing moved earlier.
+    fn arrived(&self, _fqdn: &Arc<str>, _now: Duration) -> Option<Duration> {
+        None
+    }
     /// The functions whose pre-warm time has come by `now`, each once: the pool starts a
     /// container for each that has none idle.
     fn prewarm_due(&self, _now: Duration) -> Vec<Arc<str>> {
         Vec::new()
     }
+    /// When the earliest planned pre-warm falls due, if any is planned.
+    fn next_prewarm(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// The earliest time at which a container last used at `last_used` has been idle for more
+/// than `keep` (the keep-alive policies' test: idle > keep).
+fn idle_past(last_used: Duration, keep: Duration) -> Duration {
+    last_used + keep + Duration::from_nanos(1)
 }
 
 /// The keep-alive policy in config: `keep_alive = { type = "fixed", ttl_ms = 600000 }`.
@@ -226,6 +249,10 @@ impl KeepAlivePolicy for FixedTtl {
     fn expired(&self, c: &IdleContainer, now: Duration) -> bool {
         now.saturating_sub(c.last_used) > self.0
     }
+
+    fn expires_at(&self, c: &IdleContainer) -> Option<Duration> {
+        Some(idle_past(c.last_used, self.0))
+    }
 }
 
 pub struct PerFunctionTtl {
@@ -233,10 +260,19 @@ pub struct PerFunctionTtl {
     functions: BTreeMap<String, Duration>,
 }
 
+impl PerFunctionTtl {
+    fn ttl(&self, fqdn: &str) -> Duration {
+        self.functions.get(fqdn).copied().unwrap_or(self.default)
+    }
+}
+
 impl KeepAlivePolicy for PerFunctionTtl {
     fn expired(&self, c: &IdleContainer, now: Duration) -> bool {
-        let ttl = self.functions.get(&*c.fqdn).copied().unwrap_or(self.default);
-        now.saturating_sub(c.last_used) > ttl
+        now.saturating_sub(c.last_used) > self.ttl(&c.fqdn)
+    }
+
+    fn expires_at(&self, c: &IdleContainer) -> Option<Duration> {
+        Some(idle_past(c.last_used, self.ttl(&c.fqdn)))
     }
 }
 
@@ -284,8 +320,20 @@ impl Hybrid {
     }
 }
 
+impl Hybrid {
+    /// How long a container may stay idle under `windows` (see `expired`).
+    fn keep(&self, windows: Option<(Duration, Duration)>, c: &IdleContainer) -> Duration {
+        match windows {
+            None => self.fallback,
+            Some((pre, keep)) if pre.is_zero() => keep,
+            Some((pre, keep)) if c.uses == 0 => keep.saturating_sub(pre),
+            Some(_) => Duration::ZERO,
+        }
+    }
+}
+
 impl KeepAlivePolicy for Hybrid {
-    fn arrived(&self, fqdn: &Arc<str>, now: Duration) {
+    fn arrived(&self, fqdn: &Arc<str>, now: Duration) -> Option<Duration> {
         let mut functions = self.functions.lock().unwrap();
         let h = match functions.get_mut(fqdn) {
             Some(h) => h,
@@ -306,8 +354,11 @@ impl KeepAlivePolicy for Hybrid {
         h.last_arrival = Some(now);
         let windows = self.windows(h);
         let h = functions.get_mut(fqdn).expect("inserted above");
+        // New windows may have expired the function's idle containers already.
+        let moved = (h.windows != windows).then_some(now);
         h.windows = windows;
         h.prewarm_at = windows.filter(|(pre, _)| !pre.is_zero()).map(|(pre, _)| now + pre);
+        [moved, h.prewarm_at].into_iter().flatten().min()
     }
 
     fn prewarm_due(&self, now: Duration) -> Vec<Arc<str>> {
@@ -323,18 +374,21 @@ impl KeepAlivePolicy for Hybrid {
         due
     }
 
+    fn next_prewarm(&self) -> Option<Duration> {
+        self.functions.lock().unwrap().values().filter_map(|h| h.prewarm_at).min()
+    }
+
+    /// Without windows, the fallback TTL; without a pre-warm window, kept the keep-alive
+    /// window after its use; with one, a pre-warmed container (never used) lives out the
+    /// keep-alive window from the pre-warm, and a used one goes once its call is over.
     fn expired(&self, c: &IdleContainer, now: Duration) -> bool {
-        let idle = now.saturating_sub(c.last_used);
         let windows = self.functions.lock().unwrap().get(&c.fqdn).and_then(|h| h.windows);
-        match windows {
-            None => idle > self.fallback,
-            // No pre-warm window: kept the keep-alive window after its use.
-            Some((pre, keep)) if pre.is_zero() => idle > keep,
-            // A pre-warmed container (never used) lives out the keep-alive window from the
-            // pre-warm; a used one goes once its call is over.
-            Some((pre, keep)) if c.uses == 0 => idle > keep.saturating_sub(pre),
-            Some(_) => !idle.is_zero(),
-        }
+        now.saturating_sub(c.last_used) > self.keep(windows, c)
+    }
+
+    fn expires_at(&self, c: &IdleContainer) -> Option<Duration> {
+        let windows = self.functions.lock().unwrap().get(&c.fqdn).and_then(|h| h.windows);
+        Some(idle_past(c.last_used, self.keep(windows, c)))
     }
 }
 

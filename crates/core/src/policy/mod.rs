@@ -5,6 +5,6 @@ pub mod balance;
 pub mod eviction;
 pub mod queue;
 
-pub use balance::{Balancer, BalancerConfig, ClusterView, FixedCluster, WorkerView};
+pub use balance::{Balancer, BalancerConfig, ClusterView, FixedCluster, Totals, WorkerView};
 pub use eviction::{EvictionConfig, EvictionPolicy, IdleContainer, KeepAliveConfig, KeepAlivePolicy};
 pub use queue::{QueueConfig, QueueItem, QueuePolicy};

@@ -63,8 +63,9 @@ pub enum Command {
     /// closed-loop clients through the controller and straight to the worker, prints
     /// percentiles and writes JSON.
     ControllerBench(controller_bench::Args),
-    /// Simulation speed: replays a generated workload of about 1.3 million invocations in
-    /// simulation; prints invocations per wall-clock second and peak memory, writes JSON.
+    /// Simulation speed: replays a generated workload (by default about 1.3 million
+    /// invocations) in simulation, on one worker or on clusters (--workers 10,50,200);
+    /// prints invocations per wall-clock second and peak memory, writes JSON.
     SimBench(crate::simulation::sim_bench::Args),
     /// Live vs simulated: a resampled calibration trace, metadata calibrated from a live run
     /// of it, and a per-function comparison of a live and a simulated run

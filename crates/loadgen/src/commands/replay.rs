@@ -177,7 +177,11 @@ pub async fn execute(
                      machine. Set limits.max_cpus in --worker-config"
                 );
             }
-            Some(SimCluster { controller, workers: target.workers.unwrap_or(1) })
+            Some(SimCluster {
+                controller,
+                workers: target.workers.unwrap_or(1),
+                controller_overhead: target.controller_overhead.clone(),
+            })
         } else {
             None
         };

@@ -115,9 +115,9 @@ pub struct TargetArgs {
     #[command(flatten)]
     pub functions: FunctionArgs,
     /// The worker's config file (JSON or TOML, as for iluvatar_worker); its isolation
-    /// backends are replaced by its `sim` one (or a default `sim`) and its state directory
-    /// by a temporary one. It must set invoker.concurrency (0, the live default, would
-    /// mean this machine's cores).
+    /// backends are replaced by its `sim` one (or a default `sim`); its registry is kept in
+    /// memory (its state directory is not used). It must set invoker.concurrency (0, the
+    /// live default, would mean this machine's cores).
     #[arg(long, help_heading = "Simulation (--setup simulation)")]
     pub worker_config: Option<PathBuf>,
     /// A simulated cluster: the controller's config file (JSON or TOML, as for
@@ -126,9 +126,15 @@ pub struct TargetArgs {
     #[arg(long, help_heading = "Simulation (--setup simulation)")]
     pub controller_config: Option<PathBuf>,
     /// A simulated cluster: the number of simulated workers (each configured by
-    /// --worker-config, with its own state directory and a seed derived from --seed).
+    /// --worker-config, with a seed derived from --seed).
     #[arg(long, help_heading = "Simulation (--setup simulation)")]
     pub workers: Option<usize>,
+    /// A simulated cluster: the controller's own time per invocation, drawn from this
+    /// measured distribution (a `controller-bench` report, a JSON object of percentiles in
+    /// µs such as {"p50": 40, "p99": 120}, or samples in µs) and added on the virtual clock
+    /// before each invocation reaches its worker; reported as controller_ms.
+    #[arg(long, help_heading = "Simulation (--setup simulation)")]
+    pub controller_overhead: Option<PathBuf>,
     /// The controller's HTTP address (HOST:PORT), asked for its healthy workers
     /// (GET /workers) before any load. Default: --host at --port + 1 (the controller's
     /// default layout), used only if it answers.
@@ -189,6 +195,11 @@ impl TargetArgs {
         }
         if self.workers == Some(0) {
             bail!("--workers must be at least 1");
+        }
+        if self.controller_overhead.is_some() && !self.simulated_cluster() {
+            bail!(
+                "--controller-overhead simulates a controller's own time: it needs a simulated cluster (--setup simulation with --workers, --controller-config or --target controller)"
+            );
         }
         if self.target == TargetKind::Worker && self.controller_http.is_some() {
             bail!("--controller-http needs --target controller");

@@ -6,6 +6,7 @@
 
 pub mod fidelity;
 pub mod in_process;
+pub mod overhead;
 pub mod run;
 pub mod sim_bench;
 pub mod sweep;

@@ -1,5 +1,6 @@
 //! A simulated worker: the real worker built in this process with the `sim` backend on a
-//! virtual clock, its config (a live worker's file works unchanged) and its temporary state.
+//! virtual clock and its registry in memory, and its config (a live worker's file works
+//! unchanged).
 
 use anyhow::Context;
 use iluvatar_core::{Clock, Env};
@@ -8,9 +9,9 @@ use iluvatar_worker::api::WorkerApi;
 use iluvatar_worker::config::WorkerConfig;
 use iluvatar_worker::env::{QuietHost, TokioClock};
 use iluvatar_worker::isolation::BackendConfig;
-use std::path::{Path, PathBuf};
+use iluvatar_worker::registry::{Registry, SharedSpecs};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The runtime a simulation runs on: one thread, the clock paused (virtual time).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -54,8 +55,8 @@ pub fn worker_config(file: Option<&Path>, overrides: &[(String, String)]) -> any
     Ok(config)
 }
 
-/// The config as a summary records it: without the state directory, which is a temporary
-/// directory that differs from run to run.
+/// The config as a summary records it: without the state directory, which a simulated
+/// worker does not use.
 pub fn config_json(config: &WorkerConfig) -> serde_json::Value {
     let mut v = serde_json::to_value(config).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
@@ -65,47 +66,24 @@ pub fn config_json(config: &WorkerConfig) -> serde_json::Value {
     v
 }
 
-/// A temporary state directory (the registry's store), removed on drop.
-pub struct StateDir(PathBuf);
-
-impl StateDir {
-    pub fn new() -> std::io::Result<Self> {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("iluvatar-sim-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        let dir = std::env::temp_dir().join(name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        Ok(StateDir(dir))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for StateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// One simulated worker, built in the current (paused) runtime.
 pub struct SimWorker {
     pub api: Arc<WorkerApi>,
     pub clock: Arc<dyn Clock>,
-    _state: StateDir,
 }
 
 impl SimWorker {
-    /// Builds the worker on a virtual clock starting at Unix time 0, seeded by `seed`, and
-    /// starts its keep-alive reaper. Must run inside a runtime from [`runtime`].
-    pub fn build(mut config: WorkerConfig, seed: u64) -> anyhow::Result<Self> {
-        let state = StateDir::new().context("creating the simulated worker's state directory")?;
-        config.state_dir = state.path().to_path_buf();
+    /// Builds the worker on a virtual clock starting at Unix time 0, seeded by `seed`, with
+    /// its registry in memory (nothing is written to disk: the `sim` backend uses no state
+    /// directory, and a simulated worker is never restarted) holding the specs in `specs`
+    /// (one set for a simulation's workers), and starts its keep-alive reaper. Must run inside a runtime from [`runtime`].
+    pub fn build(config: WorkerConfig, seed: u64, specs: &Arc<SharedSpecs>) -> anyhow::Result<Self> {
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(0));
         let env = Env::new(clock.clone(), seed);
-        let api = WorkerApi::build(config, env, Arc::new(QuietHost)).context("building the simulated worker")?;
+        let registry = Registry::in_memory(Some(specs.clone()));
+        let api = WorkerApi::build_with(config, env, Arc::new(QuietHost), registry)
+            .context("building the simulated worker")?;
         api.spawn_reaper();
-        Ok(SimWorker { api, clock, _state: state })
+        Ok(SimWorker { api, clock })
     }
 }

@@ -1,8 +1,9 @@
 //! What every policy must do, whatever it optimises: queue policies never lose, duplicate or
 //! invent an item, and break ties in push order; eviction policies pick only candidates they were offered and free enough
-//! or nothing; keep-alive policies never expire a container just used, and never un-expire
-//! one; balancers pick only available workers, the same way for the same inputs, and spread
-//! load. Every config also survives JSON and TOML.
+//! or nothing; keep-alive policies never expire a container just used, never un-expire
+//! one, and never before the time they said it would (the reaper sleeps until then);
+//! balancers pick only available workers, the same way for the same inputs (given the
+//! view's totals or not), and spread load. Every config also survives JSON and TOML.
 //!
 //! Each suite has two layers: `*_promises` checks a built policy (so a broken one can be
 //! shown to fail), `*_suite` checks a config: round trip, then the promises of what it builds.
@@ -134,18 +135,26 @@ pub fn eviction_suite(config: EvictionConfig) {
     eviction_promises(config.build().as_ref());
 }
 
-/// A keep-alive policy: a container just used has not expired, and once expired it stays
-/// expired as time goes on.
+/// A keep-alive policy: a container just used has not expired, once expired it stays
+/// expired as time goes on, and it does not expire before `expires_at` said.
 pub fn keep_alive_promises(policy: &dyn KeepAlivePolicy) {
     let mut cases = Cases::new(37);
     for c in idle_set(&mut cases, 50) {
         assert!(!policy.expired(&c, c.last_used), "a container used just now expired: {c:?}");
+        let expires_at = policy.expires_at(&c);
         let mut was = false;
         for step in 0..64 {
             let now = c.last_used + Duration::from_millis(1 << (step / 2)) * (1 + step % 2);
             let is = policy.expired(&c, now);
             assert!(is || !was, "{c:?} expired, then no longer at {now:?}");
+            assert!(
+                !is || expires_at.is_some_and(|at| at <= now),
+                "{c:?} expired at {now:?}, before expires_at said ({expires_at:?})"
+            );
             was = is;
+        }
+        if let Some(at) = expires_at.and_then(|at| at.checked_sub(Duration::from_nanos(1))) {
+            assert!(!policy.expired(&c, at), "{c:?} expired at {at:?}, before expires_at said");
         }
     }
 }
@@ -184,7 +193,8 @@ pub fn balancer_promises(make: impl Fn() -> Box<dyn Balancer>) {
         let view = ClusterView { version: 1 + case, workers: &workers };
         let fqdn = FUNCTIONS[cases.below(FUNCTIONS.len() as u64) as usize];
         let chosen = a.choose(fqdn, &view);
-        assert_eq!(chosen, b.choose(fqdn, &view), "case {case}: the same inputs, another answer");
+        let given_totals = b.choose_with(fqdn, &view, &balance::Totals::of(&view));
+        assert_eq!(chosen, given_totals, "case {case}: the same inputs (totals given), another answer");
         match chosen {
             Some(i) => assert!(
                 workers.get(i).is_some_and(|w| w.available),

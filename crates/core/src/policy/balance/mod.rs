@@ -62,10 +62,49 @@ impl ClusterView<'_> {
     }
 }
 
+/// Sums over the available workers of a view, which bounded loads and turns need. A caller
+/// that keeps them as loads change (a simulated cluster of a thousand workers: see
+/// [`FixedCluster`]) passes them to [`Balancer::choose_with`], so that a choice does not
+/// read every worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Available workers.
+    pub available: usize,
+    /// Their load ([`WorkerView::load`]).
+    pub load: u64,
+    /// Their cpus (each at least 1).
+    pub cpus: u64,
+}
+
+impl Totals {
+    pub fn of(view: &ClusterView) -> Totals {
+        view.available().fold(Totals::default(), |t, (_, w)| t.with(w, 1))
+    }
+
+    /// These totals with `w` added (`sign` 1) or taken out (-1), if it is available.
+    fn with(self, w: &WorkerView, sign: i64) -> Totals {
+        if !w.available {
+            return self;
+        }
+        let add = |x: u64, d: u64| if sign > 0 { x + d } else { x.saturating_sub(d) };
+        Totals {
+            available: add(self.available as u64, 1) as usize,
+            load: add(self.load, w.load()),
+            cpus: add(self.cpus, w.cpus.max(1) as u64),
+        }
+    }
+}
+
 pub trait Balancer: Send + Sync {
     /// The index in `view.workers` of the worker that should run `fqdn`, or `None` when no
     /// worker is available.
     fn choose(&self, fqdn: &str, view: &ClusterView) -> Option<usize>;
+
+    /// [`choose`](Balancer::choose) given the view's [`Totals`]: the same answer, without
+    /// reading every worker where the policy can.
+    fn choose_with(&self, fqdn: &str, view: &ClusterView, _totals: &Totals) -> Option<usize> {
+        self.choose(fqdn, view)
+    }
 }
 
 fn default_vnodes() -> usize {
@@ -226,7 +265,7 @@ impl BalancerConfig {
 /// load a policy sees is exactly that count, as the live controller's in-flight count is.
 pub struct FixedCluster {
     balancer: Box<dyn Balancer>,
-    workers: std::sync::Mutex<Vec<WorkerView>>,
+    workers: std::sync::Mutex<(Vec<WorkerView>, Totals)>,
 }
 
 impl FixedCluster {
@@ -241,12 +280,13 @@ impl FixedCluster {
                 available: true,
                 ..Default::default()
             })
-            .collect();
-        FixedCluster { balancer: config.build(seed), workers: std::sync::Mutex::new(workers) }
+            .collect::<Vec<_>>();
+        let totals = Totals::of(&ClusterView { version: 1, workers: &workers });
+        FixedCluster { balancer: config.build(seed), workers: std::sync::Mutex::new((workers, totals)) }
     }
 
     pub fn len(&self) -> usize {
-        self.workers.lock().unwrap().len()
+        self.workers.lock().unwrap().0.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -256,11 +296,32 @@ impl FixedCluster {
     /// The worker for `fqdn` given each worker's in-flight invocations (`inflight[i]` for
     /// worker `i`; missing entries count as 0). Always `Some` for a non-empty cluster.
     pub fn choose(&self, fqdn: &str, inflight: &[u64]) -> Option<usize> {
-        let mut workers = self.workers.lock().unwrap();
+        let mut guard = self.workers.lock().unwrap();
+        let (workers, totals) = &mut *guard;
         for (i, w) in workers.iter_mut().enumerate() {
             w.inflight = inflight.get(i).copied().unwrap_or(0);
         }
-        self.balancer.choose(fqdn, &ClusterView { version: 1, workers: &workers })
+        *totals = Totals::of(&ClusterView { version: 1, workers });
+        self.balancer.choose_with(fqdn, &ClusterView { version: 1, workers }, totals)
+    }
+
+    /// Sets worker `i`'s in-flight count (the caller tells every change), for [`Self::pick`].
+    pub fn set_inflight(&self, i: usize, inflight: u64) {
+        let mut guard = self.workers.lock().unwrap();
+        let (workers, totals) = &mut *guard;
+        if let Some(w) = workers.get_mut(i) {
+            *totals = totals.with(w, -1);
+            w.inflight = inflight;
+            *totals = totals.with(w, 1);
+        }
+    }
+
+    /// The worker for `fqdn` given the in-flight counts last set: [`Self::choose`] without
+    /// passing every count, for a cluster too large to copy them at every invocation.
+    pub fn pick(&self, fqdn: &str) -> Option<usize> {
+        let guard = self.workers.lock().unwrap();
+        let (workers, totals) = &*guard;
+        self.balancer.choose_with(fqdn, &ClusterView { version: 1, workers }, totals)
     }
 }
 
@@ -334,6 +395,39 @@ mod tests {
         loads[home] = 10;
         assert_ne!(ch.choose("f-1", &loads), Some(home), "a loaded home spills");
         assert_eq!(FixedCluster::new(&BalancerConfig::RoundRobin, 1, &[]).choose("f-1", &[]), None);
+    }
+
+    /// Loads told one change at a time (`set_inflight`, `pick`) give the same choices as
+    /// all loads given at each choice (`choose`), for every policy, over many workers.
+    #[test]
+    fn fixed_cluster_told_each_change_chooses_as_if_given_every_load() {
+        use crate::{Rng, SplitMix64};
+        let ws: Vec<(String, u32)> = (0..40).map(|i| (format!("w{i}"), 1 + i % 3)).collect();
+        for c in [
+            r#"{"type":"round_robin"}"#,
+            r#"{"type":"least_loaded"}"#,
+            r#"{"type":"rr_guard"}"#,
+            r#"{"type":"ch_bl", "vnodes": 20}"#,
+            r#"{"type":"ch_rlu", "vnodes": 20, "popular_share": 0.2, "window": 50}"#,
+        ] {
+            let config = serde_json::from_str::<BalancerConfig>(c).unwrap();
+            let (told, given) = (FixedCluster::new(&config, 3, &ws), FixedCluster::new(&config, 3, &ws));
+            let r = SplitMix64::new(5);
+            let mut inflight = vec![0u64; ws.len()];
+            for n in 0..3000 {
+                let fqdn = format!("f{}-1", r.next_u64() % 60);
+                let i = told.pick(&fqdn).unwrap();
+                assert_eq!(Some(i), given.choose(&fqdn, &inflight), "{c}, invocation {n}");
+                inflight[i] += 1;
+                told.set_inflight(i, inflight[i]);
+                // Some invocations finish.
+                let j = (r.next_u64() % ws.len() as u64) as usize;
+                if inflight[j] > 0 && !r.next_u64().is_multiple_of(3) {
+                    inflight[j] -= 1;
+                    told.set_inflight(j, inflight[j]);
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Round robin and least loaded: policies that ignore which function is invoked.
 
-use super::{Balancer, ClusterView, LoadMetric};
+use super::{Balancer, ClusterView, LoadMetric, Totals};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Each available worker in turn; with a worker out, the rest share its turns evenly.
@@ -10,12 +10,18 @@ pub struct RoundRobin {
 }
 
 impl Balancer for RoundRobin {
-    fn choose(&self, _fqdn: &str, view: &ClusterView) -> Option<usize> {
-        let available = view.available().count();
-        if available == 0 {
+    fn choose(&self, fqdn: &str, view: &ClusterView) -> Option<usize> {
+        self.choose_with(fqdn, view, &Totals::of(view))
+    }
+
+    fn choose_with(&self, _fqdn: &str, view: &ClusterView, totals: &Totals) -> Option<usize> {
+        if totals.available == 0 {
             return None;
         }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % available;
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % totals.available;
+        if totals.available == view.workers.len() {
+            return Some(turn);
+        }
         view.available().nth(turn).map(|(i, _)| i)
     }
 }
