@@ -238,3 +238,46 @@ fn concurrent_registrations_of_one_image_fetch_each_blob_once() {
         assert_eq!(r["result"]["body"]["body"]["greeting"], "Hello many!", "{r}");
     }
 }
+
+/// The reference platform's quickstart, its command lines as they are written, against a
+/// loopback registry holding an image of the reference protocol's HTTP server under the
+/// quickstart's repository name: registered with no isolation or server named, invoked
+/// with `-a name=...`, cold then warm.
+#[test]
+fn the_seeds_quickstart_runs_verbatim_against_a_loopback_registry() {
+    let registry = Registry::start();
+    let w = worker();
+    let archive = crate::servers::server_image(&shipped("hello"), &w.dir, "hello", "http", None);
+    let repo = "alfuerst/hello-iluvatar-action:latest";
+    registry.push(&format!("oci-archive:{}:hello", archive.display()), repo, false);
+    let image = registry.reference(repo);
+    let r = w.cli_ok(&[
+        "register",
+        "--name",
+        "hello",
+        "--version",
+        "1",
+        "--image",
+        &image,
+        "--memory",
+        "128",
+        "--cpu",
+        "1",
+    ]);
+    assert_eq!(r["success"], true, "{r}");
+    assert!(w.log_text().contains("image pulled"), "pulled at registration:\n{}", w.log_context());
+    for (name, state) in [("bob", "COLD"), ("alice", "WARM")] {
+        let a = format!("name={name}");
+        let r = w.cli_ok(&["invoke", "--name", "hello", "--version", "1", "-a", &a]);
+        assert_eq!(r["success"], true, "{r}");
+        assert_eq!(r["container_state"], state, "{r}");
+        assert_eq!(r["result"]["body"]["body"]["greeting"], format!("Hello {name}!"), "{r}");
+    }
+    // What ran is the image's own server, not our agent.
+    let pids = w.container_pids();
+    assert!(
+        pids.iter().any(|p| crate::util::cmdline(*p).contains("function_server.py http")),
+        "the image's HTTP server runs: {:?}",
+        pids.iter().map(|p| crate::util::cmdline(*p)).collect::<Vec<_>>()
+    );
+}

@@ -14,7 +14,7 @@ use std::process::Command;
 
 /// Builds an image of `function` whose entrypoint is `server` (`http`, `unix`), or the
 /// given entrypoint (JSON list) with the function in /app.
-fn server_image(function: &Path, dir: &Path, tag: &str, server: &str, entrypoint: Option<&str>) -> PathBuf {
+pub(crate) fn server_image(function: &Path, dir: &Path, tag: &str, server: &str, entrypoint: Option<&str>) -> PathBuf {
     if server == "agent" {
         return build_image(function, dir, tag);
     }
