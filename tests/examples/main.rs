@@ -2,6 +2,8 @@
 //! binaries of the tests' own profile (`BIN`), and gives what its header says to expect.
 //! The real-container ones need root, as the runtime tests do.
 
+mod docs;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
