@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The pages and the test that runs each; `every_page_is_run` keeps the two lists equal.
-const PAGES: &[&str] =
-    &["functions", "isolation", "policies", "load-generation", "simulation", "cluster", "results"];
+const PAGES: &[&str] = &["functions", "isolation", "policies", "load-generation", "simulation", "cluster", "results"];
 
 /// How long one page may run (wall seconds) before it is stopped and fails.
 const PAGE_TIMEOUT_S: u32 = 240;
@@ -194,9 +193,6 @@ fn every_page_is_run() {
 fn blocks_are_found_as_fenced() {
     let md = "a\n```sh\necho 1\n```\n```text\n```sh\nnot run\n```\n````md\n```sh\n````\n  ```sh\necho 2\n  ```\n";
     let blocks = sh_blocks(md).unwrap();
-    assert_eq!(
-        blocks,
-        vec![Block { line: 3, text: "echo 1\n".into() }, Block { line: 13, text: "echo 2\n".into() }]
-    );
+    assert_eq!(blocks, vec![Block { line: 3, text: "echo 1\n".into() }, Block { line: 13, text: "echo 2\n".into() }]);
     assert!(sh_blocks("```sh\necho 1\n").unwrap_err().contains("line 1"));
 }
