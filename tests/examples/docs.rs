@@ -4,6 +4,7 @@
 //! that fails names the page, the block, its line and what it printed. Blocks fenced another
 //! way (```text, ```toml, ```console) are not run; the pages say why next to them.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -95,21 +96,25 @@ fn run_page(page: &str) {
 
     let bin = iluvatar_testkit::target_dir();
     let path_var = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    // timeout(1) runs bash in a process group of its own and stops it if the page hangs.
-    let mut child = Command::new("timeout")
-        .args(["-k", "10", &PAGE_TIMEOUT_S.to_string(), "bash"])
+    // A wrapper in a process group of its own runs the page under timeout(1) (in the
+    // foreground: in the same group) and then stops whatever the page left running (it
+    // should stop what it starts) with one signal to its own group, which it ignores itself.
+    // The group is the wrapper's while it lives, so the signal reaches nothing else.
+    let wrapper = format!(
+        "timeout --foreground -k 10 {PAGE_TIMEOUT_S} bash \"$1\"; rc=$?; trap '' TERM; kill -TERM 0 2>/dev/null; exit $rc"
+    );
+    let status = Command::new("bash")
+        .args(["-c", &wrapper, "page"])
         .arg(&script_path)
+        .process_group(0)
         .current_dir(&work)
         .env("PATH", path_var)
         .env("REPO", docs().parent().unwrap())
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
-        .spawn()
-        .expect("timeout and bash run");
-    let status = child.wait().unwrap();
-    // Whatever a page left running (it should stop what it starts) goes with its group.
-    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).stderr(Stdio::null()).status();
+        .status()
+        .expect("bash runs");
 
     if status.success() {
         return;
