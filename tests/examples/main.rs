@@ -133,10 +133,17 @@ fn benchmark() {
     let (out, _) = run("benchmark");
     let d = json(&out.join("function_data.json"));
     let names: Vec<&str> = d["functions"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"hello") && names.contains(&"synthetic"), "{names:?}");
+    assert_eq!(names, ["hello", "json_serdes", "synthetic"], "QUICK benchmarks three functions");
     for f in d["functions"].as_array().unwrap() {
-        assert!(f["cold_ms_p50"].as_f64().unwrap() > f["warm_ms_p50"].as_f64().unwrap(), "{f}");
         assert_eq!(f["detail"]["errors"], 0, "{f}");
+        assert!(
+            f["detail"]["cold_start_ms"]["count"].as_u64().unwrap() >= 2,
+            "every cold call started a container: {f}"
+        );
+        // For functions of about a millisecond, the cold start dominates.
+        if f["name"] != "json_serdes" {
+            assert!(f["cold_ms_p50"].as_f64().unwrap() > f["warm_ms_p50"].as_f64().unwrap(), "{f}");
+        }
     }
 }
 

@@ -151,6 +151,7 @@ fn a_bad_controller_overhead_is_refused_by_name() {
     std::fs::write(&bad, "40 -3").unwrap();
     let e = try_cluster(&dir, "ch_bl", 2, &dir.join("o"), &["--controller-overhead", s(&bad)]).unwrap_err();
     assert!(e.contains("bad.txt") && e.contains("sample 2 is -3"), "{e}");
+    assert!(!dir.join("o/invocations.csv").exists(), "refused before any row is written");
     let e =
         try_cluster(&dir, "ch_bl", 2, &dir.join("o"), &["--controller-overhead", s(&dir.join("none"))]).unwrap_err();
     assert!(e.contains("cannot read controller overhead file") && e.contains("none"), "{e}");

@@ -155,7 +155,10 @@ fn help_says_which_service_offers_each_command_and_describes_every_option() {
         for (option, description) in options {
             assert!(!description.is_empty(), "{c}: {option} has no description:\n{text}");
         }
-        assert!(!text.contains("containerd") && !text.contains("docker"), "{c} offers what is refused:\n{text}");
+        // The reference platform's isolation names are served, not refused: the help says by what.
+        if text.contains("containerd") || text.contains("docker") {
+            assert!(text.contains("serves them with its backend that runs OCI images"), "{c}:\n{text}");
+        }
     }
     let register = help(&["register", "--help"]);
     for flag in ["--env <NAME=value>", "--network <NETWORK>", "--code <CODE>", "--image <IMAGE>"] {

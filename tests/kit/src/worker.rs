@@ -176,7 +176,8 @@ impl WorkerProcess {
     }
 }
 
-/// Runs `iluvatar_worker_cli ARGS...` (from `dir` if given) with a 30 s bound, without the
+/// Runs `iluvatar_worker_cli ARGS...` (from `dir` if given) with a 30 s bound (180 s for a
+/// registration, which waits for a dependency layer's build or an image's pull), without the
 /// environment's `ILUVATAR_TOKEN_FILE`.
 pub fn run_cli(dir: Option<&std::path::Path>, args: &[&str]) -> Output {
     let mut cmd = Command::new(crate::bin("iluvatar_worker_cli"));
@@ -184,5 +185,6 @@ pub fn run_cli(dir: Option<&std::path::Path>, args: &[&str]) -> Output {
     if let Some(d) = dir {
         cmd.current_dir(d);
     }
-    output_timeout(cmd, Duration::from_secs(30))
+    let bound = if args.contains(&"register") { 180 } else { 30 };
+    output_timeout(cmd, Duration::from_secs(bound))
 }
