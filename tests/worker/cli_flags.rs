@@ -166,3 +166,23 @@ fn help_says_which_service_offers_each_command_and_describes_every_option() {
     }
     assert!(register.contains("relative"), "says relative paths are taken:\n{register}");
 }
+
+/// A reader that stops early (`| grep -q`) closes the pipe: the CLI exits quietly, not with
+/// a panic about a broken pipe.
+#[test]
+fn a_reader_that_stops_early_is_no_error() {
+    let w = WorkerProcess::start(json!({}));
+    let port = w.grpc_port.to_string();
+    let mut child = std::process::Command::new(iluvatar_testkit::bin("iluvatar_worker_cli"))
+        .args(["--address", "127.0.0.1", "--port", &port, "ping"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The read end is closed before the CLI prints its answer.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+}

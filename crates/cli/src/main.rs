@@ -416,7 +416,18 @@ fn main() {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
-        Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+        Ok(v) => {
+            use std::io::Write;
+            let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+            // A reader that stops early (`| grep -q`, `| head`) is not an error of ours.
+            match writeln!(std::io::stdout().lock(), "{text}") {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: cannot print the answer: {e}");
+                    std::process::exit(1);
+                }
+                _ => {}
+            }
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::exit(1);

@@ -214,8 +214,13 @@ impl Default for ShutdownConfig {
 impl WorkerConfig {
     /// Loads the file (if any), applies the overrides, and checks the result.
     pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let config = iluvatar_service::config::load(&WorkerConfig::default(), path, env, ENV_PREFIX)?;
+        let mut config: WorkerConfig = iluvatar_service::config::load(&WorkerConfig::default(), path, env, ENV_PREFIX)?;
         config.check()?;
+        // A relative state_dir is taken from the current folder, once: container bundles and
+        // mounts need absolute paths.
+        config.state_dir = std::path::absolute(&config.state_dir).map_err(|e| {
+            ConfigError::Invalid(format!("state_dir {}: cannot make it absolute: {e}", config.state_dir.display()))
+        })?;
         Ok(config)
     }
 
@@ -266,6 +271,16 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    #[test]
+    fn a_relative_state_dir_is_made_absolute_from_the_current_folder() {
+        let c =
+            WorkerConfig::load(None, [("ILUVATAR_WORKER__state_dir".to_string(), "rel/state".to_string())]).unwrap();
+        assert_eq!(c.state_dir, std::env::current_dir().unwrap().join("rel/state"));
+        let c =
+            WorkerConfig::load(None, [("ILUVATAR_WORKER__state_dir".to_string(), "/abs/state".to_string())]).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/abs/state"));
     }
 
     #[test]

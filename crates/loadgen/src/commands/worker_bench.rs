@@ -99,7 +99,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     report["function"] = json!({"image": image, "container_server": server, "args": args.json_args});
     report["seccomp"] = json!(args.seccomp);
     report["user_namespace"] = json!(args.user_namespace);
-    println!("worker benchmark, runtime backend, function {image} (container_server {})", args.container_server);
+    // A code function always runs our agent; an image says what it runs (its entrypoint).
+    let serves = match &args.image {
+        Some(_) => format!(" (container_server {}, if its entrypoint is not our agent)", args.container_server),
+        None => String::new(),
+    };
+    println!("worker benchmark, runtime backend, function {image}{serves}");
 
     report["cold_start"] = cold_starts(&mut c, &image, server, &args).await?;
     let request = rpc::InvokeRequest {
