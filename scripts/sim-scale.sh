@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Simulation at scale (README, "Simulation at scale"): a full day of an Azure-shaped
 # synthetic trace (heavy-tailed rates, 30% timers, >= 10 million invocations) replayed on
-# simulated clusters of 100 and 1,000 workers behind ch_bl, twice each (results must be
+# simulated clusters of 1,000 and 100 workers behind ch_bl, twice each (results must be
 # byte-identical), with the controller's own time per invocation drawn from a distribution
-# measured here by controller-bench; then the issue's before shape (5 minutes, 465
-# functions, ~75,000 invocations) on 10, 50 and 200 workers. Each step writes
-# sim_bench.json (wall time, invocations/s, peak memory, hashes of the results, the command).
+# measured here by controller-bench; then an hour of the same shape on 10 and 1,000
+# workers; then the issue's before shape (5 minutes, 465 functions, ~75,000 invocations)
+# on 10, 50 and 200 workers. Each step writes sim_bench.json (wall and CPU time, load
+# averages, invocations/s, peak memory, hashes of the results, the command).
 #
 #   bash scripts/sim-scale.sh [OUT]
 #   env: WORKERS (1000,100), RUNS (2), FUNCTIONS (1000), MEAN_RATE (0.12), DURATION_S (86400)
@@ -29,6 +30,10 @@ $L controller-bench --clients 1 --duration-s 10 --out "$OUT/controller_bench.jso
 $L sim-bench --functions "$NF" --duration-s "$DUR" --mean-rate "$RATE" --rate-sigma 2 --timer-fraction 0.3 \
   --workers "$WORKERS" --runs "$RUNS" --controller-overhead "$OUT/controller_bench.json" \
   --out "$OUT/day" --force
+
+# An hour of the same shape on 10 and 1,000 workers: how the cost grows with the workers.
+$L sim-bench --functions "$NF" --duration-s 3600 --mean-rate "$RATE" --rate-sigma 2 --timer-fraction 0.3 \
+  --workers 10,1000 --runs 2 --out "$OUT/hour" --force
 
 # The issue's before shape: 5 minutes, 465 functions, ~75,000 invocations.
 $L sim-bench --functions 465 --duration-s 300 --mean-rate 0.61 --rate-sigma 2 --timer-fraction 0.3 \
