@@ -100,9 +100,14 @@ pub fn peak_rss_mb() -> f64 {
 /// CPU time (user and system, all threads) this process has used so far, in seconds: on a
 /// shared machine, wall time depends on the other load and this does not.
 pub fn cpu_s() -> f64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+    // SAFETY: rusage is plain data (all zeros is a valid value), and getrusage only writes
+    // the struct it is given.
+    let (u, rc) = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        let rc = libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        (u, rc)
+    };
+    if rc != 0 {
         return 0.0;
     }
     let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
