@@ -29,9 +29,9 @@ fn rows(balancer: &BalancerConfig, workers: usize, everywhere: bool, dir: &Path)
     let (meta, mut arrivals) = synthetic_workload(&a).unwrap();
     arrivals.sort_by(|a, b| a.time_ms.total_cmp(&b.time_ms).then(a.func.cmp(&b.func)));
     let plans = crate::simulation::sim_bench::simulation_target().unwrap().plans(&meta).unwrap();
-    let mut config = worker_config(None, &[]).unwrap();
+    // A simulation refuses the live default concurrency (0: the machine's cores).
+    let mut config = worker_config(None, &[("invoker.concurrency".into(), "2".into())]).unwrap();
     config.container_pool.memory_mb = 2048;
-    config.invoker.concurrency = 2;
     config.limits.max_cpus = 2;
     let path = dir.join(format!("rows-{everywhere}.csv"));
     runtime().unwrap().block_on(async {

@@ -99,7 +99,8 @@ impl SimRun {
         info: Value,
     ) -> anyhow::Result<(Value, String)> {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        let recorder = Recorder::create(&out.join("invocations.csv"), meta, &self.version, TID, arrivals.len())?;
+        // The workers first: a bad input there (a controller overhead file) is refused
+        // before any result file is written.
         let (workers, transport) = match &self.cluster {
             None => {
                 let worker = SimWorker::build(self.config.clone(), self.seed, &Default::default())?;
@@ -108,6 +109,7 @@ impl SimRun {
             }
             Some(c) => self.cluster(c)?,
         };
+        let recorder = Recorder::create(&out.join("invocations.csv"), meta, &self.version, TID, arrivals.len())?;
         register_all(&transport, plans).await?;
         let clock = workers[0].clock.clone();
         let recorder = run_virtual(&transport, clock, requests(plans), arrivals, TID.into(), recorder).await?;
