@@ -182,6 +182,10 @@ fn sim_bench_times_clusters_and_finds_their_reruns_byte_identical() {
         let runs = s["runs"].as_array().unwrap();
         assert_eq!(runs.len(), 2);
         assert!(runs.iter().all(|x| x["wall_s"].as_f64().unwrap() > 0.0 && x["peak_rss_mb"].as_f64().unwrap() > 0.0));
+        // CPU time and the machine's load go with every wall time (a shared machine's wall
+        // times say little without them).
+        assert!(runs.iter().all(|x| x["cpu_s"].as_f64().unwrap() > 0.0), "{s}");
+        assert!(runs.iter().all(|x| x["loadavg_before"].as_array().unwrap().len() == 3), "{s}");
         assert_eq!(runs[0]["failed"], 0, "seed {SEED}: {s}");
     }
     // Different clusters place work differently: their rows differ.

@@ -97,6 +97,29 @@ pub fn peak_rss_mb() -> f64 {
     kb / 1024.0
 }
 
+/// CPU time (user and system, all threads) this process has used so far, in seconds: on a
+/// shared machine, wall time depends on the other load and this does not.
+pub fn cpu_s() -> f64 {
+    // SAFETY: rusage is plain data (all zeros is a valid value), and getrusage only writes
+    // the struct it is given.
+    let (u, rc) = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        let rc = libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        (u, rc)
+    };
+    if rc != 0 {
+        return 0.0;
+    }
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    s(u.ru_utime) + s(u.ru_stime)
+}
+
+/// The machine's load averages (1, 5, 15 minutes) now: what else was running.
+fn loadavg() -> Value {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).filter_map(|v| v.parse::<f64>().ok()).collect::<Vec<_>>().into()
+}
+
 /// Starts a new peak: VmHWM becomes the memory resident now (Linux: clear_refs 5).
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -167,18 +190,23 @@ async fn run_once(a: &Args, dir: &Path, workers: Option<usize>, n: usize) -> any
     };
     reset_peak_rss();
     let before_mb = peak_rss_mb();
-    let t0 = Instant::now();
+    let load_before = loadavg();
+    let (t0, cpu0) = (Instant::now(), cpu_s());
     run_trace(trace).await?;
     let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_s() - cpu0;
     let peak = peak_rss_mb();
     let summary: Value = serde_json::from_slice(&std::fs::read(out.join("summary.json"))?)?;
     let rate = n as f64 / wall;
     let on = workers.map(|w| format!("{w} workers behind {}", a.balancer)).unwrap_or_else(|| "one worker".into());
     println!(
-        "{on}: {n} invocations in {wall:.2} s wall: {rate:.0} invocations/s; peak memory (VmHWM) {peak:.0} MB (before the run {before_mb:.0} MB)"
+        "{on}: {n} invocations in {wall:.2} s wall ({cpu:.2} s CPU, all threads): {rate:.0} invocations/s; peak memory (VmHWM) {peak:.0} MB (before the run {before_mb:.0} MB)"
     );
     Ok(json!({
         "wall_s": wall,
+        "cpu_s": cpu,
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
         "invocations_per_s": rate,
         "peak_rss_mb": peak,
         "rss_before_mb": before_mb,
@@ -194,6 +222,7 @@ async fn run_once(a: &Args, dir: &Path, workers: Option<usize>, n: usize) -> any
 /// The runs of one setup, and how they compare.
 fn step(workers: Option<usize>, runs: Vec<Value>) -> Value {
     let walls: Vec<f64> = runs.iter().filter_map(|r| r["wall_s"].as_f64()).collect();
+    let cpus: Vec<f64> = runs.iter().filter_map(|r| r["cpu_s"].as_f64()).collect();
     let same = |k: &str| runs.windows(2).all(|w| w[0][k] == w[1][k]);
     let identical = same("invocations_csv_fnv64") && same("summary_json_fnv64");
     json!({
@@ -201,6 +230,8 @@ fn step(workers: Option<usize>, runs: Vec<Value>) -> Value {
         "runs": runs,
         "wall_s_min": walls.iter().copied().fold(f64::INFINITY, f64::min),
         "wall_s_max": walls.iter().copied().fold(0.0, f64::max),
+        "cpu_s_min": cpus.iter().copied().fold(f64::INFINITY, f64::min),
+        "cpu_s_max": cpus.iter().copied().fold(0.0, f64::max),
         "byte_identical_runs": identical,
     })
 }
@@ -246,7 +277,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         if a.runs > 1 {
             let same = if s["byte_identical_runs"] == true { "byte-identical" } else { "DIFFERENT" };
             let (lo, hi) = (s["wall_s_min"].as_f64().unwrap_or(0.0), s["wall_s_max"].as_f64().unwrap_or(0.0));
-            println!("  {} runs: {lo:.2}-{hi:.2} s wall; results {same}", a.runs);
+            let (clo, chi) = (s["cpu_s_min"].as_f64().unwrap_or(0.0), s["cpu_s_max"].as_f64().unwrap_or(0.0));
+            println!("  {} runs: {lo:.2}-{hi:.2} s wall, {clo:.2}-{chi:.2} s CPU; results {same}", a.runs);
         }
         steps.push(s);
     }
@@ -263,7 +295,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     report["steps"] = steps.into();
     // The figures of a single setup's first run at the top, as before.
     let first = report["steps"][0]["runs"][0].clone();
-    for k in ["wall_s", "invocations_per_s", "peak_rss_mb"] {
+    for k in ["wall_s", "cpu_s", "invocations_per_s", "peak_rss_mb"] {
         report[k] = first[k].clone();
     }
     std::fs::write(a.out.join("sim_bench.json"), serde_json::to_vec_pretty(&report)?)?;
