@@ -16,6 +16,14 @@ pub trait Pacer: Clone + Send + Sync + 'static {
     fn now_ns(&self) -> u64;
     /// Completes once `at_ns` has come (at once if it has passed).
     fn wait_until(&self, at_ns: u64) -> impl Future<Output = ()> + Send;
+    /// How long before its time an invocation is handed to the runtime, `gap_ns` after the
+    /// one before it: its task then waits out the rest ([`Pacer::spin_until`]), so that the
+    /// hand-off's own delay (waking a parked runtime thread) does not make it late.
+    fn lead_ns(&self, _gap_ns: u64) -> u64 {
+        0
+    }
+    /// Waits, without yielding to the runtime, until `at_ns` (the end of the lead).
+    fn spin_until(&self, _at_ns: u64) {}
 }
 
 /// Where outcomes go.
@@ -38,8 +46,10 @@ pub struct Arrivals<'a> {
 }
 
 /// Sends every arrival through `transport` at its time on `pacer`, spawning each
-/// invocation on `runtime`; returns once the last is handed over (not answered). With
-/// `wake_lateness`, pushes how late the loop woke for each arrival, in nanoseconds.
+/// invocation on `runtime` (the pacer's lead before its time); returns once the last is
+/// handed over (not answered). With `wake_lateness`, pushes how late the loop woke for each
+/// hand-off, in nanoseconds. An invocation's `sent_ns` is taken in its task, just before
+/// the call: it counts the hand-off too.
 pub async fn send<P: Pacer, T: Transport, S: Sink>(
     what: Arrivals<'_>,
     pacer: &P,
@@ -48,11 +58,14 @@ pub async fn send<P: Pacer, T: Transport, S: Sink>(
     runtime: &tokio::runtime::Handle,
     mut wake_lateness: Option<&mut Vec<u64>>,
 ) {
+    let mut previous_ns = 0;
     for (i, a) in what.arrivals.iter().enumerate() {
         let scheduled_ns = (a.time_ms * 1e6) as u64;
-        pacer.wait_until(scheduled_ns).await;
+        let hand_off_ns = scheduled_ns.saturating_sub(pacer.lead_ns(scheduled_ns.saturating_sub(previous_ns)));
+        previous_ns = scheduled_ns;
+        pacer.wait_until(hand_off_ns).await;
         if let Some(w) = wake_lateness.as_deref_mut() {
-            w.push(pacer.now_ns().saturating_sub(scheduled_ns));
+            w.push(pacer.now_ns().saturating_sub(hand_off_ns));
         }
         let mut req = what.requests[a.func].clone();
         req.transaction_id.clear();
@@ -62,6 +75,7 @@ pub async fn send<P: Pacer, T: Transport, S: Sink>(
         let (t, sink, pacer, func) = (transport.clone(), sink.clone(), pacer.clone(), a.func);
         let in_flight = sink.sending();
         runtime.spawn(async move {
+            pacer.spin_until(scheduled_ns);
             let sent_ns = pacer.now_ns();
             let response = t.invoke(req).await;
             let done_ns = pacer.now_ns();
