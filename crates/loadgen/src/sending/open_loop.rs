@@ -132,3 +132,24 @@ pub fn set_fine_timer_slack() {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lead_is_a_fifth_of_the_gap_and_at_most_max_lead() {
+        let us = Duration::from_micros;
+        assert_eq!(lead(us(500)), us(100));
+        assert_eq!(lead(us(1000)), MAX_LEAD);
+        assert_eq!(lead(Duration::from_secs(10)), MAX_LEAD);
+        assert_eq!(lead(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn spinning_ends_at_its_time_not_before() {
+        let at = Instant::now() + Duration::from_micros(300);
+        spin_until(at);
+        assert!(Instant::now() >= at);
+    }
+}
