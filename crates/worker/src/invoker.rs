@@ -68,6 +68,33 @@ struct Job {
     span: tracing::Span,
 }
 
+/// Work run inside the future that awaits it, which must not stop midway (it holds a slot
+/// and maybe a container): dropped before it is done, it goes on in a task of its own.
+struct DetachOnDrop(Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>);
+
+impl std::future::Future for DetachOnDrop {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let Some(work) = self.0.as_mut() else { return std::task::Poll::Ready(()) };
+        let done = work.as_mut().poll(cx);
+        if done.is_ready() {
+            self.0 = None;
+        }
+        done
+    }
+}
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        if let Some(work) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(work);
+        }
+    }
+}
+
 struct QueueState {
     queue: Box<dyn QueuePolicy<Job>>,
     running: usize,
@@ -140,14 +167,20 @@ impl Invoker {
         let arrival = self.env.now();
         let iat = self.characteristics.note_arrival(&fqdn, spec.memory_mb, arrival);
         let job = Job { spec, fqdn: fqdn.clone(), args, tid, arrival, reply, span };
-        {
+        let now = {
             let mut s = self.state.lock().unwrap();
             if s.closed {
                 return Err(InvokeError::ShuttingDown { fqdn: fqdn.to_string() });
             }
             if s.queue.is_empty() && s.running < self.concurrency {
                 s.running += 1;
-                tokio::spawn(self.clone().run_chain(job));
+                if s.running == 1 {
+                    Some(job)
+                } else {
+                    // Others run: a task of its own runs in parallel with theirs.
+                    tokio::spawn(self.clone().run_chain(job));
+                    None
+                }
             } else {
                 if s.queue.len() >= self.max_queued {
                     drop(s);
@@ -157,34 +190,50 @@ impl Invoker {
                 let cold = !self.pool.has_idle(&fqdn);
                 let est_duration = self.estimate_exec(&job.spec, &fqdn, cold);
                 s.queue.push(QueueItem { fqdn, arrival, est_duration, cold, iat, payload: job });
+                None
             }
+        };
+        if let Some(job) = now {
+            // Alone, it runs in the caller's task: a task spawned for it would be one more hop
+            // between tasks, which past tokio's three LIFO polls per tick sends the request's
+            // tasks to the other worker thread (a cross-thread wake-up per invocation).
+            // Detached if the caller is dropped midway.
+            DetachOnDrop(Some(Box::pin(self.clone().run_first(job)))).await;
         }
         outcome.await.unwrap_or_else(|_| Err(InvokeError::ShuttingDown { fqdn: name.to_string() }))
+    }
+
+    /// Runs a job that took a free slot, then hands the slot to a task of its own if jobs
+    /// queued meanwhile (the caller's answer does not wait for theirs).
+    async fn run_first(self: Arc<Self>, job: Job) {
+        if let Some(next) = self.run_one(job).await {
+            tokio::spawn(self.run_chain(next));
+        }
     }
 
     /// Runs a job, then keeps taking jobs from the queue while there are any; the slot is
     /// given back when the queue is empty.
     async fn run_chain(self: Arc<Self>, mut job: Job) {
-        loop {
-            let result = self.execute(&job).instrument(job.span.clone()).await;
-            job.span.in_scope(|| self.record(&job, &result));
-            let _ = job.reply.send(result);
-            let next = {
-                let mut s = self.state.lock().unwrap();
-                let next = s.queue.pop();
-                if next.is_none() {
-                    s.running -= 1;
-                    if s.running == 0 {
-                        self.drained.notify_waiters();
-                    }
-                }
-                next
-            };
-            match next {
-                Some(item) => job = item.payload,
-                None => return,
+        while let Some(next) = self.run_one(job).await {
+            job = next;
+        }
+    }
+
+    /// Runs a job and answers it; returns the next queued job, which keeps the slot, or
+    /// gives the slot back.
+    async fn run_one(&self, job: Job) -> Option<Job> {
+        let result = self.execute(&job).instrument(job.span.clone()).await;
+        job.span.in_scope(|| self.record(&job, &result));
+        let _ = job.reply.send(result);
+        let mut s = self.state.lock().unwrap();
+        let next = s.queue.pop();
+        if next.is_none() {
+            s.running -= 1;
+            if s.running == 0 {
+                self.drained.notify_waiters();
             }
         }
+        next.map(|item| item.payload)
     }
 
     async fn execute(&self, job: &Job) -> Result<Outcome, InvokeError> {

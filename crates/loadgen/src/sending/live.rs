@@ -8,7 +8,7 @@
 
 use crate::results::{Outcome, Recorder};
 use crate::sending::arrivals::{Arrivals, Pacer, Sink, send};
-use crate::sending::open_loop::set_fine_timer_slack;
+use crate::sending::open_loop::{lead, set_fine_timer_slack, spin_until};
 use crate::sending::progress::Progress;
 use crate::sending::transport::Transport;
 use crate::workload::trace::Arrival;
@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How the schedule went, beyond the rows.
 pub struct Run {
-    /// How late the scheduler thread woke for each arrival (before the hand-off to the
-    /// runtime), nanoseconds; the per-row lateness also counts the hand-off.
+    /// How late the scheduler thread woke for each hand-off (a lead before the arrival's
+    /// time), nanoseconds; the per-row lateness is of the send itself.
     pub wake_lateness_ns: Vec<u64>,
     /// Whether the scheduler thread ran with a real-time priority.
     pub realtime: bool,
@@ -68,7 +68,8 @@ pub async fn run<T: Transport>(
 }
 
 /// The OS clock from the run's zero, `start`. Waiting blocks the calling thread (the
-/// scheduler's own): `std::thread::sleep` with fine timer slack wakes within microseconds.
+/// scheduler's own): `std::thread::sleep` with fine timer slack. It wakes a lead before an
+/// arrival's time, hands the invocation over, and its task spins the rest (`open_loop::lead`).
 #[derive(Clone, Copy)]
 struct OsClock {
     start: Instant,
@@ -86,6 +87,14 @@ impl Pacer for OsClock {
             std::thread::sleep(at - now);
         }
         std::future::ready(())
+    }
+
+    fn lead_ns(&self, gap_ns: u64) -> u64 {
+        lead(Duration::from_nanos(gap_ns)).as_nanos() as u64
+    }
+
+    fn spin_until(&self, at_ns: u64) {
+        spin_until(self.start + Duration::from_nanos(at_ns));
     }
 }
 
