@@ -19,20 +19,18 @@ pub(crate) fn build_image(function: &Path, dir: &Path, tag: &str) -> PathBuf {
     out
 }
 
+/// The CLI's arguments registering `reference` as version 1 of `name`, 128 MB, runtime backend.
+fn register_image_args<'a>(name: &'a str, reference: &'a str) -> [&'a str; 11] {
+    ["register", "--name", name, "--version", "1", "--image", reference, "--memory", "128", "--isolation", "runtime"]
+}
+
 pub(crate) fn register_image(w: &RuntimeWorker, name: &str, reference: &str) -> Value {
-    w.cli_ok(&[
-        "register",
-        "--name",
-        name,
-        "--version",
-        "1",
-        "--image",
-        reference,
-        "--memory",
-        "128",
-        "--isolation",
-        "runtime",
-    ])
+    w.cli_ok(&register_image_args(name, reference))
+}
+
+/// Registers `reference` as [`register_image`] does and expects a refusal; returns the CLI's error.
+pub(crate) fn register_image_err(w: &RuntimeWorker, name: &str, reference: &str) -> String {
+    w.cli_err(&register_image_args(name, reference))
 }
 
 #[test]

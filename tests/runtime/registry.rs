@@ -2,7 +2,7 @@
 //! test kit), images built by scripts/build-python-image.py and pushed with skopeo, the real
 //! worker pulling them at registration and running them in real containers.
 
-use crate::images::{build_image, register_image};
+use crate::images::{build_image, register_image, register_image_err as register_err};
 use crate::util::{RuntimeWorker, shipped};
 use iluvatar_testkit::registry::{Registry, free_port};
 use serde_json::{Value, json};
@@ -14,23 +14,6 @@ fn worker() -> RuntimeWorker {
     RuntimeWorker::start(json!({"isolation": {"backends": [
         {"type": "runtime", "standby": 0, "registry": {"pull_timeout_ms": 60000}}
     ]}}))
-}
-
-/// Registers `reference` as `name` and expects a refusal; returns the CLI's error.
-fn register_err(w: &RuntimeWorker, name: &str, reference: &str) -> String {
-    w.cli_err(&[
-        "register",
-        "--name",
-        name,
-        "--version",
-        "1",
-        "--image",
-        reference,
-        "--memory",
-        "128",
-        "--isolation",
-        "runtime",
-    ])
 }
 
 /// The config and layer digests of a manifest in the registry.

@@ -196,18 +196,8 @@ pub fn svg(rows: &[Row]) -> String {
     let (pw, ph, top, left) = (260.0, 260.0, 50.0, 20.0);
     let width = left + pw * measures.len() as f64 + 20.0;
     let height = top + ph + 60.0 + 18.0 * rows.len() as f64;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{width}" height="{height}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">the same trace under {} configs</text>"#,
-        width / 2.0,
-        rows.len()
-    );
+    let title = format!("the same trace under {} configs", rows.len());
+    let mut s = crate::results::chart::open_svg(width, height, width / 2.0, &title);
     for (m, (title, get)) in measures.iter().enumerate() {
         let x0 = left + pw * m as f64 + 30.0;
         let (inner, base) = (pw - 50.0, top + ph);

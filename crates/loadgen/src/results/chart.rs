@@ -61,6 +61,19 @@ const B: f64 = 50.0;
 const COLORS: [&str; 10] =
     ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
+/// The opening of an SVG document of `width` x `height`: a white background and `title`
+/// (escaped here) centred at `title_x`. The caller closes it with `</svg>`.
+pub fn open_svg(width: f64, height: f64, title_x: f64, title: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{width}" height="{height}" fill="white"/>"#);
+    let _ = writeln!(s, r#"<text x="{title_x}" y="22" text-anchor="middle" font-size="15">{}</text>"#, esc(title));
+    s
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -183,18 +196,7 @@ impl Chart<'_> {
         let (pw, ph) = (W - L - R, H - T - B);
         let sx = |x: f64| L + xa.pos(x) * pw;
         let sy = |y: f64| T + ph - ya.pos(y) * ph;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
-            L + pw / 2.0,
-            esc(&self.title)
-        );
+        let mut s = open_svg(W, H, L + pw / 2.0, &self.title);
         if let Some((a, b, what)) = self.shade {
             let (x0, x1) = (sx(a).clamp(L, L + pw), sx(b).clamp(L, L + pw));
             if x1 > x0 {

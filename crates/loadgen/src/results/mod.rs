@@ -6,7 +6,7 @@
 //! earlier invocation has answered, and keeps only a compact [`Sample`] per invocation for
 //! the summary and the plots, so a run of millions of invocations holds no text in memory.
 
-mod chart;
+pub(crate) mod chart;
 mod recorder;
 mod rows;
 mod summary;
