@@ -9,6 +9,7 @@ mod compare;
 mod controller;
 mod e2e;
 mod in_process;
+mod lean;
 mod metadata;
 mod results;
 mod sim_cluster;

@@ -32,6 +32,11 @@ pub struct Args {
     /// Unrecorded seconds before each step.
     #[arg(long, default_value_t = 1.0)]
     warmup_s: f64,
+    /// Keep every CPU from halting while measuring: a spinning thread of the lowest
+    /// priority per CPU (see `sending::awake`); its CPU time is left out of the load
+    /// generator's.
+    #[arg(long)]
+    keep_cpus_awake: bool,
     /// Where to write the JSON report.
     #[arg(long, default_value = "results/control_plane.json")]
     out: PathBuf,
@@ -55,6 +60,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let port = args.port.or(spawned.as_ref().map(|s| s.port)).context("no port")?;
     let endpoint = format!("http://{}:{port}", args.host);
     prepare(&endpoint).await?;
+    let awake = if args.keep_cpus_awake { Some(crate::sending::awake::KeepAwake::start()?) } else { None };
+    let spun = || awake.as_ref().map(|a| a.cpu_seconds()).unwrap_or(0.0);
     let request = rpc::InvokeRequest {
         function_name: FUNCTION.into(),
         function_version: "1".into(),
@@ -78,10 +85,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut steps = Vec::new();
     for &clients in &args.clients {
-        let gen_cpu0 = cpu_seconds(std::process::id());
+        let gen_cpu0 = cpu_seconds(std::process::id()) - spun();
         let wkr_cpu0 = spawned.as_ref().map(|s| cpu_seconds(s.pid()));
         let r = run_step(&endpoint, clients, warmup, duration, request.clone()).await?;
-        let gen_cpu = cpu_seconds(std::process::id()) - gen_cpu0;
+        let gen_cpu = cpu_seconds(std::process::id()) - spun() - gen_cpu0;
         let wkr_cpu = wkr_cpu0.map(|c0| cpu_seconds(spawned.as_ref().unwrap().pid()) - c0);
         let n = r.latency.len();
         if n == 0 {
@@ -125,6 +132,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     report["benchmark"] = "control_plane".into();
     report["function"] = json!({"backend": "sim", "cold_dur_ms": 0, "warm_dur_ms": 0});
     report["warmup_s"] = args.warmup_s.into();
+    report["keep_cpus_awake"] = args.keep_cpus_awake.into();
     report["steps"] = steps.into();
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;

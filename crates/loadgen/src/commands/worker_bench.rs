@@ -68,6 +68,10 @@ pub struct Args {
     /// Whether containers run in a user namespace (to measure what it costs).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     user_namespace: bool,
+    /// Keep every CPU from halting while measuring warm calls: a spinning thread of the
+    /// lowest priority per CPU (see `sending::awake`).
+    #[arg(long)]
+    keep_cpus_awake: bool,
     /// The report (JSON), replaced if it exists.
     #[arg(long, default_value = "results/worker_bench.json")]
     out: PathBuf,
@@ -119,6 +123,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bail!("the warm-up invocation failed: {}", first.json_result);
     }
     report["idle_container_memory"] = idle_memory(worker.pid());
+    report["keep_cpus_awake"] = args.keep_cpus_awake.into();
+    let _awake = if args.keep_cpus_awake { Some(crate::sending::awake::KeepAwake::start()?) } else { None };
     println!("idle warm container: {}", report["idle_container_memory"]);
 
     println!(

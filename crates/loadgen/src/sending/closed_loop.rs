@@ -2,10 +2,10 @@
 
 #![allow(clippy::disallowed_methods)] // client latency is wall-clock time by definition
 
+use crate::sending::lean::LeanClient;
 use hdrhistogram::Histogram;
 use iluvatar_rpc as rpc;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 /// What the clients of one step measured, in nanoseconds.
 pub struct StepResult {
@@ -19,6 +19,45 @@ pub struct StepResult {
     pub first_error: Option<String>,
 }
 
+/// One closed-loop client: calls until `stop`, recording from `record_from`.
+async fn client_loop(
+    client: &LeanClient,
+    req: &rpc::InvokeRequest,
+    record_from: Instant,
+    stop: Instant,
+) -> ClientResult {
+    let (mut lat, mut ovh, mut wrk) = (histogram(), histogram(), histogram());
+    let (mut errors, mut first_error) = (0u64, None);
+    loop {
+        let t0 = Instant::now();
+        if t0 >= stop {
+            break;
+        }
+        let r = client.invoke(req).await;
+        let ns = t0.elapsed().as_nanos() as u64;
+        if t0 < record_from {
+            continue;
+        }
+        match r {
+            Ok(resp) if resp.success => {
+                let (fn_us, worker_us) = reported_us(&resp.json_result).unwrap_or((0, 0));
+                lat.saturating_record(ns);
+                ovh.saturating_record(ns.saturating_sub(fn_us * 1_000));
+                wrk.saturating_record(worker_us * 1_000);
+            }
+            Ok(resp) => {
+                errors += 1;
+                first_error.get_or_insert(resp.json_result);
+            }
+            Err(status) => {
+                errors += 1;
+                first_error.get_or_insert(status.to_string());
+            }
+        }
+    }
+    (lat, ovh, wrk, errors, first_error)
+}
+
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("histogram bounds")
 }
@@ -28,7 +67,13 @@ pub fn reported_us(json_result: &str) -> Option<(u64, u64)> {
     rpc::json_result::parse(json_result)?.function_and_total_us()
 }
 
-/// Runs `clients` closed-loop clients for `duration` after `warmup` (not recorded).
+/// What one client measured: latency, overhead and worker histograms, errors, the first.
+type ClientResult = (Histogram<u64>, Histogram<u64>, Histogram<u64>, u64, Option<String>);
+
+/// Runs `clients` closed-loop clients for `duration` after `warmup` (not recorded). Each
+/// client is a thread of its own with a current-thread runtime and its own connection
+/// ([`LeanClient`]): its call, the connection's task and the answer's wake-up stay on one
+/// thread, so the client adds no hand-off between threads to what it measures.
 pub async fn run_step(
     endpoint: &str,
     clients: usize,
@@ -36,47 +81,39 @@ pub async fn run_step(
     duration: Duration,
     request: rpc::InvokeRequest,
 ) -> anyhow::Result<StepResult> {
-    let mut tasks = Vec::new();
+    let mut threads = Vec::new();
     let start = Instant::now();
     let record_from = start + warmup;
     let stop = record_from + duration;
-    for _ in 0..clients {
-        let channel = Channel::from_shared(endpoint.to_string())?.tcp_nodelay(true).connect().await?;
-        let mut client = rpc::auth::worker_client(channel, crate::sending::connect::auth());
-        let req = request.clone();
-        tasks.push(tokio::spawn(async move {
-            let (mut lat, mut ovh, mut wrk) = (histogram(), histogram(), histogram());
-            let (mut errors, mut first_error) = (0u64, None);
-            loop {
-                let t0 = Instant::now();
-                if t0 >= stop {
-                    break;
-                }
-                let r = client.invoke(req.clone()).await;
-                let ns = t0.elapsed().as_nanos() as u64;
-                if t0 < record_from {
-                    continue;
-                }
-                match r {
-                    Ok(resp) if resp.get_ref().success => {
-                        let (fn_us, worker_us) = reported_us(&resp.get_ref().json_result).unwrap_or((0, 0));
-                        lat.saturating_record(ns);
-                        ovh.saturating_record(ns.saturating_sub(fn_us * 1_000));
-                        wrk.saturating_record(worker_us * 1_000);
+    let auth = crate::sending::connect::auth();
+    for i in 0..clients {
+        let (target, req, auth) = (endpoint.to_string(), request.clone(), auth.clone());
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new().name(format!("client-{i}")).spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async move {
+                let client = match LeanClient::connect(&target, &auth).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                        anyhow::bail!("client {i} could not connect to {target}");
                     }
-                    Ok(resp) => {
-                        errors += 1;
-                        first_error.get_or_insert(resp.into_inner().json_result);
-                    }
-                    Err(status) => {
-                        errors += 1;
-                        first_error.get_or_insert(status.to_string());
-                    }
-                }
-            }
-            (lat, ovh, wrk, errors, first_error)
-        }));
+                };
+                let _ = ready_tx.send(Ok(()));
+                Ok(client_loop(&client, &req, record_from, stop).await)
+            })
+        })?;
+        // Connect one client at a time, as before: a refused connection fails the step here.
+        ready_rx.await?.map_err(|e| anyhow::anyhow!("connecting to {endpoint}: {e}"))?;
+        threads.push(thread);
     }
+    let results = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|t| t.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?)
+            .collect::<anyhow::Result<Vec<ClientResult>>>()
+    })
+    .await??;
     let mut result = StepResult {
         clients,
         elapsed: duration,
@@ -86,8 +123,7 @@ pub async fn run_step(
         errors: 0,
         first_error: None,
     };
-    for t in tasks {
-        let (lat, ovh, wrk, errors, first_error) = t.await?;
+    for (lat, ovh, wrk, errors, first_error) in results {
         result.latency.add(&lat)?;
         result.overhead.add(&ovh)?;
         result.worker.add(&wrk)?;

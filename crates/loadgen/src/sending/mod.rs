@@ -3,8 +3,10 @@
 //! virtual time), closed-loop clients, the fixed-rate open loop of the benchmarks.
 
 pub mod arrivals;
+pub mod awake;
 pub mod closed_loop;
 pub mod connect;
+pub mod lean;
 pub mod live;
 pub mod open_loop;
 pub mod progress;

@@ -5,10 +5,10 @@
 #![allow(clippy::disallowed_methods)] // client latency is wall-clock time by definition
 
 use crate::sending::closed_loop::histogram;
+use crate::sending::lean::LeanClient;
 use hdrhistogram::Histogram;
 use iluvatar_rpc as rpc;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 pub struct OpenLoopResult {
     pub sent: u64,
@@ -22,6 +22,15 @@ pub struct OpenLoopResult {
 }
 
 /// Sends `rate` invocations per second for `duration`, over `connections` connections.
+///
+/// The schedule is kept by a dedicated thread with fine timer slack (tokio's timers tick in
+/// whole milliseconds, which would make every request up to 1 ms late), at a real-time
+/// priority when allowed. Each connection is a thread of its own, also real-time, with a
+/// current-thread runtime and a [`LeanClient`]: the scheduler hands it each invocation a
+/// lead ahead of its time (see [`lead`]), and the invocation's task waits out the rest,
+/// letting the thread's other calls read their answers meanwhile. A sender that shares its
+/// cores with the worker under test is thus not delayed by it, and no answer waits for a
+/// hand-off between threads.
 pub async fn run(
     endpoint: &str,
     rate: f64,
@@ -29,19 +38,36 @@ pub async fn run(
     connections: usize,
     request: rpc::InvokeRequest,
 ) -> anyhow::Result<OpenLoopResult> {
-    let mut clients = Vec::new();
-    for _ in 0..connections.max(1) {
-        let ch = Channel::from_shared(endpoint.to_string())?.tcp_nodelay(true).connect().await?;
-        clients.push(rpc::auth::worker_client(ch, crate::sending::connect::auth()));
-    }
     let interval = Duration::from_secs_f64(1.0 / rate);
     let total = (rate * duration.as_secs_f64()) as u64;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let handle = tokio::runtime::Handle::current();
-    // The schedule is kept by a dedicated thread with fine timer slack (tokio's timers tick
-    // in whole milliseconds, which would make every request up to 1 ms late), at a
-    // real-time priority when allowed; each request is handed over a lead ahead of its time
-    // and its task waits out the rest (see `lead`).
+    let auth = crate::sending::connect::auth();
+    let (mut queues, mut senders) = (Vec::new(), Vec::new());
+    for i in 0..connections.max(1) {
+        let (queue, jobs) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (target, req, auth, results) = (endpoint.to_string(), request.clone(), auth.clone(), tx.clone());
+        let sender = std::thread::Builder::new().name(format!("sender-{i}")).spawn(move || -> anyhow::Result<()> {
+            crate::sending::live::set_realtime_priority();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async move {
+                match LeanClient::connect(&target, &auth).await {
+                    Ok(client) => {
+                        let _ = ready_tx.send(Ok(()));
+                        send_jobs(client, req, jobs, results).await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                    }
+                }
+            });
+            Ok(())
+        })?;
+        ready_rx.await?.map_err(|e| anyhow::anyhow!("connecting to {endpoint}: {e}"))?;
+        queues.push(queue);
+        senders.push(sender);
+    }
+    drop(tx);
     let lead = lead(interval);
     let scheduler = std::thread::spawn(move || {
         set_fine_timer_slack();
@@ -53,18 +79,9 @@ pub async fn run(
             if scheduled > now + lead {
                 std::thread::sleep(scheduled - lead - now);
             }
-            let mut client = clients[i as usize % clients.len()].clone();
-            let req = request.clone();
-            let tx = tx.clone();
-            handle.spawn(async move {
-                spin_until(scheduled);
-                let sent = Instant::now();
-                let r = client.invoke(req).await;
-                let ns = Instant::now().saturating_duration_since(scheduled).as_nanos() as u64;
-                let late = sent.saturating_duration_since(scheduled).as_nanos() as u64;
-                let _ = tx.send((ns, late, r.map(|r| r.into_inner())));
-            });
+            let _ = queues[i as usize % queues.len()].send(scheduled);
         }
+        // Dropping the queues ends the senders once their calls are answered.
     });
     let mut out = OpenLoopResult {
         sent: total,
@@ -78,10 +95,46 @@ pub async fn run(
         out.lateness.saturating_record(late);
         record(&mut out, ns, r);
     }
-    tokio::task::spawn_blocking(move || scheduler.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the scheduler thread panicked"))?;
+    tokio::task::spawn_blocking(move || {
+        scheduler.join().map_err(|_| anyhow::anyhow!("the scheduler thread panicked"))?;
+        for s in senders {
+            s.join().map_err(|_| anyhow::anyhow!("a sender thread panicked"))??;
+        }
+        anyhow::Ok(())
+    })
+    .await??;
     Ok(out)
+}
+
+/// What one sent invocation gives back: latency from its scheduled time and lateness of
+/// its sending (ns), and its answer.
+type Sent = (u64, u64, Result<rpc::InvokeResponse, tonic::Status>);
+
+/// A sender's loop: a task per invocation scheduled for it, until the scheduler is done
+/// and every call is answered.
+async fn send_jobs(
+    client: LeanClient,
+    req: rpc::InvokeRequest,
+    mut jobs: tokio::sync::mpsc::UnboundedReceiver<Instant>,
+    results: tokio::sync::mpsc::UnboundedSender<Sent>,
+) {
+    let mut calls = tokio::task::JoinSet::new();
+    while let Some(scheduled) = jobs.recv().await {
+        while calls.try_join_next().is_some() {}
+        let (client, req, results) = (client.clone(), req.clone(), results.clone());
+        calls.spawn(async move {
+            // The lead's rest: other calls of this thread read their answers meanwhile.
+            while Instant::now() < scheduled {
+                tokio::task::yield_now().await;
+            }
+            let sent = Instant::now();
+            let r = client.invoke(&req).await;
+            let ns = Instant::now().saturating_duration_since(scheduled).as_nanos() as u64;
+            let late = sent.saturating_duration_since(scheduled).as_nanos() as u64;
+            let _ = results.send((ns, late, r));
+        });
+    }
+    while calls.join_next().await.is_some() {}
 }
 
 /// The most an invocation is handed to the runtime ahead of its time. A thread sleeping on
