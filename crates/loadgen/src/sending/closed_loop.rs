@@ -71,8 +71,9 @@ pub fn reported_us(json_result: &str) -> Option<(u64, u64)> {
 type ClientResult = (Histogram<u64>, Histogram<u64>, Histogram<u64>, u64, Option<String>);
 
 /// Runs `clients` closed-loop clients for `duration` after `warmup` (not recorded). Each
-/// client is a thread of its own with a current-thread runtime and its own connection
-/// ([`LeanClient`]): its call, the connection's task and the answer's wake-up stay on one
+/// client has its own connection ([`LeanClient`]); the clients are spread over as many
+/// threads as there are cores (at most one per client), each thread a current-thread
+/// runtime: a client's call, its connection's task and the answer's wake-up stay on one
 /// thread, so the client adds no hand-off between threads to what it measures.
 pub async fn run_step(
     endpoint: &str,
@@ -81,37 +82,56 @@ pub async fn run_step(
     duration: Duration,
     request: rpc::InvokeRequest,
 ) -> anyhow::Result<StepResult> {
-    let mut threads = Vec::new();
     let start = Instant::now();
     let record_from = start + warmup;
     let stop = record_from + duration;
     let auth = crate::sending::connect::auth();
-    for i in 0..clients {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let groups = clients.min(cores).max(1);
+    let mut threads = Vec::new();
+    for g in 0..groups {
+        // Clients g, g + groups, g + 2 * groups, ... run on thread g.
+        let mine = (g..clients).step_by(groups).count();
         let (target, req, auth) = (endpoint.to_string(), request.clone(), auth.clone());
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let thread = std::thread::Builder::new().name(format!("client-{i}")).spawn(move || {
+        let thread = std::thread::Builder::new().name(format!("clients-{g}")).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async move {
-                let client = match LeanClient::connect(&target, &auth).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("{e:#}")));
-                        anyhow::bail!("client {i} could not connect to {target}");
+                let mut connected = Vec::new();
+                for _ in 0..mine {
+                    match LeanClient::connect(&target, &auth).await {
+                        Ok(c) => connected.push(c),
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("{e:#}")));
+                            anyhow::bail!("clients of thread {g} could not connect to {target}");
+                        }
                     }
-                };
+                }
                 let _ = ready_tx.send(Ok(()));
-                Ok(client_loop(&client, &req, record_from, stop).await)
+                let loops: Vec<_> = connected
+                    .into_iter()
+                    .map(|client| {
+                        let req = req.clone();
+                        tokio::spawn(async move { client_loop(&client, &req, record_from, stop).await })
+                    })
+                    .collect();
+                let mut results = Vec::new();
+                for l in loops {
+                    results.push(l.await?);
+                }
+                anyhow::Ok(results)
             })
         })?;
-        // Connect one client at a time, as before: a refused connection fails the step here.
+        // A refused connection fails the step here, before any load.
         ready_rx.await?.map_err(|e| anyhow::anyhow!("connecting to {endpoint}: {e}"))?;
         threads.push(thread);
     }
     let results = tokio::task::spawn_blocking(move || {
-        threads
-            .into_iter()
-            .map(|t| t.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?)
-            .collect::<anyhow::Result<Vec<ClientResult>>>()
+        let mut all = Vec::new();
+        for t in threads {
+            all.extend(t.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??);
+        }
+        anyhow::Ok::<Vec<ClientResult>>(all)
     })
     .await??;
     let mut result = StepResult {
