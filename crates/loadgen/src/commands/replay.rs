@@ -4,7 +4,7 @@
 use crate::results;
 use crate::results::{Recorded, Recorder};
 use crate::results::{RunInfo, out_dir, write_results};
-use crate::sending::connect::{connect, connect_controller};
+use crate::sending::connect::{connect, connect_controller, lean};
 use crate::sending::progress::Progress;
 use crate::sending::target::{Plan, Setup, TargetArgs, TargetKind, requests};
 use crate::sending::transport::{ControllerGrpc, Grpc, Transport, register_all};
@@ -211,9 +211,13 @@ pub async fn execute(
     };
     let live = Live { plans: &plans, meta: &meta, arrivals, out, target, what, span_s };
     let (recorded, run) = match target.target {
-        TargetKind::Worker => live.run(Grpc::new(connect(&endpoint, target.connections).await?)).await?,
+        TargetKind::Worker => {
+            let n = target.connections;
+            live.run(Grpc::new(connect(&endpoint, n).await?, lean(&endpoint, n).await?)).await?
+        }
         TargetKind::Controller => {
-            let controller = ControllerGrpc::new(connect_controller(&endpoint, target.connections).await?);
+            let n = target.connections;
+            let controller = ControllerGrpc::new(connect_controller(&endpoint, n).await?, lean(&endpoint, n).await?);
             let workers = target.wait_for_workers().await?;
             if let Some(w) = &workers
                 && !target.quiet

@@ -2,6 +2,7 @@
 //! controller (failing early, with a ping, when it is unreachable), and the controller's
 //! list of healthy workers over its HTTP API.
 
+use crate::sending::lean::LeanClient;
 use crate::sending::target::TargetArgs;
 use anyhow::{Context, bail};
 use iluvatar_rpc as rpc;
@@ -55,6 +56,15 @@ pub async fn connect(endpoint: &str, n: usize) -> anyhow::Result<Vec<rpc::auth::
         .await
         .map_err(|_| no_pong("worker", endpoint))?
         .with_context(|| format!("the target at {endpoint} does not answer the worker protocol"))?;
+    Ok(out)
+}
+
+/// Opens `n` lean connections ([`LeanClient`]) to `endpoint`, for invocations.
+pub async fn lean(endpoint: &str, n: usize) -> anyhow::Result<Vec<LeanClient>> {
+    let mut out = Vec::new();
+    for _ in 0..n.max(1) {
+        out.push(LeanClient::connect(endpoint, &auth()).await.with_context(|| format!("connecting to {endpoint}"))?);
+    }
     Ok(out)
 }
 

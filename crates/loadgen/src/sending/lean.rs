@@ -15,6 +15,8 @@ use tonic::{Code, Status};
 
 /// The worker's invoke method.
 pub const WORKER_INVOKE: &str = "/iluvatar_rpc.IluvatarWorker/invoke";
+/// The controller's invoke method (the same messages).
+pub const CONTROLLER_INVOKE: &str = "/iluvatar_rpc.IluvatarController/invoke";
 
 /// One HTTP/2 connection to a gRPC server. Clones share the connection; calls on clones run
 /// concurrently as separate streams.

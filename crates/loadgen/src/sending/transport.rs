@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::sending::lean::LeanClient;
 use crate::sending::target::Plan;
 
 /// The operations of the worker protocol that a load run uses.
@@ -20,27 +21,30 @@ pub trait Transport: Clone + Send + Sync + 'static {
     fn invoke(&self, req: rpc::InvokeRequest) -> impl Future<Output = Result<rpc::InvokeResponse, String>> + Send;
 }
 
-/// A transport over gRPC channels of one generated client type; invocations are spread over
-/// the channels round robin. The worker's and the controller's services take the same
-/// messages, so one definition serves both.
+/// A transport over gRPC connections to one target: registrations and prewarms through the
+/// generated client type, invocations through [`LeanClient`]s (one connection each, spread
+/// round robin) on the target's invoke method. The worker's and the controller's services
+/// take the same messages, so one definition serves both.
 macro_rules! grpc_transport {
-    ($(#[$doc:meta])* $name:ident, $client:ty) => {
+    ($(#[$doc:meta])* $name:ident, $client:ty, $invoke:expr) => {
         $(#[$doc])*
         #[derive(Clone)]
         pub struct $name {
             clients: Arc<Vec<$client>>,
+            lean: Arc<Vec<LeanClient>>,
             next: Arc<AtomicUsize>,
         }
 
         impl $name {
-            pub fn new(clients: Vec<$client>) -> Self {
-                assert!(!clients.is_empty(), "at least one connection");
-                $name { clients: Arc::new(clients), next: Arc::new(AtomicUsize::new(0)) }
+            /// `clients` for registering and prewarming, `lean` connections for invoking.
+            pub fn new(clients: Vec<$client>, lean: Vec<LeanClient>) -> Self {
+                assert!(!clients.is_empty() && !lean.is_empty(), "at least one connection of each");
+                $name { clients: Arc::new(clients), lean: Arc::new(lean), next: Arc::new(AtomicUsize::new(0)) }
             }
 
-            fn client(&self) -> $client {
+            fn lean(&self) -> &LeanClient {
                 let i = self.next.fetch_add(1, Ordering::Relaxed);
-                self.clients[i % self.clients.len()].clone()
+                &self.lean[i % self.lean.len()]
             }
         }
 
@@ -54,19 +58,20 @@ macro_rules! grpc_transport {
             }
 
             async fn invoke(&self, req: rpc::InvokeRequest) -> Result<rpc::InvokeResponse, String> {
-                match self.client().invoke(req).await {
-                    Ok(r) => Ok(r.into_inner()),
-                    Err(s) => Err(format!("gRPC error: {} ({})", s.message(), s.code())),
-                }
+                self.lean()
+                    .unary($invoke, &req)
+                    .await
+                    .map_err(|s| format!("gRPC error: {} ({})", s.message(), s.code()))
             }
         }
     };
 }
 
 grpc_transport!(
-    /// gRPC channels to one live worker.
+    /// gRPC connections to one live worker.
     Grpc,
-    rpc::auth::WorkerClient
+    rpc::auth::WorkerClient,
+    crate::sending::lean::WORKER_INVOKE
 );
 
 grpc_transport!(
@@ -74,7 +79,8 @@ grpc_transport!(
     /// the controller's annotations (`"worker"`, `timings.controller_us`,
     /// `timings.worker_rpc_us`).
     ControllerGrpc,
-    rpc::auth::ControllerClient
+    rpc::auth::ControllerClient,
+    crate::sending::lean::CONTROLLER_INVOKE
 );
 
 /// Registers every function, then prewarms each plan's containers.
