@@ -25,14 +25,20 @@ fn invoke(name: &str, tid: &str) -> rpc::InvokeRequest {
     }
 }
 
+/// Registers the zero-duration sim function `name` on `w`: a connected generated client and
+/// the worker's endpoint.
+async fn registered(w: &WorkerProcess, name: &str) -> (iluvatar_testkit::Client, String) {
+    let mut c = w.client().await;
+    let reg = iluvatar_load_gen::commands::control_plane::zero_function(name);
+    assert!(c.register(reg).await.unwrap().into_inner().success);
+    (c, format!("http://127.0.0.1:{}", w.grpc_port))
+}
+
 #[test]
 fn calls_answer_like_the_generated_client_and_run_concurrently_on_one_connection() {
     let w = WorkerProcess::start(json!({"log_level": "warn"}));
     runtime().block_on(async {
-        let mut c = w.client().await;
-        let reg = iluvatar_load_gen::commands::control_plane::zero_function("lean");
-        assert!(c.register(reg).await.unwrap().into_inner().success);
-        let endpoint = format!("http://127.0.0.1:{}", w.grpc_port);
+        let (mut c, endpoint) = registered(&w, "lean").await;
         let lean = LeanClient::connect(&endpoint, &rpc::auth::ClientAuth::none()).await.unwrap();
 
         let r = lean.invoke(&invoke("lean", "t-1")).await.unwrap();
@@ -174,44 +180,23 @@ fn control_plane_measures_with_lean_clients_and_awake_cpus() {
 fn the_open_loop_sends_every_invocation_on_schedule_over_its_connections() {
     let w = WorkerProcess::start(json!({"log_level": "warn"}));
     runtime().block_on(async {
-        let mut c = w.client().await;
-        let reg = iluvatar_load_gen::commands::control_plane::zero_function("open");
-        assert!(c.register(reg).await.unwrap().into_inner().success);
-        let endpoint = format!("http://127.0.0.1:{}", w.grpc_port);
-        let r = iluvatar_load_gen::sending::open_loop::run(
-            &endpoint,
-            200.0,
-            Duration::from_millis(500),
-            3,
-            invoke("open", "o"),
-        )
-        .await
-        .unwrap();
+        let (_, endpoint) = registered(&w, "open").await;
+        let run = |target: &str, rate: f64, ms: u64, connections: usize, name: &str| {
+            let (target, req) = (target.to_string(), invoke(name, "o"));
+            async move {
+                iluvatar_load_gen::sending::open_loop::run(&target, rate, Duration::from_millis(ms), connections, req)
+                    .await
+            }
+        };
+        let r = run(&endpoint, 200.0, 500, 3, "open").await.unwrap();
         assert_eq!((r.sent, r.errors), (100, 0), "{:?}", r.first_error);
         assert_eq!((r.latency.len(), r.lateness.len()), (100, 100));
         // A refused function: every call is counted as an error, none lost.
-        let r = iluvatar_load_gen::sending::open_loop::run(
-            &endpoint,
-            100.0,
-            Duration::from_millis(200),
-            2,
-            invoke("nobody", "o"),
-        )
-        .await
-        .unwrap();
+        let r = run(&endpoint, 100.0, 200, 2, "nobody").await.unwrap();
         assert_eq!((r.sent, r.errors, r.latency.len()), (20, 20, 0));
         assert!(r.first_error.unwrap().contains("nobody"));
         // Nothing listens: the run fails before sending, naming the address.
-        let e = iluvatar_load_gen::sending::open_loop::run(
-            "http://127.0.0.1:1",
-            10.0,
-            Duration::from_millis(100),
-            1,
-            invoke("x", "o"),
-        )
-        .await
-        .err()
-        .unwrap();
+        let e = run("http://127.0.0.1:1", 10.0, 100, 1, "x").await.err().unwrap();
         assert!(format!("{e:#}").contains("127.0.0.1:1"), "{e:#}");
     });
 }

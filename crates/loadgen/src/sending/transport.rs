@@ -21,25 +21,25 @@ pub trait Transport: Clone + Send + Sync + 'static {
     fn invoke(&self, req: rpc::InvokeRequest) -> impl Future<Output = Result<rpc::InvokeResponse, String>> + Send;
 }
 
-/// A transport over gRPC connections to one target: registrations and prewarms through the
-/// generated client type, invocations through [`LeanClient`]s (one connection each, spread
-/// round robin) on the target's invoke method. The worker's and the controller's services
+/// A transport over gRPC connections to one target: registrations and prewarms through one
+/// channel of the generated client type, invocations through [`LeanClient`]s (one
+/// connection each, spread round robin) on the target's invoke method. The worker's and the controller's services
 /// take the same messages, so one definition serves both.
 macro_rules! grpc_transport {
     ($(#[$doc:meta])* $name:ident, $client:ty, $invoke:expr) => {
         $(#[$doc])*
         #[derive(Clone)]
         pub struct $name {
-            clients: Arc<Vec<$client>>,
+            client: $client,
             lean: Arc<Vec<LeanClient>>,
             next: Arc<AtomicUsize>,
         }
 
         impl $name {
-            /// `clients` for registering and prewarming, `lean` connections for invoking.
-            pub fn new(clients: Vec<$client>, lean: Vec<LeanClient>) -> Self {
-                assert!(!clients.is_empty() && !lean.is_empty(), "at least one connection of each");
-                $name { clients: Arc::new(clients), lean: Arc::new(lean), next: Arc::new(AtomicUsize::new(0)) }
+            /// `client` for registering and prewarming, `lean` connections for invoking.
+            pub fn new(client: $client, lean: Vec<LeanClient>) -> Self {
+                assert!(!lean.is_empty(), "at least one connection to invoke through");
+                $name { client, lean: Arc::new(lean), next: Arc::new(AtomicUsize::new(0)) }
             }
 
             fn lean(&self) -> &LeanClient {
@@ -50,11 +50,11 @@ macro_rules! grpc_transport {
 
         impl Transport for $name {
             async fn register(&self, req: rpc::RegisterRequest) -> anyhow::Result<rpc::RegisterResponse> {
-                Ok(self.clients[0].clone().register(req).await?.into_inner())
+                Ok(self.client.clone().register(req).await?.into_inner())
             }
 
             async fn prewarm(&self, req: rpc::PrewarmRequest) -> anyhow::Result<rpc::PrewarmResponse> {
-                Ok(self.clients[0].clone().prewarm(req).await?.into_inner())
+                Ok(self.client.clone().prewarm(req).await?.into_inner())
             }
 
             async fn invoke(&self, req: rpc::InvokeRequest) -> Result<rpc::InvokeResponse, String> {
