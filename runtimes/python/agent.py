@@ -6,6 +6,7 @@
 #          or {"ok": false, "error": {"kind", "message", "traceback"}, "start_us", "end_us", "first_call"}
 # Responses travel only over the socket, so whatever the function prints to stdout cannot corrupt them.
 # Exit codes: 0 on SIGTERM/SIGINT, 2 bad configuration, 3 the function failed to import, 4 cannot listen.
+import _thread
 import importlib.machinery
 import json
 import os
@@ -22,6 +23,7 @@ _AGENT_FILE = os.path.abspath(__file__)
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # NaN/Infinity are not JSON; Rust's serde rejects them
 _socket_path = None  # final socket path once we own it, so SIGTERM can remove it
 _socket_ino = None
+_TERM_SIGNALS = (int(signal.SIGTERM), int(signal.SIGINT))
 
 
 def _log(event, **fields):
@@ -54,8 +56,7 @@ def _error(kind, message, tb=""):
     return {"kind": kind, "message": message, "traceback": tb}
 
 
-def _on_term(signum, frame):
-    # As PID 1 in a container, a signal without a handler is ignored, so we must exit ourselves.
+def _exit_on_term():
     # os._exit (not SystemExit) so that no `except BaseException` in the function can swallow it.
     try:
         if _socket_path is not None and os.stat(_socket_path).st_ino == _socket_ino:
@@ -65,6 +66,38 @@ def _on_term(signum, frame):
     except Exception:
         pass
     os._exit(0)
+
+
+def _on_term(signum, frame):
+    _exit_on_term()
+
+
+def _watch_for_term(wakeup):
+    # CPython runs a Python-level handler between bytecodes only, so a SIGTERM that lands after the
+    # last check and before a blocking recv/accept would be taken by the C handler and the agent
+    # would sleep on in recv, never exiting. The C handler also writes the signal's number to the
+    # wakeup fd, and this thread, blocked reading it, exits for the main thread. Other signals a
+    # function handles itself land here too, and are skipped.
+    while True:
+        try:
+            got = os.read(wakeup, 64)
+        except InterruptedError:
+            continue
+        if not got:
+            return
+        if any(b in _TERM_SIGNALS for b in got):
+            _exit_on_term()
+
+
+def _install_term_handlers():
+    # As PID 1 in a container, a signal without a handler is ignored, so we must exit ourselves.
+    # The signal mask is left alone: the function's own child processes inherit it.
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)
+    r, w = os.pipe()  # close-on-exec, so the function's children do not inherit it
+    os.set_blocking(w, False)  # the C handler must never block on it
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    _thread.start_new_thread(_watch_for_term, (r,))  # _thread, not threading: no import cost at start
 
 
 def _add_dependencies():
@@ -176,8 +209,7 @@ def _serve(srv, fn, conn=None):
 def main():
     global _socket_path, _socket_ino
     # Install first so that a SIGTERM during a slow import is also a clean, prompt exit.
-    signal.signal(signal.SIGTERM, _on_term)
-    signal.signal(signal.SIGINT, _on_term)
+    _install_term_handlers()
 
     sock_path = os.environ.get("ILUVATAR_SOCKET", "")
     fdir = os.environ.get("ILUVATAR_FUNCTION_DIR", "")
