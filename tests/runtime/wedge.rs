@@ -93,6 +93,12 @@ fn launcher_pids(w: &RuntimeWorker) -> Vec<u32> {
     std::fs::read_to_string(f).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
+/// Whether `pid` is a process that has not exited (a zombie has).
+fn running(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).is_some_and(|state| state != "Z")
+}
+
 /// Zombie processes whose parent is one of `parents`, with their parent.
 fn zombies_of(parents: &[u32]) -> Vec<(u32, u32)> {
     let mut found = Vec::new();
@@ -176,7 +182,14 @@ async fn a_cold_start_storm_is_answered_while_agents_and_launchers_are_killed() 
     assert_answered(&w, "launchers killed", &launchers, &["queue_full", "no_memory", "cold_start_failed"]);
     assert!(!killed.is_empty());
     hello_ok(&mut c, &w, "after launchers were killed").await;
-    assert!(launcher_pids(&w).iter().all(|p| !killed.contains(p)), "new launchers serve");
+    // A killed launcher idle in its slot is noticed (and unlisted) only when that slot is
+    // next asked for a container, so the list may still name one; what must hold is that
+    // replacements run.
+    let listed = launcher_pids(&w);
+    assert!(
+        listed.iter().any(|p| !killed.contains(p) && running(*p)),
+        "new launchers serve: listed {listed:?}, killed {killed:?}"
+    );
 
     // SIGTERM in the middle of a storm: stopped within the grace plus a few seconds.
     let (stop, load) = background_storm(&c);

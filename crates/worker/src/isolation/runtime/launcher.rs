@@ -358,7 +358,8 @@ pub(super) struct Launchers {
     program: PathBuf,
     slots: Vec<tokio::sync::Mutex<Option<Running>>>,
     next: AtomicUsize,
-    /// Pids of the launchers alive, never reaped by the zombie sweep.
+    /// Pids of the launchers started and not yet found dead (one killed while idle is found
+    /// when its slot is next used), never reaped by the zombie sweep.
     pids: std::sync::Arc<SyncMutex<Vec<i32>>>,
     /// Where the pids are written, one per line, for operators and tests.
     pid_file: PathBuf,
