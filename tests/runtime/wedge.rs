@@ -93,12 +93,6 @@ fn launcher_pids(w: &RuntimeWorker) -> Vec<u32> {
     std::fs::read_to_string(f).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
-/// Whether `pid` is a process that has not exited (a zombie has).
-fn running(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).is_some_and(|state| state != "Z")
-}
-
 /// Zombie processes whose parent is one of `parents`, with their parent.
 fn zombies_of(parents: &[u32]) -> Vec<(u32, u32)> {
     let mut found = Vec::new();
@@ -187,7 +181,7 @@ async fn a_cold_start_storm_is_answered_while_agents_and_launchers_are_killed() 
     // replacements run.
     let listed = launcher_pids(&w);
     assert!(
-        listed.iter().any(|p| !killed.contains(p) && running(*p)),
+        listed.iter().any(|p| !killed.contains(p) && alive(*p)),
         "new launchers serve: listed {listed:?}, killed {killed:?}"
     );
 
