@@ -91,7 +91,7 @@ def _watch_for_term(wakeup):
 
 def _install_term_handlers():
     # As PID 1 in a container, a signal without a handler is ignored, so we must exit ourselves.
-    # The signal mask is left alone: the function's own child processes inherit it.
+    # The signal mask is left alone, so the function's own child processes start with the usual one.
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
     r, w = os.pipe()  # close-on-exec, so the function's children do not inherit it

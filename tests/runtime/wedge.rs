@@ -178,12 +178,15 @@ async fn a_cold_start_storm_is_answered_while_agents_and_launchers_are_killed() 
     hello_ok(&mut c, &w, "after launchers were killed").await;
     // A killed launcher idle in its slot is noticed (and unlisted) only when that slot is
     // next asked for a container, so the list may still name one; what must hold is that
-    // replacements run.
-    let listed = launcher_pids(&w);
-    assert!(
-        listed.iter().any(|p| !killed.contains(p) && alive(*p)),
-        "new launchers serve: listed {listed:?}, killed {killed:?}"
-    );
+    // replacements run. A function never started before needs a cold start: a launcher
+    // makes its container, or a standby's, which a launcher then replaces.
+    let r = c.register(code_req("fresh", &hello, 32)).await.unwrap().into_inner();
+    assert!(r.success, "{r:?}");
+    let r = c.invoke(invoke_req("fresh", "1", r#"{"name": "fresh"}"#)).await.expect("invoke RPC").into_inner();
+    assert!(r.success, "a cold start after the launchers were killed: {r:?}\n{}", w.log_context());
+    let replaced =
+        eventually(Duration::from_secs(5), || launcher_pids(&w).iter().any(|p| !killed.contains(p) && alive(*p)));
+    assert!(replaced, "new launchers serve: listed {:?}, killed {killed:?}", launcher_pids(&w));
 
     // SIGTERM in the middle of a storm: stopped within the grace plus a few seconds.
     let (stop, load) = background_storm(&c);
@@ -215,7 +218,7 @@ async fn a_cold_start_storm_is_answered_while_agents_and_launchers_are_killed() 
     w.start_again();
     let mut c = w.client().await;
     let listed = c.list_registered_funcs(rpc::ListFunctionRequest::default()).await.unwrap().into_inner();
-    assert_eq!(listed.functions.len(), FUNCTIONS + 1, "registrations survive a crash");
+    assert_eq!(listed.functions.len(), FUNCTIONS + 2, "registrations survive a crash");
     hello_ok(&mut c, &w, "after a crash and restart").await;
     drop(c);
     let st = w.stop();
