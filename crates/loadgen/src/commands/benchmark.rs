@@ -105,7 +105,7 @@ impl Samples {
 pub async fn run(a: BenchmarkArgs) -> anyhow::Result<()> {
     let folders = folders(&a.functions_dir, &a.functions)?;
     let endpoint = a.endpoint.url();
-    let mut c = connect(&endpoint, 1).await?.remove(0);
+    let mut c = connect(&endpoint).await?;
     let mut out = Vec::new();
     println!(
         "{:<18} {:>11} {:>10} {:>10} {:>10} {:>10} {:>7}",

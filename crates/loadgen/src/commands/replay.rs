@@ -213,12 +213,11 @@ pub async fn execute(
     let (recorded, run) = match target.target {
         TargetKind::Worker => {
             let n = target.connections;
-            live.run(Grpc::new(connect(&endpoint, 1).await?.remove(0), lean(&endpoint, n).await?)).await?
+            live.run(Grpc::new(connect(&endpoint).await?, lean(&endpoint, n).await?)).await?
         }
         TargetKind::Controller => {
             let n = target.connections;
-            let controller =
-                ControllerGrpc::new(connect_controller(&endpoint, 1).await?.remove(0), lean(&endpoint, n).await?);
+            let controller = ControllerGrpc::new(connect_controller(&endpoint).await?, lean(&endpoint, n).await?);
             let workers = target.wait_for_workers().await?;
             if let Some(w) = &workers
                 && !target.quiet

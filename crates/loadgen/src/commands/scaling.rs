@@ -56,7 +56,7 @@ pub async fn run(args: ScalingArgs) -> anyhow::Result<()> {
     let plans = args.functions.plans(Setup::Live, &meta[..1])?;
     crate::results::out_dir::prepare(&args.out, args.force, &["scaling.json", "throughput.svg", "latency.svg"])?;
     let endpoint = args.endpoint.url();
-    let grpc = Grpc::new(connect(&endpoint, 1).await?.remove(0), lean(&endpoint, 1).await?);
+    let grpc = Grpc::new(connect(&endpoint).await?, lean(&endpoint, 1).await?);
     register_all(&grpc, &plans).await?;
     let request = requests(&plans).remove(0);
     println!(

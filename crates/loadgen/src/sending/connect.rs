@@ -23,20 +23,15 @@ pub fn auth() -> rpc::auth::ClientAuth {
     AUTH.get().cloned().unwrap_or_default()
 }
 
-/// Opens `n` gRPC channels to `endpoint`; an unreachable target fails here.
-async fn channels(endpoint: &str, n: usize, what: &str) -> anyhow::Result<Vec<Channel>> {
-    let mut out = Vec::new();
-    for _ in 0..n.max(1) {
-        let ch = Channel::from_shared(endpoint.to_string())
-            .with_context(|| format!("bad target address {endpoint}"))?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach the {what} at {endpoint} (is it running? see --host/--port)"))?;
-        out.push(ch);
-    }
-    Ok(out)
+/// Opens a gRPC channel to `endpoint`; an unreachable target fails here.
+async fn channel(endpoint: &str, what: &str) -> anyhow::Result<Channel> {
+    Channel::from_shared(endpoint.to_string())
+        .with_context(|| format!("bad target address {endpoint}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the {what} at {endpoint} (is it running? see --host/--port)"))
 }
 
 fn ping() -> rpc::PingRequest {
@@ -47,16 +42,15 @@ fn no_pong(what: &str, endpoint: &str) -> anyhow::Error {
     anyhow::anyhow!("the {what} at {endpoint} accepted a connection but did not answer a ping in 5 s")
 }
 
-/// Connects `n` gRPC channels and pings the worker; an unreachable target fails here,
-/// before any load is sent.
-pub async fn connect(endpoint: &str, n: usize) -> anyhow::Result<Vec<rpc::auth::WorkerClient>> {
-    let out: Vec<_> =
-        channels(endpoint, n, "worker").await?.into_iter().map(|c| rpc::auth::worker_client(c, auth())).collect();
-    tokio::time::timeout(Duration::from_secs(5), out[0].clone().ping(ping()))
+/// Connects a gRPC channel and pings the worker; an unreachable target fails here, before
+/// any load is sent.
+pub async fn connect(endpoint: &str) -> anyhow::Result<rpc::auth::WorkerClient> {
+    let client = rpc::auth::worker_client(channel(endpoint, "worker").await?, auth());
+    tokio::time::timeout(Duration::from_secs(5), client.clone().ping(ping()))
         .await
         .map_err(|_| no_pong("worker", endpoint))?
         .with_context(|| format!("the target at {endpoint} does not answer the worker protocol"))?;
-    Ok(out)
+    Ok(client)
 }
 
 /// Opens `n` lean connections ([`LeanClient`]) to `endpoint`, for invocations.
@@ -68,20 +62,16 @@ pub async fn lean(endpoint: &str, n: usize) -> anyhow::Result<Vec<LeanClient>> {
     Ok(out)
 }
 
-/// Connects `n` gRPC channels to a controller and pings it.
-pub async fn connect_controller(endpoint: &str, n: usize) -> anyhow::Result<Vec<rpc::auth::ControllerClient>> {
-    let out: Vec<_> = channels(endpoint, n, "controller")
-        .await?
-        .into_iter()
-        .map(|c| rpc::auth::controller_client(c, auth()))
-        .collect();
-    tokio::time::timeout(Duration::from_secs(5), out[0].clone().ping(ping()))
+/// Connects a gRPC channel to a controller and pings it.
+pub async fn connect_controller(endpoint: &str) -> anyhow::Result<rpc::auth::ControllerClient> {
+    let client = rpc::auth::controller_client(channel(endpoint, "controller").await?, auth());
+    tokio::time::timeout(Duration::from_secs(5), client.clone().ping(ping()))
         .await
         .map_err(|_| no_pong("controller", endpoint))?
         .with_context(|| {
             format!("the target at {endpoint} does not answer the controller protocol (a worker? use --target worker)")
         })?;
-    Ok(out)
+    Ok(client)
 }
 
 /// `GET path` over plain HTTP/1.1 at `address` (HOST:PORT): the body, if the status is 200.

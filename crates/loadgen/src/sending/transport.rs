@@ -23,8 +23,8 @@ pub trait Transport: Clone + Send + Sync + 'static {
 
 /// A transport over gRPC connections to one target: registrations and prewarms through one
 /// channel of the generated client type, invocations through [`LeanClient`]s (one
-/// connection each, spread round robin) on the target's invoke method. The worker's and the controller's services
-/// take the same messages, so one definition serves both.
+/// connection each, spread round robin) on the target's invoke method. The worker's and the
+/// controller's services take the same messages, so one definition serves both.
 macro_rules! grpc_transport {
     ($(#[$doc:meta])* $name:ident, $client:ty, $invoke:expr) => {
         $(#[$doc])*
